@@ -1,0 +1,472 @@
+//! The backend trait every lock mechanism implements, the request it receives
+//! and the guard it hands back.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::reentry::ReentryTicket;
+use crate::{Error, ErrorKind, LockName, Result, Scope};
+
+/// A number that grows with every new holder of a lock, for fencing writes.
+///
+/// A resource that remembers the highest token it has seen can refuse a write
+/// carrying a smaller one, which stops a holder whose lock was lost (paused
+/// process, expired lease) from corrupting data after the next holder took over.
+/// Each backend documents where its tokens come from and how far they are ordered.
+pub type FencingToken = u64;
+
+/// How long an acquire may wait for a lock that someone else holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Wait {
+    /// Wait until the lock is acquired (or the future is dropped).
+    #[default]
+    Forever,
+    /// Wait at most this long, then fail with [`ErrorKind::Timeout`].
+    Timeout(Duration),
+    /// Do not wait: fail with [`ErrorKind::WouldBlock`] if the lock is held.
+    TryOnce,
+}
+
+impl Wait {
+    /// `None` waits forever, a zero duration tries once, anything else is a timeout.
+    pub fn from_timeout(timeout: Option<Duration>) -> Self {
+        match timeout {
+            None => Wait::Forever,
+            Some(d) if d.is_zero() => Wait::TryOnce,
+            Some(d) => Wait::Timeout(d),
+        }
+    }
+
+    /// The C convention: negative waits forever, zero tries once, positive is milliseconds.
+    pub fn from_millis(timeout_ms: i64) -> Self {
+        match u64::try_from(timeout_ms) {
+            Err(_) => Wait::Forever,
+            Ok(ms) => Wait::from_timeout(Some(Duration::from_millis(ms))),
+        }
+    }
+}
+
+impl fmt::Display for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Wait::Forever => f.write_str("waiting forever"),
+            Wait::Timeout(d) => write!(f, "waiting at most {d:?}"),
+            Wait::TryOnce => f.write_str("trying once"),
+        }
+    }
+}
+
+/// Everything a backend needs to acquire one lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockRequest {
+    /// The full lock name (any prefix already applied).
+    pub name: LockName,
+    /// The scope the caller asked for.
+    pub scope: Scope,
+    /// How long to wait.
+    pub wait: Wait,
+    /// The catalog id the name came from, if any; backends that store a holder
+    /// identity (ZooKeeper node data) include it.
+    pub label: Option<String>,
+}
+
+impl LockRequest {
+    /// A request for `name` in `scope`, waiting forever.
+    pub fn new(name: LockName, scope: Scope) -> Self {
+        LockRequest {
+            name,
+            scope,
+            wait: Wait::Forever,
+            label: None,
+        }
+    }
+
+    /// Sets how long to wait.
+    pub fn wait(mut self, wait: Wait) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Sets the catalog id recorded with the holder identity.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
+    /// A readable identity for this holder: `host:pid[:label]`.
+    pub fn holder_identity(&self) -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        match &self.label {
+            Some(label) => format!("{host}:{}:{label}", std::process::id()),
+            None => format!("{host}:{}", std::process::id()),
+        }
+    }
+
+    /// The [`ErrorKind::WouldBlock`] error for this request.
+    pub fn would_block(&self, backend: &dyn Backend) -> Error {
+        Error::new(
+            ErrorKind::WouldBlock,
+            format!(
+                "lock `{}` ({} scope) is held by someone else ({})",
+                self.name,
+                self.scope,
+                backend.describe()
+            ),
+        )
+    }
+
+    /// The [`ErrorKind::Timeout`] error for this request after waiting `waited`.
+    pub fn timed_out(&self, backend: &dyn Backend, waited: Duration) -> Error {
+        Error::new(
+            ErrorKind::Timeout,
+            format!(
+                "timed out after {waited:?} waiting for lock `{}` ({} scope, {})",
+                self.name,
+                self.scope,
+                backend.describe()
+            ),
+        )
+    }
+}
+
+/// Whether a held lock is still safely held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockState {
+    /// The lock is held.
+    Held,
+    /// The connection to the server is interrupted; the lock may be lost soon
+    /// (ZooKeeper `Disconnected`). Stop starting new work under the lock.
+    AtRisk,
+    /// The lock is gone (lease or session expired, node deleted). Another
+    /// holder may already have it: stop the critical section.
+    Lost,
+    /// The guard was released.
+    Released,
+}
+
+/// The backend's end of a guard's state: publishes [`LockState`] changes.
+///
+/// One sender may feed many guards (all locks on one etcd lease).
+#[derive(Debug, Clone)]
+pub struct LockStateSender(watch::Sender<LockState>);
+
+impl LockStateSender {
+    /// A new state channel, starting at [`LockState::Held`].
+    pub fn new() -> Self {
+        LockStateSender(watch::Sender::new(LockState::Held))
+    }
+
+    /// A receiver for a new guard.
+    pub fn subscribe(&self) -> watch::Receiver<LockState> {
+        self.0.subscribe()
+    }
+
+    /// Publishes `state` to every guard of this sender. [`LockState::Lost`] is final.
+    pub fn set(&self, state: LockState) {
+        self.0.send_if_modified(|current| {
+            if *current == LockState::Lost || *current == state {
+                false
+            } else {
+                *current = state;
+                true
+            }
+        });
+    }
+
+    /// The state last published.
+    pub fn get(&self) -> LockState {
+        *self.0.borrow()
+    }
+}
+
+impl Default for LockStateSender {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A receiver for backends whose locks cannot be lost while the process lives
+/// (memory, file): always [`LockState::Held`].
+pub fn never_lost() -> watch::Receiver<LockState> {
+    LockStateSender::new().subscribe()
+}
+
+/// The backend half of a guard: what it takes to let go of one held lock.
+#[async_trait]
+pub trait HeldLock: fmt::Debug + Send + Sync + 'static {
+    /// Releases the lock and reports whether that worked.
+    async fn release(self: Box<Self>) -> Result<()>;
+
+    /// Releases the lock without waiting, from `Drop`. It must not block, and
+    /// must work outside a tokio runtime (backends that need one keep a
+    /// `Handle` from their construction).
+    fn release_on_drop(self: Box<Self>);
+}
+
+/// A held lock. Releasing it (explicitly, or by dropping it) lets the next waiter in.
+///
+/// The guard is owned and `'static`: it can be moved into tasks, threads, or
+/// across the C ABI. Prefer [`release`](LockGuard::release), which reports
+/// errors; dropping the guard releases in the background, best effort.
+#[must_use = "if unused the lock is released immediately"]
+#[clippy::has_significant_drop]
+pub struct LockGuard {
+    name: LockName,
+    scope: Scope,
+    token: FencingToken,
+    state: watch::Receiver<LockState>,
+    held: Option<Box<dyn HeldLock>>,
+    ticket: Option<ReentryTicket>,
+}
+
+impl LockGuard {
+    /// Wraps a lock a backend acquired for `request`.
+    pub fn new(
+        request: &LockRequest,
+        token: FencingToken,
+        state: watch::Receiver<LockState>,
+        held: Box<dyn HeldLock>,
+    ) -> Self {
+        LockGuard {
+            name: request.name.clone(),
+            scope: request.scope,
+            token,
+            state,
+            held: Some(held),
+            ticket: None,
+        }
+    }
+
+    pub(crate) fn attach_ticket(&mut self, ticket: ReentryTicket) {
+        self.ticket = Some(ticket);
+    }
+
+    /// The full lock name.
+    pub fn name(&self) -> &LockName {
+        &self.name
+    }
+
+    /// The scope the lock was taken in.
+    pub fn scope(&self) -> Scope {
+        self.scope
+    }
+
+    /// The fencing token of this holding; see [`FencingToken`].
+    pub fn token(&self) -> FencingToken {
+        self.token
+    }
+
+    /// The current state.
+    pub fn state(&self) -> LockState {
+        if self.held.is_none() {
+            return LockState::Released;
+        }
+        *self.state.borrow()
+    }
+
+    /// Whether the lock was lost while held.
+    pub fn is_lost(&self) -> bool {
+        self.state() == LockState::Lost
+    }
+
+    /// Resolves when the lock is lost. Never resolves for backends that cannot lose locks.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future changes nothing.
+    pub async fn lost(&self) {
+        let mut rx = self.state.clone();
+        loop {
+            if *rx.borrow_and_update() == LockState::Lost {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                // The backend can no longer report anything: the state is final.
+                if *rx.borrow() == LockState::Lost {
+                    return;
+                }
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// A receiver of state changes, for `select!` loops.
+    pub fn watch_state(&self) -> watch::Receiver<LockState> {
+        self.state.clone()
+    }
+
+    /// Releases the lock.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Lost`] if the lock had been lost before release (the
+    /// critical section was not protected to the end); backend errors such as
+    /// [`ErrorKind::Unavailable`] if the release could not be confirmed (the
+    /// lock then expires with its lease or session).
+    pub async fn release(mut self) -> Result<()> {
+        let lost = *self.state.borrow() == LockState::Lost;
+        let held = self.held.take();
+        drop(self.ticket.take());
+        let result = match held {
+            Some(held) => held.release().await,
+            None => Ok(()),
+        };
+        if lost {
+            return Err(Error::new(
+                ErrorKind::Lost,
+                format!(
+                    "lock `{}` ({} scope) was lost before it was released: another holder may have run concurrently",
+                    self.name, self.scope
+                ),
+            ));
+        }
+        result
+    }
+}
+
+impl fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("name", &self.name)
+            .field("scope", &self.scope)
+            .field("token", &self.token)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            held.release_on_drop();
+        }
+    }
+}
+
+/// What a backend offers, for callers and for the conformance suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The scopes this backend can honour.
+    pub scopes: &'static [Scope],
+    /// Waiters on one name acquire in the order they asked.
+    pub fifo: bool,
+    /// Fencing tokens strictly increase across holders of one name.
+    pub fencing: bool,
+    /// Held locks can be lost (lease or session expiry) and are reported through [`LockState`].
+    pub can_lose: bool,
+}
+
+/// What [`Backend::clean`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanReport {
+    /// What was removed (paths or keys).
+    pub removed: Vec<String>,
+    /// How many entries were left because someone held or waited on them.
+    pub busy: usize,
+}
+
+/// A lock mechanism: memory, lock files, etcd, ZooKeeper.
+///
+/// Backends are object safe and shared as `Arc<dyn Backend>`. They depend only
+/// on `locks-core`; the `locks` facade builds them from configuration.
+///
+/// Contract for implementors:
+/// - [`acquire`](Backend::acquire) honours [`Wait::TryOnce`] itself (fail with
+///   [`LockRequest::would_block`]). Timeouts are applied by [`acquire`](crate::acquire)
+///   dropping the future, so the future must be cancel safe: dropped at any
+///   point, it leaves no lock held and no contender behind.
+/// - Two tasks of one process asking for one name exclude each other.
+#[async_trait]
+pub trait Backend: fmt::Debug + Send + Sync + 'static {
+    /// A short name of the mechanism (`"memory"`, `"file"`, `"etcd"`).
+    fn kind(&self) -> &'static str;
+
+    /// Where the backend points, for messages: `file:///var/lib/locks`,
+    /// `etcd://127.0.0.1:2379`. Never includes credentials.
+    fn describe(&self) -> String;
+
+    /// What this backend offers.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Acquires a lock.
+    ///
+    /// # Errors
+    /// [`ErrorKind::WouldBlock`] for a contended [`Wait::TryOnce`]; backend
+    /// errors ([`ErrorKind::Unavailable`], [`ErrorKind::Io`], ...) otherwise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe (see the trait docs).
+    async fn acquire(&self, request: &LockRequest) -> Result<LockGuard>;
+
+    /// Removes state nobody holds (lock files, empty lock directories).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] where there is nothing to clean.
+    async fn clean(&self) -> Result<CleanReport> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("the {} backend keeps no state to clean", self.kind()),
+        ))
+    }
+}
+
+/// Acquires through `backend`, applying [`Wait::Timeout`] by dropping the
+/// backend's future when the time is up.
+///
+/// # Errors
+/// [`ErrorKind::Timeout`] when the timeout elapses, otherwise as [`Backend::acquire`].
+///
+/// # Cancel safety
+/// Cancel safe, as every backend's acquire.
+pub async fn acquire(backend: &dyn Backend, request: &LockRequest) -> Result<LockGuard> {
+    match request.wait {
+        Wait::Timeout(limit) => match tokio::time::timeout(limit, backend.acquire(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(request.timed_out(backend, limit)),
+        },
+        Wait::Forever | Wait::TryOnce => backend.acquire(request).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_conventions() {
+        assert_eq!(Wait::from_millis(-1), Wait::Forever);
+        assert_eq!(Wait::from_millis(0), Wait::TryOnce);
+        assert_eq!(
+            Wait::from_millis(1500),
+            Wait::Timeout(Duration::from_millis(1500))
+        );
+        assert_eq!(Wait::from_timeout(None), Wait::Forever);
+        assert_eq!(Wait::from_timeout(Some(Duration::ZERO)), Wait::TryOnce);
+    }
+
+    #[test]
+    fn lost_is_final() {
+        let tx = LockStateSender::new();
+        let rx = tx.subscribe();
+        tx.set(LockState::AtRisk);
+        assert_eq!(*rx.borrow(), LockState::AtRisk);
+        tx.set(LockState::Lost);
+        tx.set(LockState::Held);
+        assert_eq!(*rx.borrow(), LockState::Lost);
+    }
+
+    #[test]
+    fn holder_identity_names_pid_and_label() {
+        let req = LockRequest::new(LockName::new("x").unwrap(), Scope::Global).label("infinidat");
+        let id = req.holder_identity();
+        assert!(
+            id.ends_with(&format!(":{}:infinidat", std::process::id())),
+            "{id}"
+        );
+    }
+}

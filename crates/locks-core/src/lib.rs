@@ -1,0 +1,44 @@
+//! The core of the `locks` workspace: [`Scope`]s, lock-name templates
+//! ([`NameTemplate`]), the [`Catalog`] of declared locks, the one [`Error`]
+//! type with its stable [`ErrorKind`], and the object-safe async [`Backend`]
+//! trait with the [`LockGuard`] it returns.
+//!
+//! Backends (memory, file, etcd, ZooKeeper) depend only on this crate; the
+//! `locks` facade picks them from configuration.
+//!
+//! ```
+//! use locks_core::{Catalog, Params, Scope};
+//!
+//! let entry = Catalog::cinder().get("solidfire")?;
+//! assert_eq!(entry.scope, Scope::Process);
+//! let name = entry.render(&Params::new().with("resource_id", "vol-7"))?;
+//! assert_eq!(name.as_str(), "solidfire-vol-7");
+//! # Ok::<(), locks_core::Error>(())
+//! ```
+//!
+//! # Feature flags
+//! - `testing`: the [`conformance_tests!`] suite every backend runs.
+
+mod backend;
+mod catalog;
+mod error;
+mod multi;
+mod reentry;
+mod scope;
+mod template;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use backend::{
+    Backend, Capabilities, CleanReport, FencingToken, HeldLock, LockGuard, LockRequest, LockState,
+    LockStateSender, Wait, acquire, never_lost,
+};
+pub use catalog::{CINDER_CATALOG_TOML, Catalog, CatalogEntry, LintFinding, Severity};
+pub use error::{BoxError, Error, ErrorKind, Result};
+pub use multi::{MultiGuard, canonical_order};
+pub use reentry::{HolderId, ReentryRegistry};
+pub use scope::Scope;
+pub use template::{LockName, MAX_NAME_LEN, NameTemplate, Params, TemplateError};
+
+/// Re-exported so backends implement [`Backend`] with the same macro version.
+pub use async_trait::async_trait;

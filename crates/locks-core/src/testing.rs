@@ -1,0 +1,348 @@
+//! The conformance suite every backend runs (feature `testing`).
+//!
+//! Each check is a public async function taking the backend under test; they
+//! panic on failure. [`conformance_tests!`](crate::conformance_tests) expands
+//! to one `#[tokio::test]` per check, so a backend crate runs all of them with
+//! one line:
+//!
+//! ```ignore
+//! locks_core::conformance_tests!(|| async { std::sync::Arc::new(MyBackend::new()) });
+//! ```
+//!
+//! Lock names carry the process id and a counter, so suites of several
+//! processes can share one server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::{
+    Backend, ErrorKind, LockGuard, LockName, LockRequest, LockState, Scope, Wait, acquire,
+};
+
+/// Expands to one `#[tokio::test]` per conformance check. `$factory` is a
+/// closure returning a future of `Arc<B>` (or `Arc<dyn Backend>`).
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::conformance_tests!(@cases $factory;
+            mutual_exclusion,
+            try_once_on_held_name_fails,
+            timeout_elapses,
+            release_lets_next_in,
+            drop_releases,
+            distinct_names_are_independent,
+            fencing_tokens_increase,
+            fifo_order,
+            cancelled_acquire_leaves_nothing_behind,
+            many_names_at_once,
+        );
+    };
+    (@cases $factory:expr; $($case:ident),* $(,)?) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let backend: ::std::sync::Arc<dyn $crate::Backend> = ($factory)().await;
+                    $crate::testing::$case(backend).await;
+                }
+            )*
+        }
+    };
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name no other check, process or earlier run uses.
+pub fn unique_name(check: &str) -> LockName {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    LockName::new(format!(
+        "conformance-{check}-{}-{nanos:x}-{n}",
+        std::process::id()
+    ))
+    .unwrap_or_else(|e| panic!("test names are valid: {e}"))
+}
+
+fn scope_of(backend: &dyn Backend) -> Scope {
+    *backend
+        .capabilities()
+        .scopes
+        .first()
+        .unwrap_or_else(|| panic!("{} declares no scope", backend.describe()))
+}
+
+fn request(backend: &dyn Backend, name: &LockName, wait: Wait) -> LockRequest {
+    LockRequest::new(name.clone(), scope_of(backend)).wait(wait)
+}
+
+async fn take(backend: &dyn Backend, name: &LockName, wait: Wait) -> LockGuard {
+    acquire(backend, &request(backend, name, wait))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "acquire `{name}` ({wait}) on {}: {}",
+                backend.describe(),
+                e.report()
+            )
+        })
+}
+
+const PATIENCE: Wait = Wait::Timeout(Duration::from_secs(20));
+
+/// Tasks contending for one name never overlap, and tokens follow hold order.
+pub async fn mutual_exclusion(backend: Arc<dyn Backend>) {
+    let name = unique_name("mutex");
+    let inside = Arc::new(AtomicBool::new(false));
+    let tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (backend, name, inside, tokens) = (
+            backend.clone(),
+            name.clone(),
+            inside.clone(),
+            tokens.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let guard = take(&*backend, &name, PATIENCE).await;
+                assert!(
+                    !inside.swap(true, Ordering::SeqCst),
+                    "two holders inside `{name}` at once"
+                );
+                tokens
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(guard.token());
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                inside.store(false, Ordering::SeqCst);
+                guard
+                    .release()
+                    .await
+                    .unwrap_or_else(|e| panic!("release: {}", e.report()));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await
+            .unwrap_or_else(|e| panic!("contender task failed: {e}"));
+    }
+    let tokens = tokens.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(tokens.len(), 60);
+    if backend.capabilities().fencing {
+        assert!(
+            tokens.windows(2).all(|w| w[0] < w[1]),
+            "tokens must strictly increase in hold order: {tokens:?}"
+        );
+    }
+}
+
+/// Trying once on a held name fails with `WouldBlock`; after release it succeeds.
+pub async fn try_once_on_held_name_fails(backend: Arc<dyn Backend>) {
+    let name = unique_name("try");
+    let guard = take(&*backend, &name, Wait::TryOnce).await;
+    assert_eq!(guard.state(), LockState::Held);
+    let err = acquire(&*backend, &request(&*backend, &name, Wait::TryOnce))
+        .await
+        .expect_err("a held lock cannot be taken again");
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{}", err.report());
+    assert!(
+        err.message().contains(name.as_str()),
+        "the error names the lock: {err}"
+    );
+    guard
+        .release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    let again = take(&*backend, &name, PATIENCE).await;
+    again
+        .release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+}
+
+/// A timeout on a held name elapses with `Timeout`, not earlier and not much later.
+pub async fn timeout_elapses(backend: Arc<dyn Backend>) {
+    let name = unique_name("timeout");
+    let guard = take(&*backend, &name, Wait::TryOnce).await;
+    let limit = Duration::from_millis(300);
+    let start = Instant::now();
+    let err = acquire(&*backend, &request(&*backend, &name, Wait::Timeout(limit)))
+        .await
+        .expect_err("a held lock cannot be taken within the timeout");
+    let waited = start.elapsed();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{}", err.report());
+    assert!(
+        waited >= limit,
+        "gave up after {waited:?}, before the {limit:?} timeout"
+    );
+    assert!(
+        waited < limit + Duration::from_secs(3),
+        "gave up only after {waited:?}"
+    );
+    guard
+        .release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+}
+
+/// A waiter gets the lock once the holder releases it.
+pub async fn release_lets_next_in(backend: Arc<dyn Backend>) {
+    let name = unique_name("handoff");
+    let guard = take(&*backend, &name, Wait::TryOnce).await;
+    let waiter = {
+        let (backend, name) = (backend.clone(), name.clone());
+        tokio::spawn(async move { take(&*backend, &name, PATIENCE).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiter.is_finished(), "the waiter must not get a held lock");
+    guard
+        .release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    let next = waiter
+        .await
+        .unwrap_or_else(|e| panic!("waiter failed: {e}"));
+    assert_eq!(next.state(), LockState::Held);
+    next.release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+}
+
+/// Dropping a guard releases the lock (in the background for network backends).
+pub async fn drop_releases(backend: Arc<dyn Backend>) {
+    let name = unique_name("drop");
+    let guard = take(&*backend, &name, Wait::TryOnce).await;
+    drop(guard);
+    let again = take(&*backend, &name, Wait::Timeout(Duration::from_secs(10))).await;
+    again
+        .release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+}
+
+/// Different names (different template parameters) are different locks.
+pub async fn distinct_names_are_independent(backend: Arc<dyn Backend>) {
+    let a = unique_name("array-a");
+    let b = unique_name("array-b");
+    let guard_a = take(&*backend, &a, Wait::TryOnce).await;
+    let guard_b = take(&*backend, &b, Wait::TryOnce).await;
+    assert_ne!(guard_a.name(), guard_b.name());
+    guard_b
+        .release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    guard_a
+        .release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+}
+
+/// Each new holder of a name gets a larger token (where the backend claims fencing).
+pub async fn fencing_tokens_increase(backend: Arc<dyn Backend>) {
+    if !backend.capabilities().fencing {
+        return;
+    }
+    let name = unique_name("fence");
+    let mut last = None;
+    for _ in 0..5 {
+        let guard = take(&*backend, &name, PATIENCE).await;
+        if let Some(prev) = last {
+            assert!(guard.token() > prev, "token {} after {prev}", guard.token());
+        }
+        last = Some(guard.token());
+        guard
+            .release()
+            .await
+            .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    }
+}
+
+/// Waiters acquire in the order they asked (where the backend claims FIFO).
+pub async fn fifo_order(backend: Arc<dyn Backend>) {
+    if !backend.capabilities().fifo {
+        return;
+    }
+    let name = unique_name("fifo");
+    let holder = take(&*backend, &name, Wait::TryOnce).await;
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..5 {
+        let (backend, name, order) = (backend.clone(), name.clone(), order.clone());
+        waiters.push(tokio::spawn(async move {
+            let guard = take(&*backend, &name, PATIENCE).await;
+            order.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+            guard
+                .release()
+                .await
+                .unwrap_or_else(|e| panic!("release: {}", e.report()));
+        }));
+        // Let this waiter queue up before the next one asks.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    holder
+        .release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    for w in waiters {
+        w.await.unwrap_or_else(|e| panic!("waiter failed: {e}"));
+    }
+    assert_eq!(
+        *order.lock().unwrap_or_else(|e| e.into_inner()),
+        [0, 1, 2, 3, 4]
+    );
+}
+
+/// An acquire that times out or is dropped leaves nothing that blocks later holders.
+pub async fn cancelled_acquire_leaves_nothing_behind(backend: Arc<dyn Backend>) {
+    let name = unique_name("cancel");
+    let holder = take(&*backend, &name, Wait::TryOnce).await;
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(200),
+        acquire(&*backend, &request(&*backend, &name, Wait::Forever)),
+    )
+    .await;
+    assert!(dropped.is_err(), "the waiter cannot get a held lock");
+    let timed_out = acquire(
+        &*backend,
+        &request(&*backend, &name, Wait::Timeout(Duration::from_millis(200))),
+    )
+    .await;
+    assert_eq!(
+        timed_out.map(|_| ()).map_err(|e| e.kind()),
+        Err(ErrorKind::Timeout)
+    );
+    holder
+        .release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    // Nothing left behind: the next holder gets in, and then a try-once succeeds too.
+    let next = take(&*backend, &name, Wait::Timeout(Duration::from_secs(5))).await;
+    next.release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    let last = take(&*backend, &name, Wait::TryOnce).await;
+    last.release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+}
+
+/// Hundreds of distinct names can be held at once and all released.
+pub async fn many_names_at_once(backend: Arc<dyn Backend>) {
+    let mut guards = Vec::new();
+    for i in 0..200 {
+        let name = unique_name(&format!("many{i}"));
+        guards.push(take(&*backend, &name, Wait::TryOnce).await);
+    }
+    for guard in guards {
+        guard
+            .release()
+            .await
+            .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    }
+}

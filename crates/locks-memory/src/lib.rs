@@ -1,0 +1,222 @@
+//! Process-scope locks: one FIFO async mutex per lock name, in memory.
+//!
+//! Excludes the tasks and threads of one process. Waiters are served in the
+//! order they asked (the queue of [`tokio::sync::Mutex`]). An entry exists only
+//! while somebody holds or waits for its name, so any number of distinct names
+//! can pass through without memory growing.
+//!
+//! Fencing tokens come from one process-wide counter: strictly increasing
+//! across all holders of all names in this process, and meaningless outside it.
+//!
+//! ```
+//! use locks_core::{Backend, LockName, LockRequest, Scope, Wait};
+//! use locks_memory::MemoryBackend;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let backend = MemoryBackend::new();
+//! let request = LockRequest::new(LockName::new("hgst-devices")?, Scope::Process);
+//! let guard = backend.acquire(&request).await?;
+//! let busy = backend.acquire(&request.clone().wait(Wait::TryOnce)).await;
+//! assert_eq!(busy.unwrap_err().kind(), locks_core::ErrorKind::WouldBlock);
+//! guard.release().await?;
+//! # Ok::<(), locks_core::Error>(())
+//! # }).unwrap();
+//! ```
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use locks_core::{
+    Backend, Capabilities, HeldLock, LockGuard, LockName, LockRequest, Result, Scope, Wait,
+    async_trait, never_lost,
+};
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+/// One entry per name that somebody holds or waits for.
+struct Slot {
+    mutex: Arc<AsyncMutex<()>>,
+    /// Holders plus waiters; the slot is removed when this drops to zero.
+    users: usize,
+}
+
+type Table = Arc<Mutex<HashMap<LockName, Slot>>>;
+
+/// The in-memory backend. Cheap to clone; clones share their locks.
+#[derive(Clone, Default)]
+pub struct MemoryBackend {
+    table: Table,
+}
+
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+impl MemoryBackend {
+    /// A backend with no locks held.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many names are currently held or waited for (for leak checks).
+    pub fn active_names(&self) -> usize {
+        self.table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn enter(&self, name: &LockName) -> Membership {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = table.entry(name.clone()).or_insert_with(|| Slot {
+            mutex: Arc::new(AsyncMutex::new(())),
+            users: 0,
+        });
+        slot.users += 1;
+        Membership {
+            table: Arc::clone(&self.table),
+            name: name.clone(),
+            mutex: Arc::clone(&slot.mutex),
+        }
+    }
+}
+
+impl std::fmt::Debug for MemoryBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBackend")
+            .field("active_names", &self.active_names())
+            .finish()
+    }
+}
+
+/// A claim on a slot: while it lives the slot stays in the table. Dropping it
+/// (after release, or when a waiting future is cancelled) removes an unused slot.
+struct Membership {
+    table: Table,
+    name: LockName,
+    mutex: Arc<AsyncMutex<()>>,
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = table.get_mut(&self.name) {
+            slot.users -= 1;
+            if slot.users == 0 {
+                table.remove(&self.name);
+            }
+        }
+    }
+}
+
+struct MemoryHeld {
+    // Field order matters: the mutex guard is released before the membership
+    // is dropped, so a slot is never removed while still locked.
+    _guard: OwnedMutexGuard<()>,
+    _membership: Membership,
+}
+
+impl std::fmt::Debug for MemoryHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryHeld")
+            .field("name", &self._membership.name)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl HeldLock for MemoryHeld {
+    async fn release(self: Box<Self>) -> Result<()> {
+        drop(self);
+        Ok(())
+    }
+
+    fn release_on_drop(self: Box<Self>) {
+        drop(self);
+    }
+}
+
+#[async_trait]
+impl Backend for MemoryBackend {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn describe(&self) -> String {
+        "memory://".to_owned()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            scopes: &[Scope::Process],
+            fifo: true,
+            fencing: true,
+            can_lose: false,
+        }
+    }
+
+    /// Acquires the in-memory lock of `request.name`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped future leaves the queue and, if nobody else
+    /// uses the name, removes its entry.
+    async fn acquire(&self, request: &LockRequest) -> Result<LockGuard> {
+        let membership = self.enter(&request.name);
+        let mutex = Arc::clone(&membership.mutex);
+        let guard = match request.wait {
+            Wait::TryOnce => mutex
+                .try_lock_owned()
+                .map_err(|_| request.would_block(self))?,
+            Wait::Forever | Wait::Timeout(_) => mutex.lock_owned().await,
+        };
+        let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+        let held = MemoryHeld {
+            _guard: guard,
+            _membership: membership,
+        };
+        Ok(LockGuard::new(request, token, never_lost(), Box::new(held)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use locks_core::acquire;
+
+    locks_core::conformance_tests!(|| async { std::sync::Arc::new(crate::MemoryBackend::new()) });
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_million_names_leave_the_table_empty() {
+        let backend = MemoryBackend::new();
+        for i in 0..1_000_000u32 {
+            let req = LockRequest::new(LockName::new(format!("vol-{i}")).unwrap(), Scope::Process);
+            let guard = backend.acquire(&req).await.unwrap();
+            guard.release().await.unwrap();
+        }
+        assert_eq!(backend.active_names(), 0);
+        assert!(
+            backend.table.lock().unwrap().capacity() < 64,
+            "the table never grew"
+        );
+    }
+
+    #[tokio::test]
+    async fn cancelled_and_timed_out_waiters_leave_no_entry() {
+        let backend = MemoryBackend::new();
+        let req = LockRequest::new(LockName::new("x").unwrap(), Scope::Process);
+        let guard = backend.acquire(&req).await.unwrap();
+        let timed = acquire(
+            &backend,
+            &req.clone()
+                .wait(Wait::Timeout(std::time::Duration::from_millis(20))),
+        )
+        .await;
+        assert!(timed.is_err());
+        assert!(
+            backend
+                .acquire(&req.clone().wait(Wait::TryOnce))
+                .await
+                .is_err()
+        );
+        drop(guard);
+        assert_eq!(backend.active_names(), 0);
+    }
+}
