@@ -346,3 +346,22 @@ pub async fn many_names_at_once(backend: Arc<dyn Backend>) {
             .unwrap_or_else(|e| panic!("release: {}", e.report()));
     }
 }
+
+/// The address of a test server from the environment variable `var`
+/// (`LOCKS_TEST_ETCD`, `LOCKS_TEST_ZK`), as the `ci/` scripts export it.
+///
+/// Without it, tests of that server are skipped with a printed notice, except
+/// when `CI=true`: there a missing server fails the test, so a suite that ran
+/// nothing cannot pass for one that passed.
+pub fn server_from_env(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(addr) if !addr.trim().is_empty() => Some(addr.trim().to_owned()),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{var} is not set but CI=true: start the server with the ci/ scripts (see ci/test.sh)")
+        }
+        _ => {
+            eprintln!("skipping: {var} is not set (run ci/test.sh, or start the server and export {var})");
+            None
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Global-scope locks on etcd (being written).

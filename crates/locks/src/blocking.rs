@@ -1,0 +1,119 @@
+//! [`BlockingLocks`]: the same client for callers without an async runtime.
+
+use std::future::Future;
+
+use locks_core::{CleanReport, Error, ErrorKind, LockGuard, LockRequest, MultiGuard, Params, Result, Scope, Wait};
+
+use crate::{Config, Locks};
+
+/// A [`Locks`] client with its own tokio runtime, whose calls block the calling thread.
+///
+/// For threads that are not inside an async runtime (plain threads, C or Go
+/// callers). Each call detects a caller that *is* inside a runtime and fails
+/// with [`ErrorKind::Unsupported`] instead of panicking: use [`Locks`] there.
+/// Re-entry is detected per OS thread.
+#[derive(Debug)]
+pub struct BlockingLocks {
+    runtime: tokio::runtime::Runtime,
+    locks: Locks,
+}
+
+impl BlockingLocks {
+    /// Starts a runtime and opens the backends `config` names.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Internal`] when the runtime cannot start; otherwise as [`Locks::open`].
+    pub fn open(config: Config) -> Result<Self> {
+        not_in_runtime()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("locks-runtime")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start the lock runtime: {e}")).with_source(e))?;
+        let locks = runtime.block_on(Locks::open(config))?;
+        Ok(BlockingLocks { runtime, locks })
+    }
+
+    /// The async client this one wraps.
+    pub fn locks(&self) -> &Locks {
+        &self.locks
+    }
+
+    /// The runtime the calls run on (for spawning work that outlives a call).
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
+    fn run<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {
+        not_in_runtime()?;
+        self.runtime.block_on(future)
+    }
+
+    /// [`Locks::lock_with`], blocking.
+    ///
+    /// # Errors
+    /// As [`Locks::lock_with`].
+    pub fn lock_with(&self, id: &str, params: &Params, wait: Wait) -> Result<LockGuard> {
+        self.run(self.locks.lock_with(id, params, wait))
+    }
+
+    /// [`Locks::lock`], blocking.
+    ///
+    /// # Errors
+    /// As [`Locks::lock`].
+    pub fn lock(&self, id: &str, params: &Params) -> Result<LockGuard> {
+        self.lock_with(id, params, Wait::Forever)
+    }
+
+    /// [`Locks::lock_name`], blocking.
+    ///
+    /// # Errors
+    /// As [`Locks::lock_name`].
+    pub fn lock_name(&self, scope: Scope, name: &str, wait: Wait) -> Result<LockGuard> {
+        self.run(self.locks.lock_name(scope, name, wait))
+    }
+
+    /// [`Locks::acquire`], blocking.
+    ///
+    /// # Errors
+    /// As [`Locks::acquire`].
+    pub fn acquire(&self, request: LockRequest) -> Result<LockGuard> {
+        self.run(self.locks.acquire(request))
+    }
+
+    /// [`Locks::lock_many`], blocking.
+    ///
+    /// # Errors
+    /// As [`Locks::lock_many`].
+    pub fn lock_many(&self, requests: Vec<LockRequest>, wait: Wait) -> Result<MultiGuard> {
+        self.run(self.locks.lock_many(requests, wait))
+    }
+
+    /// [`LockGuard::release`], blocking.
+    ///
+    /// # Errors
+    /// As [`LockGuard::release`].
+    pub fn release(&self, guard: LockGuard) -> Result<()> {
+        self.run(guard.release())
+    }
+
+    /// [`Locks::clean`], blocking.
+    ///
+    /// # Errors
+    /// As [`Locks::clean`].
+    pub fn clean(&self, scope: Scope) -> Result<CleanReport> {
+        self.run(self.locks.clean(scope))
+    }
+}
+
+fn not_in_runtime() -> Result<()> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "BlockingLocks was called from inside an async runtime, where blocking would stall it; \
+             use the async `Locks` client there",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! [`Locks`]: the client users hold, one backend per scope.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use locks_core::{
+    Backend, Catalog, CleanReport, Error, ErrorKind, LockGuard, LockName, LockRequest, MultiGuard, Params,
+    ReentryRegistry, Result, Scope, Wait, canonical_order,
+};
+
+use crate::backends;
+use crate::config::Config;
+
+/// A client for the locks of one catalog: renders names, picks the backend of
+/// each scope, detects self-deadlock, and takes sets of locks in one order.
+///
+/// Cheap to clone; clones share backends (one etcd lease, one ZooKeeper
+/// session) and the re-entry registry.
+#[derive(Clone)]
+pub struct Locks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    catalog: Catalog,
+    prefix: String,
+    backends: [Arc<dyn Backend>; 3],
+    urls: [String; 3],
+    registry: ReentryRegistry,
+    warnings: Vec<String>,
+}
+
+impl std::fmt::Debug for Locks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Locks");
+        d.field("prefix", &self.inner.prefix);
+        for scope in Scope::ALL {
+            d.field(scope.as_str(), &self.backend(scope).describe());
+        }
+        d.finish()
+    }
+}
+
+fn index(scope: Scope) -> usize {
+    match scope {
+        Scope::Process => 0,
+        Scope::Node => 1,
+        Scope::Global => 2,
+    }
+}
+
+impl Locks {
+    /// Opens every backend the configuration names. Scopes with the same URL
+    /// share one backend instance.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`] for a bad URL, or a backend that cannot
+    /// honour the scope it is configured for (naming the key);
+    /// [`ErrorKind::InvalidCatalog`] for a catalog that fails to load or lint;
+    /// whatever opening a backend reports (unreachable server, unusable directory).
+    pub async fn open(config: Config) -> Result<Locks> {
+        let catalog = config.catalog.load()?;
+        let mut opened: HashMap<String, Arc<dyn Backend>> = HashMap::new();
+        let mut backends = Vec::with_capacity(3);
+        let mut warnings = Vec::new();
+        for scope in Scope::ALL {
+            let url = config.backends.get(scope);
+            let key = format!("backends.{scope}");
+            let backend = match opened.get(url) {
+                Some(b) => Arc::clone(b),
+                None => {
+                    let b = backends::open(&key, url).await?;
+                    opened.insert(url.to_owned(), Arc::clone(&b));
+                    b
+                }
+            };
+            if !backend.capabilities().scopes.contains(&scope) {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!(
+                        "{key} = \"{url}\": the {} backend cannot honour the {scope} scope (it serves {}); \
+                         use {}",
+                        backend.kind(),
+                        backend
+                            .capabilities()
+                            .scopes
+                            .iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        match scope {
+                            Scope::Process => "memory://",
+                            Scope::Node => "file:///path/to/lock/dir",
+                            Scope::Global => "etcd://host:2379 or zookeeper://host:2181",
+                        }
+                    ),
+                ));
+            }
+            if scope == Scope::Global && config.embedded_defaults && backend.kind() == "file" {
+                warnings.push(format!(
+                    "warning: no configuration given, so global locks use {} and exclude only processes \
+                     on this host; set backends.global to an etcd:// or zookeeper:// URL for a cluster",
+                    backend.describe()
+                ));
+            }
+            backends.push(backend);
+        }
+        let backends: [Arc<dyn Backend>; 3] = backends
+            .try_into()
+            .map_err(|_| Error::new(ErrorKind::Internal, "expected one backend per scope"))?;
+        Ok(Locks {
+            inner: Arc::new(Inner {
+                catalog,
+                prefix: config.prefix,
+                backends,
+                urls: Scope::ALL.map(|s| config.backends.get(s).to_owned()),
+                registry: ReentryRegistry::new(),
+                warnings,
+            }),
+        })
+    }
+
+    /// [`Config::discover`] (the `LOCKS_CONFIG` file, or the embedded defaults), then [`open`](Self::open).
+    ///
+    /// # Errors
+    /// As [`Config::discover`] and [`open`](Self::open).
+    pub async fn from_env() -> Result<Locks> {
+        Self::open(Config::discover(None)?).await
+    }
+
+    /// The catalog of declared locks.
+    pub fn catalog(&self) -> &Catalog {
+        &self.inner.catalog
+    }
+
+    /// The prefix put before every lock name.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The backend serving `scope`.
+    pub fn backend(&self, scope: Scope) -> &Arc<dyn Backend> {
+        &self.inner.backends[index(scope)]
+    }
+
+    /// The URL configured for `scope`, as written.
+    pub fn backend_url(&self, scope: Scope) -> &str {
+        &self.inner.urls[index(scope)]
+    }
+
+    /// Warnings about the configuration (for example Global scope on a
+    /// host-local backend), for the caller to show.
+    pub fn warnings(&self) -> &[String] {
+        &self.inner.warnings
+    }
+
+    /// The request for catalog lock `id` with `params`: name rendered, prefix applied.
+    ///
+    /// # Errors
+    /// [`ErrorKind::UnknownLock`], [`ErrorKind::MissingParameter`],
+    /// [`ErrorKind::UnknownParameter`], [`ErrorKind::InvalidName`].
+    pub fn request(&self, id: &str, params: &Params) -> Result<LockRequest> {
+        let entry = self.inner.catalog.get(id)?;
+        let name = entry.render(params)?.with_prefix(&self.inner.prefix)?;
+        Ok(LockRequest::new(name, entry.scope).label(id))
+    }
+
+    /// The request for a raw `name` in `scope`, prefix applied.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidName`].
+    pub fn raw_request(&self, scope: Scope, name: &str) -> Result<LockRequest> {
+        Ok(LockRequest::new(
+            LockName::new(name)?.with_prefix(&self.inner.prefix)?,
+            scope,
+        ))
+    }
+
+    /// Acquires catalog lock `id`, waiting as long as it takes.
+    ///
+    /// # Errors
+    /// Those of [`request`](Self::request) and [`acquire`](Self::acquire).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future leaves nothing held or queued.
+    pub async fn lock(&self, id: &str, params: &Params) -> Result<LockGuard> {
+        self.lock_with(id, params, Wait::Forever).await
+    }
+
+    /// Acquires catalog lock `id`, waiting as `wait` says.
+    ///
+    /// # Errors
+    /// Those of [`request`](Self::request) and [`acquire`](Self::acquire).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn lock_with(&self, id: &str, params: &Params, wait: Wait) -> Result<LockGuard> {
+        self.acquire(self.request(id, params)?.wait(wait)).await
+    }
+
+    /// Acquires a raw `name` in `scope` (no catalog entry), waiting as `wait` says.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidName`], and those of [`acquire`](Self::acquire).
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn lock_name(&self, scope: Scope, name: &str, wait: Wait) -> Result<LockGuard> {
+        self.acquire(self.raw_request(scope, name)?.wait(wait)).await
+    }
+
+    /// Acquires one request on the backend of its scope.
+    ///
+    /// # Errors
+    /// [`ErrorKind::WouldDeadlock`] at once when the calling task already holds
+    /// the lock through this client; [`ErrorKind::WouldBlock`] for a contended
+    /// try-once; [`ErrorKind::Timeout`]; backend errors.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn acquire(&self, request: LockRequest) -> Result<LockGuard> {
+        let holder = self.inner.registry.check(request.scope, &request.name)?;
+        let backend = self.backend(request.scope);
+        let mut guard = locks_core::acquire(backend.as_ref(), &request).await?;
+        self.inner.registry.track(holder, &mut guard);
+        Ok(guard)
+    }
+
+    /// Acquires a set of locks in the canonical order (sorted by name, then
+    /// scope; duplicates taken once), as Cinder's multi-name `synchronized` does.
+    /// `wait` bounds the whole set. If any acquire fails, those already taken
+    /// are released (last first) before the error is returned.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire), for the first lock that fails.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: locks taken so far are released on drop.
+    pub async fn lock_many(&self, requests: Vec<LockRequest>, wait: Wait) -> Result<MultiGuard> {
+        let ordered = canonical_order(requests);
+        for request in &ordered {
+            self.inner.registry.check(request.scope, &request.name)?;
+        }
+        let deadline = match wait {
+            Wait::Timeout(d) => Some((Instant::now() + d, d)),
+            _ => None,
+        };
+        let mut guards = Vec::with_capacity(ordered.len());
+        for request in ordered {
+            let this_wait = match deadline {
+                Some((at, total)) => match at.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => Wait::Timeout(left),
+                    _ => {
+                        let err = request.timed_out(self.backend(request.scope).as_ref(), total);
+                        release_all(guards).await;
+                        return Err(err);
+                    }
+                },
+                None => wait,
+            };
+            match self.acquire(request.wait(this_wait)).await {
+                Ok(guard) => guards.push(guard),
+                Err(e) => {
+                    release_all(guards).await;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(MultiGuard::new(guards))
+    }
+
+    /// Removes unheld state of the `scope` backend (lock files, empty lock nodes).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] for backends with nothing to clean; backend errors.
+    pub async fn clean(&self, scope: Scope) -> Result<CleanReport> {
+        self.backend(scope).clean().await
+    }
+}
+
+async fn release_all(mut guards: Vec<LockGuard>) {
+    while let Some(guard) = guards.pop() {
+        // The acquire error is what the caller needs; a failed release of a
+        // partial set expires with its lease or session.
+        let _ = guard.release().await;
+    }
+}

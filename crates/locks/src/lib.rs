@@ -1,0 +1,52 @@
+//! `locks`: one catalog of named locks for storage-driver code, across three
+//! scopes, with the backend of each scope chosen by configuration.
+//!
+//! - [`Scope::Process`]: tasks and threads of one process (`memory://`).
+//! - [`Scope::Node`]: every process on one host (`file:///dir`, lock files
+//!   that exclude OpenStack's oslo.concurrency on the same files).
+//! - [`Scope::Global`]: every host of a cluster (`etcd://`, `zookeeper://`).
+//!
+//! Lock names come from the [`Catalog`] (by default the built-in Cinder
+//! catalog) as templates filled from parameters.
+//!
+//! ```
+//! use locks::{Config, Locks, Params, Wait};
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let mut config = Config::embedded();
+//! # config.backends.node = format!("file://{}", dir.path().display());
+//! # config.backends.global = config.backends.node.clone();
+//! let locks = Locks::open(config).await?;
+//! let guard = locks.lock("solidfire", &Params::new().with("resource_id", "img-1")).await?;
+//! assert_eq!(guard.name().as_str(), "solidfire-img-1");
+//! // The same task asking again would wait for itself: reported at once.
+//! let again = locks.lock_with("solidfire", &Params::new().with("resource_id", "img-1"), Wait::TryOnce).await;
+//! assert_eq!(again.unwrap_err().kind(), locks::ErrorKind::WouldDeadlock);
+//! guard.release().await?;
+//! # Ok::<(), locks::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! # Configuration
+//! A TOML file ([`Config`]) named by `--config` or `$LOCKS_CONFIG`, with one
+//! backend URL per scope; without one, the embedded defaults (memory, and lock
+//! files in [`default_lock_dir`]).
+//!
+//! # Feature flags
+//! - `etcd` (default): the `etcd://` backend.
+//! - `zookeeper` (default): the `zookeeper://` backend.
+
+mod backends;
+mod blocking;
+mod client;
+mod config;
+
+pub use backends::SCHEMES;
+pub use blocking::BlockingLocks;
+pub use client::Locks;
+pub use config::{BackendUrls, CONFIG_ENV, CatalogSource, Config, default_lock_dir};
+pub use locks_core::{
+    Backend, Capabilities, Catalog, CatalogEntry, CleanReport, Error, ErrorKind, FencingToken, LintFinding, LockGuard,
+    LockName, LockRequest, LockState, MultiGuard, NameTemplate, Params, Result, Scope, Severity, TemplateError, Wait,
+};
