@@ -85,13 +85,21 @@ impl CatalogSource {
     /// # Errors
     /// [`ErrorKind::Io`] or [`ErrorKind::InvalidCatalog`].
     pub fn load(&self) -> Result<Catalog> {
-        let catalog = match self {
+        let catalog = self.load_unchecked()?;
+        catalog.check()?;
+        Ok(catalog)
+    }
+
+    /// Loads (or returns) the catalog without running its lint, for tools that report the lint themselves.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] or [`ErrorKind::InvalidCatalog`] when it does not parse.
+    pub fn load_unchecked(&self) -> Result<Catalog> {
+        Ok(match self {
             CatalogSource::Builtin => Catalog::cinder().clone(),
             CatalogSource::File(path) => Catalog::from_file(path)?,
             CatalogSource::Loaded(catalog) => catalog.clone(),
-        };
-        catalog.check()?;
-        Ok(catalog)
+        })
     }
 }
 
