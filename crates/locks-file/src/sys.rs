@@ -28,12 +28,6 @@ impl LockedFile {
         &self.path
     }
 
-    /// The descriptor, for tests.
-    #[cfg(test)]
-    pub(crate) fn file(&self) -> &File {
-        &self.file
-    }
-
     /// Unlocks, then closes the file.
     pub(crate) fn unlock(mut self) -> Result<()> {
         self.unlocked = true;

@@ -1,0 +1,710 @@
+//! Tests of the file backend against the kernel, other descriptors, other
+//! backends of this process and Python child processes.
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake};
+use std::time::{Duration, Instant};
+
+use locks_core::acquire;
+
+use super::*;
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("locks-file-test-")
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"))
+}
+
+/// A lock directory that outlives the test (for backends the conformance suite keeps).
+fn leaked_dir() -> PathBuf {
+    temp_dir().keep()
+}
+
+fn open(dir: &Path, mechanism: Mechanism) -> FileBackend {
+    FileBackend::open(FileConfig {
+        dir: dir.to_owned(),
+        mechanism,
+    })
+    .unwrap_or_else(|e| panic!("open {}: {}", dir.display(), e.report()))
+}
+
+fn name(s: &str) -> LockName {
+    LockName::new(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn req(n: &LockName, wait: Wait) -> LockRequest {
+    LockRequest::new(n.clone(), Scope::Node).wait(wait)
+}
+
+/// Opens `path` on a new descriptor (never creating it) and tries, without
+/// waiting, the raw kernel lock of `mechanism` on it. `true` if it was free
+/// (the probe's own lock is dropped again), `false` on EAGAIN/EWOULDBLOCK.
+fn probe_free(path: &Path, mechanism: Mechanism) -> bool {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("probe: open {}: {e}", path.display()));
+    let fd = file.as_raw_fd();
+    let rc = match mechanism {
+        Mechanism::Ofd => {
+            // SAFETY: all-zero is a valid `struct flock`.
+            let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+            fl.l_type = libc::F_WRLCK as libc::c_short;
+            fl.l_whence = libc::SEEK_SET as libc::c_short;
+            // SAFETY: `fd` is open and `fl` valid for the call.
+            unsafe { libc::fcntl(fd, libc::F_OFD_SETLK, &mut fl) }
+        }
+        // SAFETY: `fd` is open.
+        Mechanism::Flock => unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) },
+    };
+    if rc == 0 {
+        return true;
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EAGAIN) => false,
+        _ => panic!("probe {mechanism} on {}: unexpected {err}", path.display()),
+    }
+}
+
+fn python3() -> Command {
+    // Fail loudly (not skip) when python3 is missing: the interop tests are the point.
+    Command::new("python3")
+}
+
+fn spawn_error(e: std::io::Error) -> ! {
+    panic!("python3 is required for the Python interop tests and could not be started: {e}")
+}
+
+/// Runs `fcntl.lockf(f, LOCK_EX|LOCK_NB)` in a Python child process, exactly
+/// as fasteners/oslo do. `true` if it got the lock.
+fn python_lockf_free(path: &Path) -> bool {
+    let script = "import fcntl, sys\n\
+                  f = open(sys.argv[1], 'a')\n\
+                  try:\n    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n\
+                  except OSError as e:\n    print('busy', e.errno)\n    sys.exit(3)\n\
+                  print('acquired')\n";
+    let out = python3()
+        .arg("-c")
+        .arg(script)
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| spawn_error(e));
+    match out.status.code() {
+        Some(0) => true,
+        Some(3) => false,
+        _ => panic!(
+            "python lockf probe failed: {:?}\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// A Python child holding `fcntl.lockf` on a file until it is killed.
+struct PythonHolder(Child);
+
+impl PythonHolder {
+    fn start(path: &Path) -> PythonHolder {
+        let script = "import fcntl, sys, time\n\
+                      f = open(sys.argv[1], 'a')\n\
+                      fcntl.lockf(f, fcntl.LOCK_EX)\n\
+                      print('held', flush=True)\n\
+                      time.sleep(120)\n";
+        let mut child = python3()
+            .arg("-c")
+            .arg(script)
+            .arg(path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| spawn_error(e));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let holder = PythonHolder(child);
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap_or_else(|e| panic!("reading from the python holder: {e}"));
+        assert_eq!(line.trim(), "held", "the python holder did not get the lock");
+        holder
+    }
+
+    fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for PythonHolder {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn try_until(backend: &FileBackend, n: &LockName, limit: Duration) -> LockGuard {
+    let start = Instant::now();
+    loop {
+        match backend.acquire(&req(n, Wait::TryOnce)).await {
+            Ok(guard) => return guard,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && start.elapsed() < limit => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err(e) => panic!(
+                "`{n}` not acquired within {limit:?} ({:?}): {}",
+                start.elapsed(),
+                e.report()
+            ),
+        }
+    }
+}
+
+/// A minimal executor: proves the backend needs no tokio runtime.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Arc::new(Unpark(std::thread::current())).into();
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::park();
+    }
+}
+
+mod ofd_conformance {
+    locks_core::conformance_tests!(|| async {
+        std::sync::Arc::new(
+            crate::FileBackend::open(crate::FileConfig {
+                dir: crate::tests::leaked_dir(),
+                mechanism: crate::Mechanism::Ofd,
+            })
+            .unwrap(),
+        )
+    });
+}
+
+mod flock_conformance {
+    locks_core::conformance_tests!(|| async {
+        std::sync::Arc::new(
+            crate::FileBackend::open(crate::FileConfig {
+                dir: crate::tests::leaked_dir(),
+                mechanism: crate::Mechanism::Flock,
+            })
+            .unwrap(),
+        )
+    });
+}
+
+#[test]
+fn mechanism_parses_and_prints() {
+    assert_eq!("ofd".parse::<Mechanism>().unwrap(), Mechanism::Ofd);
+    assert_eq!("FLOCK".parse::<Mechanism>().unwrap(), Mechanism::Flock);
+    assert_eq!(Mechanism::Ofd.to_string(), "ofd");
+    assert_eq!(Mechanism::Flock.to_string(), "flock");
+    let err = "posix".parse::<Mechanism>().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+    assert!(err.message().contains("\"posix\""), "{err}");
+    let expected = if cfg!(target_os = "linux") {
+        Mechanism::Ofd
+    } else {
+        Mechanism::Flock
+    };
+    assert_eq!(Mechanism::default(), expected);
+    assert_eq!(FileConfig::new("/x").mechanism, expected);
+}
+
+#[test]
+fn describes_itself() {
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), Mechanism::Ofd);
+    assert_eq!(backend.kind(), "file");
+    assert_eq!(
+        backend.describe(),
+        format!("file://{} (ofd)", tmp.path().display())
+    );
+    let caps = backend.capabilities();
+    assert_eq!(caps.scopes, &[Scope::Node, Scope::Global]);
+    assert!(caps.fencing && !caps.fifo && !caps.can_lose);
+    assert_eq!(open(tmp.path(), Mechanism::Flock).mechanism(), Mechanism::Flock);
+}
+
+#[test]
+fn names_map_like_oslo() {
+    assert_eq!(lock_file_name(&name("a/b/c")).unwrap(), "a_b_c");
+    assert_eq!(
+        lock_file_name(&name("cinder-lioadm")).unwrap(),
+        "cinder-lioadm"
+    );
+    assert_eq!(lock_file_name(&name("../etc")).unwrap(), ".._etc");
+    assert_eq!(lock_file_name(&name("/")).unwrap(), "_");
+    assert_eq!(lock_file_name(&name("vol-é")).unwrap(), "vol-é");
+    for bad in [".", ".."] {
+        let err = lock_file_name(&name(bad)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidName, "{bad}");
+        assert!(err.message().contains("directories"), "{err}");
+    }
+    let long = "x".repeat(256);
+    let err = lock_file_name(&name(&long)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidName);
+    assert!(lock_file_name(&name(&"x".repeat(255))).is_ok());
+
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), Mechanism::default());
+    assert_eq!(
+        backend.path_for(&name("cinder-a/b/c")).unwrap(),
+        tmp.path().join("cinder-a_b_c")
+    );
+    assert_eq!(
+        backend.path_for(&name("..")).unwrap_err().kind(),
+        ErrorKind::InvalidName
+    );
+}
+
+#[tokio::test]
+async fn slashes_become_one_file_and_share_the_lock() {
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), Mechanism::default());
+    let guard = backend
+        .acquire(&req(&name("a/b/c"), Wait::TryOnce))
+        .await
+        .unwrap();
+    assert!(tmp.path().join("a_b_c").is_file());
+    assert!(!tmp.path().join("a").exists(), "no subdirectory is made");
+    // `a/b/c` and `a_b_c` are one file, hence one lock, as for oslo.
+    let err = backend
+        .acquire(&req(&name("a_b_c"), Wait::TryOnce))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    let err = backend
+        .acquire(&req(&name(".."), Wait::Forever))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidName);
+    guard.release().await.unwrap();
+    assert_eq!(backend.active_names(), 0);
+}
+
+#[test]
+fn open_creates_the_directory_0700_and_leaves_existing_ones_alone() {
+    let tmp = temp_dir();
+    let dir = tmp.path().join("state/locks");
+    let backend = open(&dir, Mechanism::default());
+    assert_eq!(backend.dir(), dir);
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert!(std::fs::metadata(&dir).unwrap().is_dir());
+    assert_eq!(mode & 0o7777, 0o700, "mode {mode:o}");
+
+    let shared = tmp.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o2775)).unwrap();
+    open(&shared, Mechanism::default());
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode();
+    assert_eq!(mode & 0o7777, 0o2775, "an existing directory is not chmodded");
+}
+
+#[test]
+fn open_refuses_what_is_not_a_directory() {
+    let tmp = temp_dir();
+    let file = tmp.path().join("plain");
+    std::fs::write(&file, b"").unwrap();
+    let err = FileBackend::open(FileConfig::new(&file)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert!(err.message().contains(&file.display().to_string()), "{err}");
+    assert!(err.message().contains("not a directory"), "{err}");
+
+    let below = file.join("locks");
+    let err = FileBackend::open(FileConfig::new(&below)).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::Io | ErrorKind::PermissionDenied),
+        "{err:?}"
+    );
+    assert!(err.message().contains(&below.display().to_string()), "{err}");
+
+    let err = FileBackend::open(FileConfig::new("")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+}
+
+#[tokio::test]
+async fn a_symlink_at_the_lock_path_is_refused() {
+    let tmp = temp_dir();
+    let dir = tmp.path().join("locks");
+    let backend = open(&dir, Mechanism::default());
+    let target = tmp.path().join("victim");
+    let link = dir.join("planted");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+
+    let err = backend
+        .acquire(&req(&name("planted"), Wait::Forever))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{}", err.report());
+    assert!(err.message().contains("symlink"), "{err}");
+    assert!(err.message().contains(&link.display().to_string()), "{err}");
+    assert!(!target.exists(), "nothing was created through the symlink");
+
+    // Also when the target exists: it is neither locked nor touched.
+    std::fs::write(&target, b"data").unwrap();
+    let err = backend
+        .acquire(&req(&name("planted"), Wait::TryOnce))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io);
+    assert!(probe_free(&target, Mechanism::Ofd));
+    assert_eq!(std::fs::read(&target).unwrap(), b"data");
+    assert_eq!(backend.active_names(), 0);
+}
+
+#[tokio::test]
+async fn release_and_drop_keep_the_file() {
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), Mechanism::default());
+    let n = name("cinder-keep");
+    let path = backend.path_for(&n).unwrap();
+    let guard = backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o133, 0, "created 0644 minus umask: {mode:o}");
+    guard.release().await.unwrap();
+    assert!(path.is_file(), "release must not unlink");
+    assert!(probe_free(&path, Mechanism::Ofd));
+    drop(backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap());
+    assert!(path.is_file(), "drop must not unlink");
+    assert!(probe_free(&path, Mechanism::Ofd));
+}
+
+/// Every descriptor this process has open on `path`, with its `FD_CLOEXEC` flag.
+#[cfg(target_os = "linux")]
+fn open_descriptors(path: &Path) -> Vec<(i32, bool)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let entry = entry.unwrap();
+        let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if std::fs::read_link(entry.path()).ok().as_deref() == Some(path) {
+            // SAFETY: F_GETFD only reads the flags of a descriptor number.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            if flags >= 0 {
+                found.push((fd, flags & libc::FD_CLOEXEC != 0));
+            }
+        }
+    }
+    found
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_lock_descriptor_is_close_on_exec() {
+    for mechanism in [Mechanism::Ofd, Mechanism::Flock] {
+        let tmp = temp_dir();
+        let backend = open(tmp.path(), mechanism);
+        let n = name("cloexec");
+        let path = backend.path_for(&n).unwrap();
+        let guard = backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
+        let fds = open_descriptors(&path);
+        assert_eq!(fds.len(), 1, "one descriptor while held: {fds:?}");
+        assert!(fds[0].1, "{mechanism}: FD_CLOEXEC must be set: {fds:?}");
+        guard.release().await.unwrap();
+        assert!(open_descriptors(&path).is_empty(), "closed on release");
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn ofd_lock_excludes_raw_ofd_and_python_lockf() {
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), Mechanism::Ofd);
+    let n = name("cinder-lioadm");
+    let path = backend.path_for(&n).unwrap();
+    let guard = backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
+    assert!(
+        !probe_free(&path, Mechanism::Ofd),
+        "F_OFD_SETLK on another fd must get EAGAIN"
+    );
+    assert!(
+        !python_lockf_free(&path),
+        "a Python child's fcntl.lockf must fail while we hold the lock"
+    );
+    guard.release().await.unwrap();
+    assert!(probe_free(&path, Mechanism::Ofd));
+    assert!(python_lockf_free(&path), "Python gets the lock after release");
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn python_lockf_holder_excludes_ofd() {
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), Mechanism::Ofd);
+    let n = name("cinder-infinidat");
+    let path = backend.path_for(&n).unwrap();
+    let holder = PythonHolder::start(&path);
+
+    let err = backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{}", err.report());
+    let err = acquire(
+        &backend,
+        &req(&n, Wait::Timeout(Duration::from_millis(200))),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{}", err.report());
+    // `clean` sees the Python holder and keeps its file.
+    let report = backend.clean().await.unwrap();
+    assert_eq!(report.busy, 1, "{report:?}");
+    assert!(report.removed.is_empty(), "{report:?}");
+    assert!(path.is_file());
+
+    holder.stop();
+    let guard = try_until(&backend, &n, Duration::from_secs(5)).await;
+    assert!(!python_lockf_free(&path));
+    guard.release().await.unwrap();
+}
+
+/// Records the known limitation: `flock` does not see Python's POSIX locks.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn flock_does_not_exclude_posix_locks() {
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), Mechanism::Flock);
+    let n = name("flock-only");
+    let path = backend.path_for(&n).unwrap();
+    let guard = backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
+    assert!(!probe_free(&path, Mechanism::Flock));
+    assert!(probe_free(&path, Mechanism::Ofd));
+    guard.release().await.unwrap();
+}
+
+async fn cancelled_kernel_waiter_lets_go(mechanism: Mechanism) {
+    let tmp = temp_dir();
+    // Two backends: their in-process queues are separate, so the second one
+    // really waits in the kernel, as a waiter in another process would.
+    let holder = open(tmp.path(), mechanism);
+    let waiter = open(tmp.path(), mechanism);
+    let n = name("cancel-in-kernel");
+    let held = holder.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
+
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(300), waiter.acquire(&req(&n, Wait::Forever)))
+            .await;
+    assert!(cancelled.is_err(), "the waiter cannot get a held lock");
+    // The abandoned thread still blocks in the kernel and keeps its entry.
+    assert_eq!(waiter.active_names(), 1);
+    let err = waiter.acquire(&req(&n, Wait::TryOnce)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+
+    held.release().await.unwrap();
+    let start = Instant::now();
+    let again = try_until(&waiter, &n, Duration::from_secs(2)).await;
+    assert!(start.elapsed() < Duration::from_secs(2));
+    again.release().await.unwrap();
+    let other = try_until(&holder, &n, Duration::from_secs(2)).await;
+    other.release().await.unwrap();
+    assert_eq!(waiter.active_names(), 0);
+    assert_eq!(holder.active_names(), 0);
+    assert!(probe_free(&holder.path_for(&n).unwrap(), mechanism));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_kernel_waiter_lets_go_ofd() {
+    cancelled_kernel_waiter_lets_go(Mechanism::Ofd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_kernel_waiter_lets_go_flock() {
+    cancelled_kernel_waiter_lets_go(Mechanism::Flock).await;
+}
+
+async fn waiter_retries_on_an_unlinked_file(mechanism: Mechanism) {
+    let tmp = temp_dir();
+    let first = open(tmp.path(), mechanism);
+    let second = Arc::new(open(tmp.path(), mechanism));
+    let n = name("unlinked");
+    let path = first.path_for(&n).unwrap();
+    let held = first.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
+    let waiting = {
+        let (second, n) = (second.clone(), n.clone());
+        tokio::spawn(async move { second.acquire(&req(&n, Wait::Forever)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!waiting.is_finished());
+    // Someone removes the file while it is held and waited on.
+    std::fs::remove_file(&path).unwrap();
+    held.release().await.unwrap();
+
+    let guard = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap_or_else(|_| panic!("the waiter never got the lock"))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    // The waiter holds the file the path names now, not the unlinked one.
+    assert!(path.is_file(), "the file was created again");
+    assert!(
+        !probe_free(&path, mechanism),
+        "the lock must be on the current file"
+    );
+    let err = first.acquire(&req(&n, Wait::TryOnce)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    guard.release().await.unwrap();
+    assert!(probe_free(&path, mechanism));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_retries_on_an_unlinked_file_ofd() {
+    waiter_retries_on_an_unlinked_file(Mechanism::Ofd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_retries_on_an_unlinked_file_flock() {
+    waiter_retries_on_an_unlinked_file(Mechanism::Flock).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_removes_only_unheld_lock_files() {
+    let tmp = temp_dir();
+    let dir = tmp.path().join("locks");
+    let backend = open(&dir, Mechanism::default());
+    for n in ["a", "b", "c"] {
+        drop(backend.acquire(&req(&name(n), Wait::TryOnce)).await.unwrap());
+    }
+    let held = backend
+        .acquire(&req(&name("b"), Wait::TryOnce))
+        .await
+        .unwrap();
+    // Held through the other mechanism: still busy for `clean`.
+    let flock = open(&dir, Mechanism::Flock);
+    let flock_held = flock
+        .acquire(&req(&name("d"), Wait::TryOnce))
+        .await
+        .unwrap();
+    // Things that are not lock files are left alone.
+    std::fs::create_dir(dir.join("subdir")).unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::write(&outside, b"").unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+
+    let report = backend.clean().await.unwrap();
+    let expected: Vec<String> = ["a", "c"]
+        .iter()
+        .map(|f| dir.join(f).display().to_string())
+        .collect();
+    assert_eq!(report.removed, expected);
+    assert_eq!(report.busy, 2);
+    assert!(!dir.join("a").exists() && !dir.join("c").exists());
+    assert!(dir.join("b").is_file() && dir.join("d").is_file());
+    assert!(dir.join("subdir").is_dir());
+    assert!(dir.join("link").is_symlink() && outside.is_file());
+    // The holdings survived: nobody else gets in.
+    let err = backend
+        .acquire(&req(&name("b"), Wait::TryOnce))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    assert!(!probe_free(&dir.join("b"), backend.mechanism()));
+    assert!(!probe_free(&dir.join("d"), Mechanism::Flock));
+
+    held.release().await.unwrap();
+    flock_held.release().await.unwrap();
+    let report = backend.clean().await.unwrap();
+    assert_eq!(report.busy, 0);
+    assert_eq!(
+        report.removed,
+        vec![
+            dir.join("b").display().to_string(),
+            dir.join("d").display().to_string()
+        ]
+    );
+    // A lock taken after cleaning just creates its file again.
+    let again = backend
+        .acquire(&req(&name("a"), Wait::TryOnce))
+        .await
+        .unwrap();
+    assert!(dir.join("a").is_file());
+    again.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_follow_the_boot_clock_across_backends() {
+    let tmp = temp_dir();
+    let one = open(tmp.path(), Mechanism::default());
+    let two = open(tmp.path(), Mechanism::Flock);
+    let n = name("fence");
+    let before = sys::clock_nanos();
+    let a = one.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
+    let token_a = a.token();
+    assert!(token_a >= before, "{token_a} < clock {before}");
+    a.release().await.unwrap();
+    let b = two.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
+    assert!(b.token() > token_a);
+    assert!(b.token() <= sys::clock_nanos() + 1_000_000, "close to the clock");
+    b.release().await.unwrap();
+}
+
+#[test]
+fn works_without_a_tokio_runtime() {
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), Mechanism::default());
+    let n = name("no-runtime");
+    let path = backend.path_for(&n).unwrap();
+    let guard = block_on(backend.acquire(&req(&n, Wait::Forever))).unwrap();
+    let err = block_on(backend.acquire(&req(&n, Wait::TryOnce))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    block_on(guard.release()).unwrap();
+    assert!(probe_free(&path, backend.mechanism()));
+    let report = block_on(backend.clean()).unwrap();
+    assert_eq!(report.removed, vec![path.display().to_string()]);
+}
+
+#[test]
+fn drop_releases_outside_any_runtime() {
+    let tmp = temp_dir();
+    let backend = Arc::new(open(tmp.path(), Mechanism::default()));
+    let n = name("drop-after-runtime");
+    let path = backend.path_for(&n).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+    let guard = runtime
+        .block_on(backend.acquire(&req(&n, Wait::TryOnce)))
+        .unwrap();
+    drop(runtime);
+    assert!(!probe_free(&path, backend.mechanism()));
+    std::thread::spawn(move || drop(guard)).join().unwrap();
+    assert!(probe_free(&path, backend.mechanism()));
+    assert_eq!(backend.active_names(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hundred_thousand_names_leave_the_table_empty() {
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), Mechanism::default());
+    for i in 0..100_000u32 {
+        let guard = backend
+            .acquire(&req(&name(&format!("vol-{i}")), Wait::Forever))
+            .await
+            .unwrap();
+        guard.release().await.unwrap();
+    }
+    assert_eq!(backend.active_names(), 0);
+    assert!(
+        backend.table.lock().unwrap().capacity() < 64,
+        "the table never grew"
+    );
+}
