@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Starts and stops a throw-away etcd (Debian's `etcd-server` package) for the
+# integration tests of locks-etcd.
+#
+#   ci/etcd.sh start STATE_DIR   # start on 127.0.0.1 with free ports, wait for health
+#   ci/etcd.sh stop STATE_DIR    # stop the server started in STATE_DIR
+#
+# `start` keeps everything under STATE_DIR: the data dir (STATE_DIR/data), the
+# log (STATE_DIR/etcd.log) and STATE_DIR/etcd.env, which holds
+#
+#   LOCKS_TEST_ETCD=127.0.0.1:PORT
+#   LOCKS_TEST_ETCD_PID=PID
+#
+# so a caller can `set -a; . STATE_DIR/etcd.env; set +a` before `cargo test`.
+# This script installs nothing: ci/install.sh provides `etcd` and `etcdctl`.
+set -euo pipefail
+
+usage() {
+    echo "usage: $0 start|stop STATE_DIR" >&2
+    exit 2
+}
+
+[ $# -eq 2 ] || usage
+action=$1
+state=$2
+
+# Prints a TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+    python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+start() {
+    command -v etcd >/dev/null || { echo "etcd.sh: \`etcd\` is not installed (run ci/install.sh)" >&2; exit 1; }
+    command -v etcdctl >/dev/null || { echo "etcd.sh: \`etcdctl\` is not installed (run ci/install.sh)" >&2; exit 1; }
+    mkdir -p "$state"
+    state=$(cd "$state" && pwd)
+    if [ -f "$state/etcd.env" ]; then
+        echo "etcd.sh: $state/etcd.env exists: a server may still run there (ci/etcd.sh stop $state)" >&2
+        exit 1
+    fi
+    rm -rf "$state/data"
+    local client_port peer_port
+    client_port=$(free_port)
+    peer_port=$(free_port)
+    while [ "$peer_port" = "$client_port" ]; do peer_port=$(free_port); done
+    local client="http://127.0.0.1:$client_port"
+    local peer="http://127.0.0.1:$peer_port"
+
+    etcd --name locks-test \
+        --data-dir "$state/data" \
+        --listen-client-urls "$client" --advertise-client-urls "$client" \
+        --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+        --initial-cluster "locks-test=$peer" \
+        --initial-cluster-state new \
+        >"$state/etcd.log" 2>&1 </dev/null &
+    local pid=$!
+
+    local deadline=$((SECONDS + 30))
+    until ETCDCTL_API=3 etcdctl --endpoints "$client" --dial-timeout 1s --command-timeout 2s \
+        endpoint health >/dev/null 2>&1; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "etcd.sh: etcd exited during startup; its log:" >&2
+            cat "$state/etcd.log" >&2
+            exit 1
+        fi
+        if [ $SECONDS -ge $deadline ]; then
+            echo "etcd.sh: etcd on $client is not healthy after 30 s; its log:" >&2
+            cat "$state/etcd.log" >&2
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+            exit 1
+        fi
+        sleep 0.2
+    done
+
+    printf 'LOCKS_TEST_ETCD=127.0.0.1:%s\nLOCKS_TEST_ETCD_PID=%s\n' "$client_port" "$pid" >"$state/etcd.env"
+    echo "etcd.sh: etcd (pid $pid) is healthy on 127.0.0.1:$client_port; environment in $state/etcd.env"
+}
+
+stop() {
+    if [ ! -f "$state/etcd.env" ]; then
+        echo "etcd.sh: no $state/etcd.env: nothing to stop" >&2
+        return 0
+    fi
+    local pid
+    pid=$(sed -n 's/^LOCKS_TEST_ETCD_PID=//p' "$state/etcd.env")
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        # A test may have left it stopped with SIGSTOP: continue it so it can exit.
+        kill -CONT "$pid" 2>/dev/null || true
+        kill "$pid" 2>/dev/null || true
+        local deadline=$((SECONDS + 15))
+        while kill -0 "$pid" 2>/dev/null; do
+            if [ $SECONDS -ge $deadline ]; then
+                echo "etcd.sh: etcd (pid $pid) ignored SIGTERM for 15 s; sending SIGKILL" >&2
+                kill -KILL "$pid" 2>/dev/null || true
+                break
+            fi
+            sleep 0.1
+        done
+    fi
+    rm -f "$state/etcd.env"
+    rm -rf "$state/data"
+    echo "etcd.sh: stopped etcd (pid ${pid:-?})"
+}
+
+case "$action" in
+    start) start ;;
+    stop) stop ;;
+    *) usage ;;
+esac
