@@ -1,1 +1,102 @@
-//! Global-scope locks on ZooKeeper (being written).
+//! Global-scope locks on ZooKeeper, interoperable with OpenStack tooz (kazoo).
+//!
+//! [`ZkBackend`] implements [`locks_core::Backend`] for
+//! [`Scope::Global`](locks_core::Scope::Global): every host that talks to the
+//! same ZooKeeper ensemble and namespace excludes every other.
+//!
+//! # Node layout (kazoo's `Lock`, as tooz uses it)
+//!
+//! The lock named `N` lives in the directory `/<namespace>/locks/N`
+//! (namespace `tooz` by default, so a tooz-based service such as Cinder and
+//! this crate contend for the same locks). Missing directories are created as
+//! persistent nodes; a `/` inside `N` makes nested directories, as in tooz.
+//!
+//! Each contender is an ephemeral sequential child named
+//! `<32 lowercase hex>__lock__<10-digit sequence>`: a random UUID, kazoo's
+//! marker, and the sequence ZooKeeper appends. Its data is a readable holder
+//! identity, `host:pid[:catalog-id]`. Children that do not match kazoo's
+//! pattern `(?:__lock__)(-?\d{10})$` are ignored, as kazoo ignores them.
+//! The contender with the lowest sequence (compared as strings, like kazoo)
+//! holds the lock. Every other contender watches only its immediate
+//! predecessor, so waiters are served first come, first served, and a release
+//! wakes exactly one waiter.
+//!
+//! Releasing deletes the contender node. Directories are never deleted on
+//! release, because that races with new contenders;
+//! [`Backend::clean`](locks_core::Backend::clean) deletes empty ones (the
+//! server refuses to delete a directory that a contender entered meanwhile).
+//!
+//! # Sessions, "at risk" and "lost"
+//!
+//! One backend keeps one ZooKeeper session for all its locks. Two tasks of one
+//! backend asking for one name still exclude each other: an in-process FIFO
+//! queue per name sits in front of the ZooKeeper recipe.
+//!
+//! A lock lives as long as its ephemeral node, that is, as long as the
+//! session. Guards follow the session state
+//! ([`LockGuard::state`](locks_core::LockGuard::state)):
+//! - disconnected from the server: [`LockState::AtRisk`](locks_core::LockState::AtRisk).
+//!   The session may still recover; stop starting new work under the lock;
+//! - reconnected in time: [`LockState::Held`](locks_core::LockState::Held) again;
+//! - expired, closed, or disconnected for more than half the session timeout:
+//!   [`LockState::Lost`](locks_core::LockState::Lost), which is final. The
+//!   half-timeout cut-off makes a guard report the loss before the server can
+//!   expire the session and hand the lock to somebody else, provided the
+//!   process is not itself paused for that long. Releasing a lost guard
+//!   reports [`ErrorKind::Lost`](locks_core::ErrorKind::Lost).
+//!
+//! After the session is lost, the next acquire opens a new session; the old
+//! guards stay lost.
+//!
+//! # Fencing
+//!
+//! The fencing token of a holding is the `czxid` of its contender node: the
+//! ZooKeeper transaction id that created it. Transaction ids grow across the
+//! whole ensemble, and holders of one lock hold in creation order, so tokens
+//! strictly increase from one holder to the next, across processes and hosts.
+//!
+//! # Cancel safety
+//!
+//! The acquire future can be dropped at any point (the facade applies
+//! timeouts that way). A dropped or failed acquire deletes its contender node
+//! in a background task on the runtime the backend was connected on; if the
+//! creation request was still in flight, the task finds the node by its
+//! unique prefix. A try-once acquire that finds the lock held deletes its node
+//! before returning [`ErrorKind::WouldBlock`](locks_core::ErrorKind::WouldBlock).
+//! After a connection loss during creation, the acquire looks for its own node
+//! by that prefix instead of creating a second one.
+//!
+//! # Credentials
+//!
+//! With [`ZkConfig::credentials`] the session authenticates with the `digest`
+//! scheme and creates every node with an ACL granting all rights to that user
+//! only, as tooz does; without, nodes are open to everyone.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use locks_core::{Backend, LockName, LockRequest, Scope, Wait, acquire};
+//! use locks_zookeeper::{ZkBackend, ZkConfig};
+//!
+//! # async fn run() -> locks_core::Result<()> {
+//! let config = ZkConfig::new(["zk1:2181", "zk2:2181", "zk3:2181"])
+//!     .session_timeout(Duration::from_secs(10));
+//! let backend = ZkBackend::connect(config).await?;
+//! let request = LockRequest::new(LockName::new("cinder-infinidat-10.0.0.1-lock")?, Scope::Global)
+//!     .wait(Wait::Timeout(Duration::from_secs(30)));
+//! let guard = acquire(&backend, &request).await?;
+//! // Fence writes with guard.token(); stop if guard.lost() resolves.
+//! guard.release().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod backend;
+mod config;
+mod path;
+
+pub use backend::ZkBackend;
+pub use config::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_NAMESPACE, DEFAULT_PORT, DEFAULT_SESSION_TIMEOUT, ZkConfig,
+};
