@@ -1,0 +1,143 @@
+//! Helpers shared by the integration tests: the server from the environment,
+//! backends on private namespaces, a raw client to inspect nodes, and
+//! dedicated servers started with `ci/zookeeper.sh`.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use locks_core::LockName;
+use locks_zookeeper::{ZkBackend, ZkConfig};
+
+/// The shared test server (`LOCKS_TEST_ZK`), or `None` to skip.
+pub fn server() -> Option<String> {
+    locks_core::testing::server_from_env("LOCKS_TEST_ZK")
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A string no other test, process or run uses.
+pub fn unique(what: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{what}-{}-{nanos:x}-{n}", std::process::id())
+}
+
+pub fn name(what: &str) -> LockName {
+    LockName::new(unique(what)).expect("test names are valid")
+}
+
+/// A configuration for `addr` on a namespace of its own.
+pub fn config(addr: &str, what: &str) -> ZkConfig {
+    ZkConfig::new([addr]).namespace(format!("locks-test/{}", unique(what)))
+}
+
+pub async fn connect(config: ZkConfig) -> ZkBackend {
+    ZkBackend::connect(config.clone())
+        .await
+        .unwrap_or_else(|e| panic!("connect {config:?}: {}", e.report()))
+}
+
+/// A plain client, to look at nodes behind the backend's back.
+pub async fn raw(addr: &str) -> zookeeper_client::Client {
+    zookeeper_client::Client::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("raw connect to {addr}: {e}"))
+}
+
+/// The children of `dir`, sorted (empty if it does not exist).
+pub async fn children(client: &zookeeper_client::Client, dir: &str) -> Vec<String> {
+    match client.list_children(dir).await {
+        Ok(mut c) => {
+            c.sort();
+            c
+        }
+        Err(zookeeper_client::Error::NoNode) => Vec::new(),
+        Err(e) => panic!("list {dir}: {e}"),
+    }
+}
+
+/// Polls `check` every 10 ms until it holds, failing after `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A server of its own, started with `ci/zookeeper.sh` in a temporary
+/// directory, for tests that pause or stop it. Dropping it resumes and stops it.
+pub struct DedicatedServer {
+    pub addr: String,
+    pub pid: u32,
+    dir: tempfile::TempDir,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ci/zookeeper.sh")
+}
+
+impl DedicatedServer {
+    pub fn start() -> DedicatedServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("run ci/zookeeper.sh");
+        assert!(
+            out.status.success(),
+            "ci/zookeeper.sh start failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.path().join("zookeeper.env")).expect("zookeeper.env");
+        let var = |key: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{key} missing in zookeeper.env: {env}"))
+                .to_owned()
+        };
+        DedicatedServer {
+            addr: var("LOCKS_TEST_ZK="),
+            pid: var("LOCKS_TEST_ZK_PID=").parse().expect("pid"),
+            dir,
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}", self.pid);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("zookeeper.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for DedicatedServer {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-CONT").arg(self.pid.to_string()).status();
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
