@@ -1,1 +1,225 @@
-//! Global-scope locks on etcd (being written).
+//! Global-scope locks on etcd v3.
+//!
+//! [`EtcdBackend`] implements [`Backend`] for the [`Scope::Global`] locks of
+//! the `locks` workspace: locks that exclude every process on every node
+//! talking to the same etcd cluster. The `locks` facade builds it from an
+//! `etcd://host:port[,host:port…]?ttl=…&prefix=…&layout=…` URL; using this
+//! crate alone, fill in an [`EtcdConfig`].
+//!
+//! # Layouts
+//! - [`Layout::Mutex`] (default) speaks the protocol of etcd's own
+//!   `concurrency.Mutex`, which `etcdctl lock` and the server's Lock RPC use:
+//!   every contender creates the key `<prefix><name>/<lease id in hex>` on its
+//!   lease; the key with the lowest create revision holds the lock; every other
+//!   contender watches only the key created just before its own. Waiters are
+//!   served in the order they asked (FIFO), and a release wakes exactly one of
+//!   them. With the default empty prefix, `etcdctl lock <name>` and this backend
+//!   exclude each other. As in etcd, the range of a name includes the keys of
+//!   names that extend it with a `/` (lock `a` also sees contenders for `a/b`),
+//!   which can only make `a` wait longer, never let two holders in.
+//! - [`Layout::Tooz`] uses the keys of OpenStack tooz's etcd3 driver: the key
+//!   `/tooz/locks<name>` (no separator) holds 16 random bytes and is created
+//!   only if absent; release deletes it only while it still holds our value.
+//!   Where tooz polls once a second, waiters here watch the key for its delete.
+//!   Not FIFO. tooz grants one lease per lock, this backend one lease for all;
+//!   that does not matter to tooz, which only looks at the key.
+//!
+//! # The lease
+//! One backend (one `Locks` client) has one lease, shared by every lock it
+//! holds and kept alive by one background task that pings every TTL/3. A
+//! crashed or frozen holder's locks therefore vanish within the TTL (default
+//! 10 s). The task ends, and the lease is revoked, once the backend and every
+//! guard it handed out are gone.
+//!
+//! # Lost locks
+//! If a ping fails, every guard of the lease reports
+//! [`LockState::AtRisk`](locks_core::LockState::AtRisk) until the next ping
+//! gets through. If the server says the lease expired, or no ping got through
+//! for a whole TTL (counted from the moment the last successful ping was sent,
+//! so no later than the server can expire it), every guard reports
+//! [`LockState::Lost`](locks_core::LockState::Lost): [`LockGuard::lost`]
+//! resolves and [`LockGuard::release`] fails with
+//! [`ErrorKind::Lost`](locks_core::ErrorKind::Lost). The next acquire grants a
+//! new lease. Deleting a held key behind the backend's back (`etcdctl del`) is
+//! only noticed at release, which then reports `Lost` too.
+//!
+//! # Fencing tokens
+//! A guard's [`token`](LockGuard::token) is the create revision of its key:
+//! strictly increasing across all holders of a name (indeed across all keys of
+//! the cluster). A resource can guard writes by comparing it, as Go's
+//! `Mutex.IsOwner` does.
+//!
+//! # Timeouts and cancellation
+//! Every request to etcd is bounded by [`EtcdConfig::connect_timeout`], so an
+//! unreachable server fails with
+//! [`ErrorKind::Unavailable`](locks_core::ErrorKind::Unavailable) naming the
+//! endpoints instead of hanging; waiting for a held lock is bounded only by the
+//! request's [`Wait`](locks_core::Wait). An acquire may be dropped at any point
+//! (that is how timeouts work): the contender key it may have created is
+//! deleted in the background, and later acquires of the same name in this
+//! process wait for that delete. Two tasks of one backend asking for one name
+//! take turns in an in-process FIFO queue first, because etcd's mutex would
+//! let two users of one lease in at once.
+//!
+//! # TLS
+//! `https://` endpoints and [`TlsConfig`] need this crate's `tls` feature
+//! ([`TLS_SUPPORTED`]); without it, connecting with TLS settings fails with
+//! [`ErrorKind::Unsupported`](locks_core::ErrorKind::Unsupported).
+//!
+//! # Example
+//! ```no_run
+//! use std::time::Duration;
+//! use locks_core::{Backend, LockName, LockRequest, Scope, Wait, acquire};
+//! use locks_etcd::{EtcdBackend, EtcdConfig};
+//!
+//! # async fn run() -> locks_core::Result<()> {
+//! let mut config = EtcdConfig::new(["127.0.0.1:2379"]);
+//! config.ttl = Duration::from_secs(5);
+//! let backend = EtcdBackend::connect(config).await?;
+//! let request = LockRequest::new(LockName::new("cinder-vol-7")?, Scope::Global)
+//!     .wait(Wait::Timeout(Duration::from_secs(30)));
+//! let guard = acquire(&backend, &request).await?;
+//! println!("holding {} with fencing token {}", guard.name(), guard.token());
+//! tokio::select! {
+//!     () = guard.lost() => eprintln!("lost the lock: stop writing"),
+//!     () = tokio::time::sleep(Duration::from_secs(1)) => {}
+//! }
+//! guard.release().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod core;
+mod held;
+mod local;
+mod mutex;
+#[cfg(feature = "tls")]
+mod tls;
+mod tooz;
+mod wait;
+
+use std::sync::Arc;
+
+pub use config::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_TTL, EtcdConfig, Layout, MIN_TTL, TLS_SUPPORTED, TOOZ_PREFIX,
+    TlsConfig,
+};
+use locks_core::{
+    Backend, Capabilities, FencingToken, LockGuard, LockRequest, Result, Scope, Wait, async_trait,
+};
+
+use crate::core::Core;
+
+/// Global-scope locks on an etcd cluster. Cheap to clone; clones share the
+/// connection, the lease and the in-process queues.
+#[derive(Clone)]
+pub struct EtcdBackend {
+    core: Arc<Core>,
+    describe: String,
+}
+
+impl EtcdBackend {
+    /// Connects to etcd and grants the lease the backend's locks will share.
+    ///
+    /// Must run inside a tokio runtime; that runtime also runs the keep-alive
+    /// task and the background deletes of dropped guards.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`](locks_core::ErrorKind::InvalidConfig) for a
+    /// bad configuration, [`ErrorKind::Unsupported`](locks_core::ErrorKind::Unsupported)
+    /// for TLS in a build without it,
+    /// [`ErrorKind::Unavailable`](locks_core::ErrorKind::Unavailable) if no
+    /// endpoint answers within [`EtcdConfig::connect_timeout`],
+    /// [`ErrorKind::PermissionDenied`](locks_core::ErrorKind::PermissionDenied)
+    /// for refused credentials. Messages name the endpoints, never the password.
+    pub async fn connect(config: EtcdConfig) -> Result<EtcdBackend> {
+        let core = Core::connect(&config).await?;
+        let describe = format!(
+            "etcd://{} (layout={})",
+            config.endpoint_list(),
+            config.layout
+        );
+        Ok(EtcdBackend { core, describe })
+    }
+
+    /// The layout this backend uses.
+    pub fn layout(&self) -> Layout {
+        self.core.layout
+    }
+
+    /// The id of the lease the backend's locks currently live on, if it holds
+    /// one that is not lost (for diagnostics: `etcdctl lease timetolive`).
+    pub async fn lease_id(&self) -> Result<i64> {
+        Ok(self.core.lease().await?.id)
+    }
+
+    /// The etcd key prefix under which the contenders for `name` live
+    /// ([`Layout::Mutex`]: `<prefix><name>/`), or the one key of `name`
+    /// ([`Layout::Tooz`]: `/tooz/locks<name>`).
+    pub fn key_of(&self, name: &locks_core::LockName) -> Vec<u8> {
+        match self.core.layout {
+            Layout::Mutex => mutex::name_prefix(&self.core, name.as_str()),
+            Layout::Tooz => tooz::key_of(&self.core, name.as_str()),
+        }
+    }
+
+    /// How many names tasks of this process hold or wait for through this
+    /// backend (for leak checks).
+    pub fn active_names(&self) -> usize {
+        self.core.local.len()
+    }
+}
+
+impl std::fmt::Debug for EtcdBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdBackend")
+            .field("endpoints", &self.core.endpoints)
+            .field("layout", &self.core.layout)
+            .field("active_names", &self.active_names())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Backend for EtcdBackend {
+    fn kind(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn describe(&self) -> String {
+        self.describe.clone()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            scopes: &[Scope::Global],
+            fifo: self.core.layout == Layout::Mutex,
+            fencing: true,
+            can_lose: true,
+        }
+    }
+
+    /// Acquires `request.name` in etcd.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped acquire deletes the key it may have created, in
+    /// the background, before the next local acquire of the name proceeds.
+    async fn acquire(&self, request: &LockRequest) -> Result<LockGuard> {
+        let local = match request.wait {
+            Wait::TryOnce => self
+                .core
+                .local
+                .try_lock(&request.name)
+                .ok_or_else(|| request.would_block(self))?,
+            Wait::Forever | Wait::Timeout(_) => self.core.local.lock(&request.name).await,
+        };
+        let (held, revision) = match self.core.layout {
+            Layout::Mutex => mutex::acquire(&self.core, self, request, local).await?,
+            Layout::Tooz => tooz::acquire(&self.core, self, request, local).await?,
+        };
+        let token = FencingToken::try_from(revision).unwrap_or(0);
+        let state = held.lease_state();
+        Ok(LockGuard::new(request, token, state, Box::new(held)))
+    }
+}

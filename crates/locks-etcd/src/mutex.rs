@@ -1,0 +1,201 @@
+//! `layout=mutex`: the protocol of etcd's `concurrency.Mutex`, which
+//! `etcdctl lock` and the server's Lock RPC use.
+//!
+//! Key `<prefix><name>/<lease id in lowercase hex>`, value empty, attached to
+//! the lease. The contender whose key has the lowest create revision under
+//! `<prefix><name>/` holds the lock; every other contender watches the key
+//! created just before its own until that key is deleted, then looks again.
+
+use std::sync::Arc;
+
+use etcd_client::{
+    Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    TxnResponse,
+};
+use locks_core::{Backend, Error, ErrorKind, LockRequest, LockState, Result, Wait};
+
+use crate::core::{Check, Core, OwnedKey, is_lease_not_found};
+use crate::held::{Contender, EtcdHeld};
+use crate::local::LocalGuard;
+use crate::wait::{RETRY_PAUSE, Watched, until_deleted};
+
+/// Restarts that cost no waiting (a stale key of ours, a lease that expired
+/// just before use) before giving up.
+const MAX_QUICK_RESTARTS: u32 = 5;
+
+/// The key range of one lock name: `<prefix><name>/`.
+pub(crate) fn name_prefix(core: &Core, name: &str) -> Vec<u8> {
+    let mut pfx = core.prefix.clone();
+    pfx.extend_from_slice(name.as_bytes());
+    pfx.push(b'/');
+    pfx
+}
+
+pub(crate) async fn acquire(
+    core: &Arc<Core>,
+    backend: &dyn Backend,
+    request: &LockRequest,
+    local: LocalGuard,
+) -> Result<(EtcdHeld, i64)> {
+    let pfx = name_prefix(core, request.name.as_str());
+    let mut contender = Contender::new(Arc::clone(core), local);
+    let mut quick_restarts = 0;
+    loop {
+        if quick_restarts > MAX_QUICK_RESTARTS {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "etcd at {}: gave up acquiring lock `{}` after {MAX_QUICK_RESTARTS} restarts \
+                     (the lease kept expiring or our key kept reappearing)",
+                    core.endpoints, request.name
+                ),
+            ));
+        }
+        let lease = core.lease().await?;
+        let mut key = pfx.clone();
+        key.extend_from_slice(format!("{:x}", lease.id).as_bytes());
+        contender.arm(OwnedKey {
+            key: key.clone(),
+            check: Check::KeyIsOurs,
+            lease: Arc::clone(&lease),
+        });
+
+        // Create our key if absent and see who is first, in one round trip.
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([
+                TxnOp::put(
+                    key.clone(),
+                    Vec::new(),
+                    Some(PutOptions::new().with_lease(lease.id)),
+                ),
+                TxnOp::get(pfx.clone(), Some(first_created())),
+            ])
+            .or_else([TxnOp::get(
+                key.clone(),
+                Some(GetOptions::new().with_keys_only()),
+            )]);
+        let mut kv = core.client.kv_client();
+        let created = match core.call("creating a lock key", kv.txn(txn)).await {
+            Ok(created) => created,
+            Err(e) if is_lease_not_found(&e) => {
+                // The lease expired before our keep-alive noticed.
+                lease.state.set(LockState::Lost);
+                contender.disarm();
+                quick_restarts += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if !created.succeeded() {
+            // Our key already exists: an earlier acquire of this name whose
+            // delete did not get through. Remove it and queue afresh, so the
+            // fencing token is new.
+            contender.withdraw().await?;
+            quick_restarts += 1;
+            continue;
+        }
+        let my_rev = revision(&created);
+        contender.set_check(Check::CreateRevision(my_rev));
+        let first = first_kv_revision(&created, 1);
+        if first == Some(my_rev) {
+            if lease.is_lost() {
+                contender.withdraw().await?;
+                quick_restarts += 1;
+                continue;
+            }
+            return Ok((contender.into_held(&request.name)?, my_rev));
+        }
+        if request.wait == Wait::TryOnce {
+            contender.withdraw().await?;
+            return Err(request.would_block(backend));
+        }
+        match wait_for_turn(core, &key, &pfx, my_rev, lease.id, &lease).await? {
+            Turn::Ours => return Ok((contender.into_held(&request.name)?, my_rev)),
+            Turn::LeaseLost => {
+                // Our key is gone or about to go with the lease; queue again
+                // on a new lease.
+                contender.withdraw().await?;
+            }
+        }
+    }
+}
+
+enum Turn {
+    Ours,
+    LeaseLost,
+}
+
+/// Waits until no key created before ours is left under `pfx`, checking each
+/// time that our own key still exists on our lease (etcd 3.4 would otherwise
+/// hand a lock to a waiter whose lease expired, etcd issue 9921).
+async fn wait_for_turn(
+    core: &Core,
+    key: &[u8],
+    pfx: &[u8],
+    my_rev: i64,
+    lease_id: i64,
+    lease: &crate::core::Lease,
+) -> Result<Turn> {
+    loop {
+        let txn = Txn::new().and_then([
+            TxnOp::get(key.to_vec(), Some(GetOptions::new().with_keys_only())),
+            TxnOp::get(
+                pfx.to_vec(),
+                Some(
+                    GetOptions::new()
+                        .with_prefix()
+                        .with_sort(SortTarget::Create, SortOrder::Descend)
+                        .with_max_create_revision(my_rev - 1)
+                        .with_keys_only()
+                        .with_limit(1),
+                ),
+            ),
+        ]);
+        let mut kv = core.client.kv_client();
+        let looked = core.call("checking the lock queue", kv.txn(txn)).await?;
+        let responses = looked.op_responses();
+        let mine = get_kvs(&responses, 0).first().cloned();
+        match mine {
+            Some(kv) if kv.create_revision() == my_rev && kv.lease() == lease_id => {}
+            _ => return Ok(Turn::LeaseLost),
+        }
+        if lease.is_lost() {
+            return Ok(Turn::LeaseLost);
+        }
+        let Some(ahead) = get_kvs(&responses, 1).first().cloned() else {
+            return Ok(Turn::Ours);
+        };
+        match until_deleted(core, ahead.key(), revision(&looked) + 1, lease).await? {
+            Watched::Deleted => {}
+            Watched::Retry => tokio::time::sleep(RETRY_PAUSE).await,
+            Watched::LeaseLost => return Ok(Turn::LeaseLost),
+        }
+    }
+}
+
+/// `WithFirstCreate`: the oldest key of the range.
+fn first_created() -> GetOptions {
+    GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Create, SortOrder::Ascend)
+        .with_keys_only()
+        .with_limit(1)
+}
+
+pub(crate) fn revision(response: &TxnResponse) -> i64 {
+    response.header().map_or(0, |h| h.revision())
+}
+
+pub(crate) fn get_kvs(responses: &[TxnOpResponse], index: usize) -> &[etcd_client::KeyValue] {
+    match responses.get(index) {
+        Some(TxnOpResponse::Get(get)) => get.kvs(),
+        _ => &[],
+    }
+}
+
+fn first_kv_revision(response: &TxnResponse, index: usize) -> Option<i64> {
+    get_kvs(&response.op_responses(), index)
+        .first()
+        .map(|kv| kv.create_revision())
+}

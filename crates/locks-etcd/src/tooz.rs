@@ -1,0 +1,109 @@
+//! `layout=tooz`: the key layout of OpenStack tooz's etcd3 driver.
+//!
+//! Key `/tooz/locks<name>` (no separator), value 16 random bytes, attached to
+//! our lease, created only if absent. Release deletes the key only while it
+//! still holds our value. Where tooz polls once a second, waiters here watch
+//! the key for its delete (release or lease expiry) and then try again.
+
+use std::sync::Arc;
+
+use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
+use locks_core::{Backend, Error, ErrorKind, LockRequest, LockState, Result, Wait};
+
+use crate::core::{Check, Core, OwnedKey, is_lease_not_found};
+use crate::held::{Contender, EtcdHeld};
+use crate::local::LocalGuard;
+use crate::mutex::{get_kvs, revision};
+use crate::wait::{RETRY_PAUSE, Watched, until_deleted};
+
+const MAX_QUICK_RESTARTS: u32 = 5;
+
+pub(crate) fn key_of(core: &Core, name: &str) -> Vec<u8> {
+    let mut key = core.prefix.clone();
+    key.extend_from_slice(name.as_bytes());
+    key
+}
+
+pub(crate) async fn acquire(
+    core: &Arc<Core>,
+    backend: &dyn Backend,
+    request: &LockRequest,
+    local: LocalGuard,
+) -> Result<(EtcdHeld, i64)> {
+    let key = key_of(core, request.name.as_str());
+    let value = uuid::Uuid::new_v4().as_bytes().to_vec();
+    let mut contender = Contender::new(Arc::clone(core), local);
+    let mut quick_restarts = 0;
+    loop {
+        if quick_restarts > MAX_QUICK_RESTARTS {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "etcd at {}: gave up acquiring lock `{}` after {MAX_QUICK_RESTARTS} restarts \
+                     (the lease kept expiring or a key of ours kept reappearing)",
+                    core.endpoints, request.name
+                ),
+            ));
+        }
+        let lease = core.lease().await?;
+        contender.arm(OwnedKey {
+            key: key.clone(),
+            check: Check::Value(value.clone()),
+            lease: Arc::clone(&lease),
+        });
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                value.clone(),
+                Some(PutOptions::new().with_lease(lease.id)),
+            )])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let mut kv = core.client.kv_client();
+        let tried = match core.call("creating a lock key", kv.txn(txn)).await {
+            Ok(tried) => tried,
+            Err(e) if is_lease_not_found(&e) => {
+                lease.state.set(LockState::Lost);
+                contender.disarm();
+                quick_restarts += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if tried.succeeded() {
+            if lease.is_lost() {
+                contender.withdraw().await?;
+                quick_restarts += 1;
+                continue;
+            }
+            let rev = revision(&tried);
+            return Ok((contender.into_held(&request.name)?, rev));
+        }
+        // Somebody holds the key; none of ours exists.
+        contender.disarm();
+        let responses = tried.op_responses();
+        let holder = get_kvs(&responses, 0).first().cloned();
+        if let Some(stale) = holder.as_ref().filter(|kv| kv.lease() == lease.id) {
+            // Ours, from an earlier acquire whose delete did not get through.
+            contender.arm(OwnedKey {
+                key: key.clone(),
+                check: Check::CreateRevision(stale.create_revision()),
+                lease: Arc::clone(&lease),
+            });
+            contender.withdraw().await?;
+            quick_restarts += 1;
+            continue;
+        }
+        if request.wait == Wait::TryOnce {
+            return Err(request.would_block(backend));
+        }
+        if holder.is_none() {
+            // Released between the compare and the read; try again.
+            continue;
+        }
+        match until_deleted(core, &key, revision(&tried) + 1, &lease).await? {
+            Watched::Deleted | Watched::LeaseLost => {}
+            Watched::Retry => tokio::time::sleep(RETRY_PAUSE).await,
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Helpers shared by the integration tests: the server under test, raw etcd
+//! access for checks, dedicated servers, and `etcdctl`.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, GetOptions};
+use locks_core::{Backend, LockName, LockRequest, Scope, Wait};
+use locks_etcd::{EtcdBackend, EtcdConfig, Layout};
+
+/// The address of the shared test server, or `None` to skip.
+pub fn server() -> Option<String> {
+    locks_core::testing::server_from_env("LOCKS_TEST_ETCD")
+}
+
+pub fn config(addr: &str, layout: Layout) -> EtcdConfig {
+    let mut config = EtcdConfig::new([addr]);
+    config.layout = layout;
+    config
+}
+
+pub async fn connect(addr: &str, layout: Layout) -> EtcdBackend {
+    connect_with(config(addr, layout)).await
+}
+
+pub async fn connect_with(config: EtcdConfig) -> EtcdBackend {
+    EtcdBackend::connect(config.clone())
+        .await
+        .unwrap_or_else(|e| panic!("connecting with {config:?}: {}", e.report()))
+}
+
+/// A backend on the shared server, or `None` when it is not configured.
+pub async fn backend(layout: Layout) -> Option<Arc<dyn Backend>> {
+    let addr = server()?;
+    Some(Arc::new(connect(&addr, layout).await))
+}
+
+/// A plain etcd client for looking at keys behind the backend's back.
+pub async fn raw(addr: &str) -> Client {
+    Client::connect([format!("http://{addr}")], None)
+        .await
+        .unwrap_or_else(|e| panic!("raw client for {addr}: {e}"))
+}
+
+/// The keys (with their leases and create revisions) under `prefix`.
+pub async fn keys_under(client: &mut Client, prefix: &[u8]) -> Vec<(String, i64, i64)> {
+    client
+        .get(prefix.to_vec(), Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap_or_else(|e| panic!("get: {e}"))
+        .kvs()
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(kv.key()).into_owned(),
+                kv.lease(),
+                kv.create_revision(),
+            )
+        })
+        .collect()
+}
+
+pub fn name(prefix: &str) -> LockName {
+    locks_core::testing::unique_name(prefix)
+}
+
+pub fn request(name: &LockName, wait: Wait) -> LockRequest {
+    LockRequest::new(name.clone(), Scope::Global).wait(wait)
+}
+
+/// Polls `check` every 50 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn etcd_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../ci/etcd.sh")
+}
+
+/// An etcd server of its own, for tests that pause it or change its
+/// settings. Stopped (after a SIGCONT) when dropped.
+pub struct DedicatedEtcd {
+    dir: tempfile::TempDir,
+    pub addr: String,
+    pub pid: u32,
+}
+
+impl DedicatedEtcd {
+    pub fn start() -> DedicatedEtcd {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let out = Command::new("bash")
+            .arg(etcd_script())
+            .arg("start")
+            .arg(dir.path())
+            .output()
+            .expect("running ci/etcd.sh");
+        assert!(
+            out.status.success(),
+            "ci/etcd.sh start failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.path().join("etcd.env")).expect("etcd.env");
+        let value = |key: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(&format!("{key}=")))
+                .unwrap_or_else(|| panic!("{key} missing from etcd.env: {env}"))
+                .to_owned()
+        };
+        DedicatedEtcd {
+            addr: value("LOCKS_TEST_ETCD"),
+            pid: value("LOCKS_TEST_ETCD_PID").parse().expect("numeric pid"),
+            dir,
+        }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to the server.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid.to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} {}", self.pid);
+    }
+}
+
+impl Drop for DedicatedEtcd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.pid.to_string())
+            .status();
+        let _ = Command::new("bash")
+            .arg(etcd_script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// `etcdctl` (API v3) against `addr`.
+pub fn etcdctl(addr: &str) -> Command {
+    let mut cmd = Command::new("etcdctl");
+    cmd.env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(format!("http://{addr}"));
+    cmd
+}
