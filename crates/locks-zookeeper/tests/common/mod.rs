@@ -133,7 +133,10 @@ impl DedicatedServer {
 
 impl Drop for DedicatedServer {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-CONT").arg(self.pid.to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.pid.to_string())
+            .status();
         let _ = Command::new("bash")
             .arg(script())
             .arg("stop")
