@@ -30,19 +30,84 @@ struct Call {
 }
 
 const CALLS: &[Call] = &[
-    Call { worker: "lio-1", id: "lio", params: &[], what: "cinder-rtstool create" },
-    Call { worker: "lio-2", id: "lio", params: &[], what: "cinder-rtstool add-initiator" },
-    Call { worker: "lio-3", id: "lio", params: &[], what: "cinder-rtstool delete" },
-    Call { worker: "sf-clone-1", id: "solidfire", params: &[("resource_id", "image-A")], what: "clone image-A" },
-    Call { worker: "sf-clone-2", id: "solidfire", params: &[("resource_id", "image-A")], what: "clone image-A" },
-    Call { worker: "sf-clone-3", id: "solidfire", params: &[("resource_id", "image-B")], what: "clone image-B" },
-    Call { worker: "ibox-1", id: "infinidat", params: &[("management_address", "10.0.0.1")], what: "initialize_connection" },
-    Call { worker: "ibox-2", id: "infinidat", params: &[("management_address", "10.0.0.1")], what: "terminate_connection" },
-    Call { worker: "ibox-3", id: "infinidat", params: &[("management_address", "10.0.0.2")], what: "initialize_connection" },
-    Call { worker: "k2-fc", id: "kaminario-fc", params: &[("san_ip", "10.0.1.5")], what: "FC initialize_connection" },
-    Call { worker: "k2-iscsi", id: "kaminario-iscsi", params: &[("san_ip", "10.0.1.5")], what: "iSCSI initialize_connection" },
-    Call { worker: "dothill-api", id: "dothill-api", params: &[("driver_name", "dothill"), ("array_name", "A1")], what: "_get_session_key" },
-    Call { worker: "dothill-map", id: "dothill-map", params: &[("driver_name", "dothill"), ("array_name", "A1")], what: "map_volume" },
+    Call {
+        worker: "lio-1",
+        id: "lio",
+        params: &[],
+        what: "cinder-rtstool create",
+    },
+    Call {
+        worker: "lio-2",
+        id: "lio",
+        params: &[],
+        what: "cinder-rtstool add-initiator",
+    },
+    Call {
+        worker: "lio-3",
+        id: "lio",
+        params: &[],
+        what: "cinder-rtstool delete",
+    },
+    Call {
+        worker: "sf-clone-1",
+        id: "solidfire",
+        params: &[("resource_id", "image-A")],
+        what: "clone image-A",
+    },
+    Call {
+        worker: "sf-clone-2",
+        id: "solidfire",
+        params: &[("resource_id", "image-A")],
+        what: "clone image-A",
+    },
+    Call {
+        worker: "sf-clone-3",
+        id: "solidfire",
+        params: &[("resource_id", "image-B")],
+        what: "clone image-B",
+    },
+    Call {
+        worker: "ibox-1",
+        id: "infinidat",
+        params: &[("management_address", "10.0.0.1")],
+        what: "initialize_connection",
+    },
+    Call {
+        worker: "ibox-2",
+        id: "infinidat",
+        params: &[("management_address", "10.0.0.1")],
+        what: "terminate_connection",
+    },
+    Call {
+        worker: "ibox-3",
+        id: "infinidat",
+        params: &[("management_address", "10.0.0.2")],
+        what: "initialize_connection",
+    },
+    Call {
+        worker: "k2-fc",
+        id: "kaminario-fc",
+        params: &[("san_ip", "10.0.1.5")],
+        what: "FC initialize_connection",
+    },
+    Call {
+        worker: "k2-iscsi",
+        id: "kaminario-iscsi",
+        params: &[("san_ip", "10.0.1.5")],
+        what: "iSCSI initialize_connection",
+    },
+    Call {
+        worker: "dothill-api",
+        id: "dothill-api",
+        params: &[("driver_name", "dothill"), ("array_name", "A1")],
+        what: "_get_session_key",
+    },
+    Call {
+        worker: "dothill-map",
+        id: "dothill-map",
+        params: &[("driver_name", "dothill"), ("array_name", "A1")],
+        what: "map_volume",
+    },
 ];
 
 /// What happened to one call.
@@ -100,7 +165,12 @@ pub(crate) async fn demo(config: Option<&Path>, args: DemoArgs) -> locks::Result
             };
             let name = guard.name().to_string();
             guard.release().await?;
-            records.lock().unwrap_or_else(PoisonError::into_inner).entry(name).or_default().push(record);
+            records
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(name)
+                .or_default()
+                .push(record);
             done.fetch_add(1, Ordering::Relaxed);
             Ok::<(), locks::Error>(())
         }));
@@ -114,7 +184,10 @@ pub(crate) async fn demo(config: Option<&Path>, args: DemoArgs) -> locks::Result
                 first_error.get_or_insert(e);
             }
             Err(e) => {
-                first_error.get_or_insert(locks::Error::new(ErrorKind::Internal, format!("demo task failed: {e}")));
+                first_error.get_or_insert(locks::Error::new(
+                    ErrorKind::Internal,
+                    format!("demo task failed: {e}"),
+                ));
             }
         }
     }
@@ -123,16 +196,25 @@ pub(crate) async fn demo(config: Option<&Path>, args: DemoArgs) -> locks::Result
         return Err(e);
     }
 
-    let records = records.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let records = records
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     let overlaps = report(&records);
-    println!("\nUnity adapter calling the locked create_host while holding the same name:\n  {unity}");
+    println!(
+        "\nUnity adapter calling the locked create_host while holding the same name:\n  {unity}"
+    );
     println!(
         "\n{} calls on {} locks in {:.0?}; overlapping holders: {overlaps}",
         CALLS.len(),
         records.len(),
         start.elapsed()
     );
-    Ok(if overlaps == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if overlaps == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Prints, per lock, the holders in order and whom each waited for. Returns
@@ -172,14 +254,23 @@ fn report(records: &BTreeMap<String, Vec<Record>>) -> usize {
 /// The Unity trap: the adapter holds `{client.host}-{host_name}` and calls the
 /// client's `create_host`, locked on `{self.host}-{name}` — the same name.
 async fn unity_self_deadlock(locks: &Locks) -> String {
-    let adapter = Params::new().with("client.host", "unity-a").with("host_name", "host-7");
-    let client = Params::new().with("self.host", "unity-a").with("name", "host-7");
+    let adapter = Params::new()
+        .with("client.host", "unity-a")
+        .with("host_name", "host-7");
+    let client = Params::new()
+        .with("self.host", "unity-a")
+        .with("name", "host-7");
     let guard = match locks.lock("unity-create-host-and-attach", &adapter).await {
         Ok(g) => g,
         Err(e) => return format!("could not take the adapter lock: {}", e.report()),
     };
-    let outcome = match locks.lock_with("unity-create-host", &client, Wait::Forever).await {
-        Err(e) if e.kind() == ErrorKind::WouldDeadlock => format!("refused at once instead of hanging: {e}"),
+    let outcome = match locks
+        .lock_with("unity-create-host", &client, Wait::Forever)
+        .await
+    {
+        Err(e) if e.kind() == ErrorKind::WouldDeadlock => {
+            format!("refused at once instead of hanging: {e}")
+        }
         Err(e) => format!("unexpected error: {}", e.report()),
         Ok(inner) => {
             let _ = inner.release().await;
@@ -208,7 +299,11 @@ fn spawn_progress(done: Arc<AtomicUsize>, total: usize) -> tokio::task::JoinHand
         loop {
             let n = done.load(Ordering::Relaxed);
             let filled = n * 30 / total.max(1);
-            eprint!("\r  [{}{}] {n}/{total} critical sections done ", "#".repeat(filled), " ".repeat(30 - filled));
+            eprint!(
+                "\r  [{}{}] {n}/{total} critical sections done ",
+                "#".repeat(filled),
+                " ".repeat(30 - filled)
+            );
             let _ = std::io::stderr().flush();
             if n >= total {
                 eprintln!();

@@ -63,11 +63,19 @@ pub(crate) fn render(catalog: &Catalog, format: Format) -> String {
     let title = catalog.title();
     match format {
         Format::Rst => {
-            let _ = writeln!(out, "{title}\n{}\n\n{INTRO}\n\n.. note:: {NOTE}\n", "=".repeat(title.len()));
+            let _ = writeln!(
+                out,
+                "{title}\n{}\n\n{INTRO}\n\n.. note:: {NOTE}\n",
+                "=".repeat(title.len())
+            );
             for e in catalog.entries() {
                 let _ = writeln!(out, "{}", e.driver);
                 let _ = writeln!(out, "  - Lock scope: {}.", e.scope.title());
-                let _ = writeln!(out, "  - Critical section: {}", sentence(&e.critical_section));
+                let _ = writeln!(
+                    out,
+                    "  - Critical section: {}",
+                    sentence(&e.critical_section)
+                );
                 let _ = writeln!(out, "  - Lock name: `{}`.", name_text(e));
                 let _ = writeln!(out, "  - Where: {}.", where_text(e));
                 let _ = writeln!(out, "  - File: `{}`.", e.file);
@@ -136,7 +144,10 @@ mod tests {
     #[test]
     fn markdown_has_a_section_per_entry() {
         let text = render(Catalog::cinder(), Format::Md);
-        assert_eq!(text.matches("\n## ").count(), Catalog::cinder().entries().len() + 1);
+        assert_eq!(
+            text.matches("\n## ").count(),
+            Catalog::cinder().entries().len() + 1
+        );
         assert!(text.contains("## Dothill (`dothill-map`)"));
     }
 }

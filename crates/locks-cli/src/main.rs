@@ -22,7 +22,11 @@ pub(crate) const EXIT_LOCK_UNAVAILABLE: u8 = 75;
 const EXIT_CONFIG: u8 = 78;
 
 #[derive(Parser, Debug)]
-#[command(name = "locks", version, about = "Named locks for storage drivers: process, node and global scopes")]
+#[command(
+    name = "locks",
+    version,
+    about = "Named locks for storage drivers: process, node and global scopes"
+)]
 struct Cli {
     /// Configuration file (TOML). Default: $LOCKS_CONFIG, else the embedded
     /// defaults (memory for process, lock files in a per-user directory for node and global).
@@ -161,7 +165,12 @@ async fn dispatch(cli: Cli) -> locks::Result<ExitCode> {
 fn catalog_command(catalog: &locks::Catalog, cmd: CatalogCommand) -> locks::Result<ExitCode> {
     match cmd {
         CatalogCommand::List => {
-            let width = catalog.entries().iter().map(|e| e.id.len()).max().unwrap_or(0);
+            let width = catalog
+                .entries()
+                .iter()
+                .map(|e| e.id.len())
+                .max()
+                .unwrap_or(0);
             for e in catalog.entries() {
                 println!("{:width$}  {:7}  {}", e.id, e.scope.as_str(), e.template);
             }
@@ -175,7 +184,11 @@ fn catalog_command(catalog: &locks::Catalog, cmd: CatalogCommand) -> locks::Resu
             let params: Vec<&str> = e.template.parameters().collect();
             println!(
                 "parameters:       {}",
-                if params.is_empty() { "(none)".to_owned() } else { params.join(", ") }
+                if params.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    params.join(", ")
+                }
             );
             println!("critical section: {}", e.critical_section);
             println!("where:            {}", e.methods.join(", "));
@@ -189,7 +202,10 @@ fn catalog_command(catalog: &locks::Catalog, cmd: CatalogCommand) -> locks::Resu
             for f in &findings {
                 println!("{f} [{}]", f.entries.join(", "));
             }
-            let errors = findings.iter().filter(|f| f.severity == Severity::Error).count();
+            let errors = findings
+                .iter()
+                .filter(|f| f.severity == Severity::Error)
+                .count();
             println!(
                 "{} entries, {errors} errors, {} warnings",
                 catalog.entries().len(),

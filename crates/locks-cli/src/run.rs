@@ -64,7 +64,12 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> locks::Result<E
             }
             locks.raw_request(scope.into(), name)?
         }
-        _ => return Err(Error::new(ErrorKind::InvalidConfig, "give a catalog id, or --scope with --name")),
+        _ => {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "give a catalog id, or --scope with --name",
+            ));
+        }
     };
     let guard = match locks.acquire(request.wait(wait)).await {
         Ok(guard) => guard,
@@ -84,7 +89,11 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> locks::Result<E
     {
         Ok(child) => child,
         Err(e) => {
-            let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
             eprintln!("locks: cannot run `{program}`: {e}");
             release_reporting(guard).await;
             return Ok(ExitCode::from(code));

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use locks_core::{
-    Backend, Catalog, CleanReport, Error, ErrorKind, LockGuard, LockName, LockRequest, MultiGuard, Params,
-    ReentryRegistry, Result, Scope, Wait, canonical_order,
+    Backend, Catalog, CleanReport, Error, ErrorKind, LockGuard, LockName, LockRequest, MultiGuard,
+    Params, ReentryRegistry, Result, Scope, Wait, canonical_order,
 };
 
 use crate::backends;
@@ -61,6 +61,9 @@ impl Locks {
     /// whatever opening a backend reports (unreachable server, unusable directory).
     pub async fn open(config: Config) -> Result<Locks> {
         let catalog = config.catalog.load()?;
+        if config.embedded_defaults {
+            check_private_dir(&crate::config::default_lock_dir())?;
+        }
         let mut opened: HashMap<String, Arc<dyn Backend>> = HashMap::new();
         let mut backends = Vec::with_capacity(3);
         let mut warnings = Vec::new();
@@ -207,7 +210,8 @@ impl Locks {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn lock_name(&self, scope: Scope, name: &str, wait: Wait) -> Result<LockGuard> {
-        self.acquire(self.raw_request(scope, name)?.wait(wait)).await
+        self.acquire(self.raw_request(scope, name)?.wait(wait))
+            .await
     }
 
     /// Acquires one request on the backend of its scope.
@@ -277,6 +281,35 @@ impl Locks {
     pub async fn clean(&self, scope: Scope) -> Result<CleanReport> {
         self.backend(scope).clean().await
     }
+}
+
+/// The embedded default directory lives in a shared temporary directory when
+/// `$XDG_RUNTIME_DIR` is unset: refuse one that another user created first.
+fn check_private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Error::io(
+                format_args!("checking lock directory {}", dir.display()),
+                e,
+            ));
+        }
+    };
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "the default lock directory {} is not a directory owned by this user (uid {me}); remove it, \
+                 or set backends.node in a configuration file",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 async fn release_all(mut guards: Vec<LockGuard>) {
