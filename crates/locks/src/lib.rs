@@ -47,6 +47,12 @@ pub use blocking::BlockingLocks;
 pub use client::Locks;
 pub use config::{BackendUrls, CONFIG_ENV, CatalogSource, Config, default_lock_dir};
 pub use locks_core::{
-    Backend, Capabilities, Catalog, CatalogEntry, CleanReport, Error, ErrorKind, FencingToken, LintFinding, LockGuard,
-    LockName, LockRequest, LockState, MultiGuard, NameTemplate, Params, Result, Scope, Severity, TemplateError, Wait,
+    Backend, Capabilities, Catalog, CatalogEntry, CleanReport, Error, ErrorKind, FencingToken,
+    LintFinding, LockGuard, LockName, LockRequest, LockState, MultiGuard, NameTemplate, Params,
+    Result, Scope, Severity, TemplateError, Wait,
 };
+
+/// The README's Rust examples, compiled as doctests so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

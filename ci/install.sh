@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and testing the workspace needs, from Debian's
+# packages, skipping what is already there. Safe to run again.
+#
+#   protobuf-compiler, libprotobuf-dev  the etcd-client crate's build script (protoc + well-known protos)
+#   etcd-server, etcd-client            a real etcd and etcdctl for the etcd tests
+#   zookeeper                           a real ZooKeeper (Java) for the ZooKeeper tests
+#   python3                             the oslo.concurrency-style lockf interop tests
+set -euo pipefail
+
+need=()
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+[ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
+command -v python3 >/dev/null || need+=(python3)
+
+if [ ${#need[@]} -eq 0 ]; then
+    echo "install.sh: everything is installed"
+    exit 0
+fi
+
+echo "install.sh: installing ${need[*]}"
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -q
+$sudo apt-get install -y -q --no-install-recommends "${need[@]}"
