@@ -1,0 +1,1 @@
+//! The `#[locked]` attribute (being written).
