@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use locks_core::{
@@ -126,6 +126,7 @@ impl ZkBackend {
             node: NodeState::NotSent,
             handle: self.inner.handle.clone(),
         };
+        let client = session.client()?;
         let data = request.holder_identity();
         let (node, stat, children) = self
             .create_contender(&mut contender, data.as_bytes(), request)
@@ -150,7 +151,7 @@ impl ZkBackend {
             }
             let predecessor_path = format!("{dir}/{predecessor}");
             let watched = tokio::select! {
-                result = session.client.check_and_watch_stat(&predecessor_path) => result,
+                result = client.check_and_watch_stat(&predecessor_path) => result,
                 () = until_lost(&mut lost) => return Err(session.lost_while_waiting(request)),
             };
             match watched {
@@ -190,10 +191,7 @@ impl ZkBackend {
             stat.czxid
         } else {
             // Servers before 3.5 answer `create` without a Stat: read it.
-            match session
-                .retrying(|| session.client.check_stat(&node_path))
-                .await
-            {
+            match session.retrying(|| client.check_stat(&node_path)).await {
                 Ok(Some(stat)) => stat.czxid,
                 Ok(None) => return Err(session.node_vanished(&node_path, request)),
                 Err(e) => {
@@ -224,7 +222,7 @@ impl ZkBackend {
         request: &LockRequest,
     ) -> Result<(String, zk::Stat, Option<Vec<String>>)> {
         let session = Arc::clone(&contender.session);
-        let client = &session.client;
+        let client = &session.client()?;
         let dir = contender.dir.clone();
         let create_path = format!("{dir}/{}", contender.prefix);
         let acls = self.acls();
@@ -244,7 +242,7 @@ impl ZkBackend {
                     contender.node = NodeState::Known(node.clone());
                     let children = match listed {
                         Ok(children) => Some(children),
-                        Err(_) => session.list(&dir).await.ok(),
+                        Err(_) => session.list(client, &dir).await.ok(),
                     };
                     return Ok((node, stat, children));
                 }
@@ -257,7 +255,7 @@ impl ZkBackend {
                 }
                 Err(zk::Error::ConnectionLoss) if attempts < CREATE_ATTEMPTS => {
                     // The creation may have happened: look for our prefix.
-                    match session.list(&dir).await {
+                    match session.list(client, &dir).await {
                         Ok(children) => {
                             if let Some(node) =
                                 children.iter().find(|c| c.starts_with(&contender.prefix))
@@ -440,7 +438,7 @@ struct Visited {
 }
 
 async fn clean(session: &Session, root: &str) -> Result<CleanReport> {
-    let client = &session.client;
+    let client = &session.client()?;
     let mut report = CleanReport::default();
     // Breadth first: levels[0] is the root, levels[k] its descendants at depth k.
     let mut levels: Vec<Vec<Visited>> = Vec::new();
@@ -505,7 +503,11 @@ async fn clean(session: &Session, root: &str) -> Result<CleanReport> {
 
 /// One ZooKeeper session and the state channel of every guard it holds.
 struct Session {
-    client: zk::Client,
+    /// `None` once given up: dropping the last client closes the session, so
+    /// the server deletes its nodes as soon as it hears from it again.
+    client: Mutex<Option<zk::Client>>,
+    /// For messages and `Debug`.
+    id: zk::SessionId,
     /// Fed by the monitor task: Held, AtRisk while disconnected, Lost when
     /// the session expired, closed, or stayed disconnected too long.
     state: LockStateSender,
@@ -555,23 +557,62 @@ impl Session {
             }
         };
         let state = LockStateSender::new();
-        // Give up on the session once it has been disconnected for half its
-        // timeout, before the server can expire it and let another holder in.
-        let grace = client.session_timeout() / 2;
-        let monitor = handle
-            .spawn(monitor(client.state_watcher(), state.clone(), grace))
-            .abort_handle();
-        Ok(Arc::new(Session {
-            client,
-            state,
-            endpoint: endpoint.to_owned(),
-            monitor,
+        // The client reports Disconnected after 2/5 of the session timeout
+        // without an answer. Give the session up 2/5 later, before the server
+        // can expire it (a full timeout) and let another holder in.
+        let grace = client.session_timeout() * 2 / 5;
+        let watcher = client.state_watcher();
+        Ok(Arc::new_cyclic(|session| {
+            let monitor = handle
+                .spawn(monitor(watcher, state.clone(), grace, Weak::clone(session)))
+                .abort_handle();
+            Session {
+                id: client.session_id(),
+                client: Mutex::new(Some(client)),
+                state,
+                endpoint: endpoint.to_owned(),
+                monitor,
+            }
         }))
     }
 
     /// Whether new locks may be taken on this session.
     fn usable(&self) -> bool {
-        !self.client.state().is_terminated() && self.state.get() != LockState::Lost
+        self.state.get() != LockState::Lost
+            && self
+                .client
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .is_some_and(|c| !c.state().is_terminated())
+    }
+
+    /// A handle on the session for requests, unless it was given up.
+    fn client(&self) -> Result<zk::Client> {
+        self.client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "the ZooKeeper session {} at {} was given up after staying disconnected too long: retry, which opens a new session",
+                        self.id, self.endpoint
+                    ),
+                )
+            })
+    }
+
+    /// Gives the session up: once the clients still in use are dropped, the
+    /// session closes and the server deletes its nodes.
+    fn close(&self) {
+        let client = self
+            .client
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(client);
     }
 
     /// Runs `op` again while it fails with a connection loss (the client
@@ -591,8 +632,8 @@ impl Session {
         }
     }
 
-    async fn list(&self, dir: &str) -> ZkResult<Vec<String>> {
-        self.retrying(|| self.client.list_children(dir)).await
+    async fn list(&self, client: &zk::Client, dir: &str) -> ZkResult<Vec<String>> {
+        self.retrying(|| client.list_children(dir)).await
     }
 
     /// Turns a client error into ours, naming what was done, the endpoint and what to do.
@@ -658,7 +699,12 @@ impl Drop for Session {
 }
 
 /// Publishes the session's state to its guards until the session ends.
-async fn monitor(mut watcher: zk::StateWatcher, state: LockStateSender, grace: Duration) {
+async fn monitor(
+    mut watcher: zk::StateWatcher,
+    state: LockStateSender,
+    grace: Duration,
+    session: Weak<Session>,
+) {
     let mut current = watcher.peek_state();
     let mut give_up_at: Option<tokio::time::Instant> = None;
     loop {
@@ -682,6 +728,9 @@ async fn monitor(mut watcher: zk::StateWatcher, state: LockStateSender, grace: D
                 Ok(next) => next,
                 Err(_) => {
                     state.set(LockState::Lost);
+                    if let Some(session) = session.upgrade() {
+                        session.close();
+                    }
                     return;
                 }
             },
@@ -741,11 +790,15 @@ impl Drop for Contender {
 /// Best effort: deletes our contender (by name, or by prefix if the name is
 /// unknown). Failures leave it to the session's end.
 async fn remove_contender(session: &Session, dir: &str, prefix: &str, node: &NodeState) {
+    let Ok(client) = session.client() else {
+        // Given up: the node goes with the session.
+        return;
+    };
     let names = match node {
         NodeState::NotSent => return,
         NodeState::Known(name) => vec![name.clone()],
         // Sent after the creation, this listing sees its node.
-        NodeState::Sent => match session.list(dir).await {
+        NodeState::Sent => match session.list(&client, dir).await {
             Ok(children) => children
                 .into_iter()
                 .filter(|c| c.starts_with(prefix))
@@ -755,9 +808,7 @@ async fn remove_contender(session: &Session, dir: &str, prefix: &str, node: &Nod
     };
     for name in names {
         let path = format!("{dir}/{name}");
-        let _ = session
-            .retrying(|| session.client.delete(&path, None))
-            .await;
+        let _ = session.retrying(|| client.delete(&path, None)).await;
     }
 }
 
@@ -777,7 +828,7 @@ impl fmt::Debug for ZkHeld {
         f.debug_struct("ZkHeld")
             .field("path", &self.path)
             .field("endpoint", &self.session.endpoint)
-            .field("session", &self.session.client.session_id())
+            .field("session", &self.session.id)
             .finish()
     }
 }
@@ -787,33 +838,35 @@ impl HeldLock for ZkHeld {
     async fn release(self: Box<Self>) -> Result<()> {
         let session = &self.session;
         let path = &self.path;
+        let gone = |why: &dyn fmt::Display| {
+            Error::new(
+                ErrorKind::Lost,
+                format!(
+                    "lock node {path} on {} was gone at release ({why}): the session ended or somebody deleted the node, so another holder may have run concurrently",
+                    session.endpoint
+                ),
+            )
+        };
+        let client = session.client().map_err(|e| gone(&e))?;
         let mut retried = false;
-        // Delete before letting the next task of this process in.
+        // Delete before the in-process claim goes, so the next task of this
+        // client does not queue behind our own node.
         loop {
-            return match session.client.delete(path, None).await {
+            return match client.delete(path, None).await {
                 Ok(()) => Ok(()),
-                // Our first attempt may have deleted it before the connection broke.
+                // The first attempt may have deleted it before the connection broke.
                 Err(zk::Error::NoNode) if retried => Ok(()),
-                Err(zk::Error::ConnectionLoss) if !session.client.state().is_terminated() => {
+                Err(zk::Error::ConnectionLoss) if session.usable() => {
                     retried = true;
                     tokio::time::sleep(RETRY_PAUSE).await;
                     continue;
                 }
-                Err(e @ (zk::Error::NoNode | zk::Error::SessionExpired | zk::Error::ClientClosed)) => Err(Error::new(
-                    ErrorKind::Lost,
-                    format!(
-                        "lock node {path} on {} was gone at release ({e}): the session expired or somebody deleted the node, so another holder may have run concurrently",
-                        session.endpoint
-                    ),
-                )
-                .with_source(e)),
-                Err(zk::Error::ConnectionLoss) => Err(Error::new(
-                    ErrorKind::Lost,
-                    format!(
-                        "releasing lock node {path} on {}: the session ended before the release was confirmed",
-                        session.endpoint
-                    ),
-                )),
+                Err(
+                    e @ (zk::Error::NoNode
+                    | zk::Error::SessionExpired
+                    | zk::Error::ClientClosed
+                    | zk::Error::ConnectionLoss),
+                ) => Err(gone(&e).with_source(e)),
                 Err(e) => Err(session.error(format_args!("releasing lock node {path}"), e)),
             };
         }

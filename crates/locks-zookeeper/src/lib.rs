@@ -35,15 +35,19 @@
 //! A lock lives as long as its ephemeral node, that is, as long as the
 //! session. Guards follow the session state
 //! ([`LockGuard::state`](locks_core::LockGuard::state)):
-//! - disconnected from the server: [`LockState::AtRisk`](locks_core::LockState::AtRisk).
+//! - disconnected from the server (a broken connection, or silence for 2/5 of
+//!   the session timeout): [`LockState::AtRisk`](locks_core::LockState::AtRisk).
 //!   The session may still recover; stop starting new work under the lock;
 //! - reconnected in time: [`LockState::Held`](locks_core::LockState::Held) again;
-//! - expired, closed, or disconnected for more than half the session timeout:
-//!   [`LockState::Lost`](locks_core::LockState::Lost), which is final. The
-//!   half-timeout cut-off makes a guard report the loss before the server can
-//!   expire the session and hand the lock to somebody else, provided the
-//!   process is not itself paused for that long. Releasing a lost guard
-//!   reports [`ErrorKind::Lost`](locks_core::ErrorKind::Lost).
+//! - expired or closed, or still disconnected another 2/5 of the session
+//!   timeout later: [`LockState::Lost`](locks_core::LockState::Lost), which
+//!   is final. In the last case the backend gives the session up and closes
+//!   it, so its nodes go as soon as the server hears from it. The server
+//!   expires a session only after a full timeout without hearing from the
+//!   client, so the guard reports the loss before anyone else can get the
+//!   lock (unless this process itself stalls that long: use the fencing
+//!   token). Releasing a lost guard reports
+//!   [`ErrorKind::Lost`](locks_core::ErrorKind::Lost).
 //!
 //! After the session is lost, the next acquire opens a new session; the old
 //! guards stay lost.

@@ -464,3 +464,28 @@ async fn names_zookeeper_cannot_store_are_invalid() {
     }
     assert_eq!(backend.active_names(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_backend_ends_its_session_and_tasks() {
+    let Some(addr) = server() else { return };
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let backend = connect(config(&addr, "tasks")).await;
+    let lock = name("t");
+    let guard = backend
+        .acquire(&global(&lock, Wait::TryOnce))
+        .await
+        .unwrap();
+    assert!(metrics.num_alive_tasks() > before);
+    let watch = guard.watch_state();
+    guard.release().await.unwrap();
+    drop(backend);
+    eventually(
+        Duration::from_secs(5),
+        "session and monitor tasks end",
+        || async { metrics.num_alive_tasks() == before },
+    )
+    .await;
+    // The state channel's sender went with the session.
+    assert!(watch.has_changed().is_err());
+}
