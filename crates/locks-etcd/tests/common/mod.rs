@@ -130,6 +130,17 @@ impl DedicatedEtcd {
         }
     }
 
+    /// Stops the server for good (it cannot be restarted).
+    pub fn stop(&self) {
+        let out = Command::new("bash")
+            .arg(etcd_script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output()
+            .expect("running ci/etcd.sh");
+        assert!(out.status.success(), "ci/etcd.sh stop failed");
+    }
+
     /// Sends `signal` (`STOP`, `CONT`) to the server.
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
@@ -146,6 +157,7 @@ impl Drop for DedicatedEtcd {
         let _ = Command::new("kill")
             .arg("-CONT")
             .arg(self.pid.to_string())
+            .stderr(std::process::Stdio::null())
             .status();
         let _ = Command::new("bash")
             .arg(etcd_script())
