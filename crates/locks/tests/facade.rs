@@ -1,0 +1,279 @@
+//! The facade: configuration to backends, catalog locks, re-entry detection,
+//! multi-lock order and partial failure, and the blocking client.
+
+use std::time::Duration;
+
+use locks::{BlockingLocks, Config, ErrorKind, LockRequest, Locks, Params, Scope, Wait};
+
+fn config_in(dir: &std::path::Path, prefix: &str) -> Config {
+    let text = format!(
+        "prefix = \"{prefix}\"\n[backends]\nnode = \"file://{0}/node\"\nglobal = \"file://{0}/global\"\n",
+        dir.display()
+    );
+    Config::from_toml_str(&text, dir, "test").expect("valid config")
+}
+
+async fn open(dir: &std::path::Path) -> Locks {
+    Locks::open(config_in(dir, "cinder-")).await.expect("open")
+}
+
+#[tokio::test]
+async fn catalog_locks_render_prefix_and_pick_the_scope_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = open(dir.path()).await;
+    let guard = locks.lock("lio", &Params::new()).await.unwrap();
+    assert_eq!(guard.name().as_str(), "cinder-lioadm");
+    assert_eq!(guard.scope(), Scope::Node);
+    assert!(dir.path().join("node/cinder-lioadm").exists());
+    guard.release().await.unwrap();
+
+    let params = Params::new().with("management_address", "10.0.0.1");
+    let guard = locks.lock("infinidat", &params).await.unwrap();
+    assert_eq!(guard.scope(), Scope::Global);
+    assert!(
+        dir.path()
+            .join("global/cinder-infinidat-10.0.0.1-lock")
+            .exists()
+    );
+    guard.release().await.unwrap();
+
+    let guard = locks
+        .lock_name(Scope::Process, "BlkioCgroup", Wait::TryOnce)
+        .await
+        .unwrap();
+    assert_eq!(guard.name().as_str(), "cinder-BlkioCgroup");
+    assert_eq!(locks.backend(Scope::Process).kind(), "memory");
+    guard.release().await.unwrap();
+    assert!(
+        locks.warnings().is_empty(),
+        "an explicit config gives no warning"
+    );
+}
+
+#[tokio::test]
+async fn request_errors_are_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = open(dir.path()).await;
+    let err = locks.lock("nope", &Params::new()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownLock);
+    let err = locks
+        .lock("kaminario-fc", &Params::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MissingParameter);
+    assert!(
+        err.message().contains("kaminario-fc") && err.message().contains("san_ip"),
+        "{err}"
+    );
+    let err = locks
+        .lock("lio", &Params::new().with("volume", "v1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownParameter);
+    let err = locks
+        .lock_name(Scope::Node, "", Wait::TryOnce)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidName);
+    let err = locks
+        .lock_name(Scope::Node, &"x".repeat(1020), Wait::TryOnce)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidName,
+        "the prefix counts towards the limit"
+    );
+}
+
+#[tokio::test]
+async fn a_task_asking_again_for_what_it_holds_gets_would_deadlock() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = open(dir.path()).await;
+    let adapter = Params::new()
+        .with("client.host", "unity-a")
+        .with("host_name", "h1");
+    let client = Params::new()
+        .with("self.host", "unity-a")
+        .with("name", "h1");
+    let guard = locks
+        .lock("unity-create-host-and-attach", &adapter)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = locks.lock("unity-create-host", &client).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldDeadlock);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "reported at once"
+    );
+    assert!(err.message().contains("unity-a-h1"), "{err}");
+
+    // Another task is not the holder: it waits, and gets the lock after release.
+    let other = {
+        let locks = locks.clone();
+        tokio::spawn(async move {
+            locks
+                .lock_with(
+                    "unity-create-host",
+                    &client,
+                    Wait::Timeout(Duration::from_secs(10)),
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!other.is_finished());
+    guard.release().await.unwrap();
+    let inner = other.await.unwrap().unwrap();
+    inner.release().await.unwrap();
+
+    // After release the same task may take it again.
+    let again = locks
+        .lock("unity-create-host-and-attach", &adapter)
+        .await
+        .unwrap();
+    drop(again);
+    let again = locks
+        .lock_with("unity-create-host-and-attach", &adapter, Wait::TryOnce)
+        .await
+        .unwrap();
+    again.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn lock_many_takes_sorted_deduplicated_names_and_releases_a_partial_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = open(dir.path()).await;
+    let req = |name: &str| locks.raw_request(Scope::Node, name).unwrap();
+    let many = locks
+        .lock_many(vec![req("c"), req("a"), req("b"), req("a")], Wait::TryOnce)
+        .await
+        .unwrap();
+    let names: Vec<&str> = many.guards().iter().map(|g| g.name().as_str()).collect();
+    assert_eq!(names, ["cinder-a", "cinder-b", "cinder-c"]);
+    many.release().await.unwrap();
+
+    // Someone else holds `b`: taking {a, b, c} fails on b and leaves a free.
+    let holder = {
+        let locks = locks.clone();
+        tokio::spawn(async move {
+            locks
+                .lock_name(Scope::Node, "b", Wait::TryOnce)
+                .await
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let err = locks
+        .lock_many(vec![req("c"), req("b"), req("a")], Wait::TryOnce)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    assert!(err.message().contains("cinder-b"), "{err}");
+    let a = locks
+        .lock_name(Scope::Node, "a", Wait::TryOnce)
+        .await
+        .expect("a was released");
+    let c = locks
+        .lock_name(Scope::Node, "c", Wait::TryOnce)
+        .await
+        .expect("c was never taken");
+    a.release().await.unwrap();
+    c.release().await.unwrap();
+
+    // A timeout bounds the whole set.
+    let started = std::time::Instant::now();
+    let err = locks
+        .lock_many(
+            vec![req("a"), req("b")],
+            Wait::Timeout(Duration::from_millis(300)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    holder.release().await.unwrap();
+    let a = locks
+        .lock_name(Scope::Node, "a", Wait::TryOnce)
+        .await
+        .expect("a released after the timeout");
+    a.release().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_backend_that_cannot_honour_its_scope_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, text) in [
+        ("backends.node", "[backends]\nnode = \"memory://\"\n"),
+        (
+            "backends.global",
+            "[backends]\nnode = \"file:///tmp/x\"\nglobal = \"memory://\"\n",
+        ),
+    ] {
+        let config = Config::from_toml_str(text, dir.path(), "t").unwrap();
+        let err = Locks::open(config).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(
+            err.message().contains(key) && err.message().contains("cannot honour"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn embedded_defaults_warn_that_global_is_host_local() {
+    let locks = Locks::open(Config::embedded()).await.unwrap();
+    assert_eq!(locks.backend(Scope::Process).kind(), "memory");
+    assert_eq!(locks.backend(Scope::Node).kind(), "file");
+    assert_eq!(locks.warnings().len(), 1);
+    assert!(
+        locks.warnings()[0].contains("only processes on this host"),
+        "{:?}",
+        locks.warnings()
+    );
+    assert!(
+        std::sync::Arc::ptr_eq(locks.backend(Scope::Node), locks.backend(Scope::Global)),
+        "one URL, one backend"
+    );
+}
+
+#[test]
+fn blocking_client_works_without_a_runtime_and_refuses_inside_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = BlockingLocks::open(config_in(dir.path(), "")).unwrap();
+    let guard = locks.lock("nvmet", &Params::new()).unwrap();
+    assert_eq!(guard.name().as_str(), "nvmetcli");
+    let err = locks
+        .lock_with("nvmet", &Params::new(), Wait::TryOnce)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldDeadlock, "same thread");
+    let from_other_thread = std::thread::scope(|s| {
+        s.spawn(|| {
+            locks
+                .lock_with("nvmet", &Params::new(), Wait::TryOnce)
+                .map(|_| ())
+                .unwrap_err()
+                .kind()
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(from_other_thread, ErrorKind::WouldBlock);
+    locks.release(guard).unwrap();
+    let many = locks
+        .lock_many(
+            vec![LockRequest::new(
+                locks::LockName::new("x").unwrap(),
+                Scope::Process,
+            )],
+            Wait::TryOnce,
+        )
+        .unwrap();
+    drop(many);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt.block_on(async { locks.lock("nvmet", &Params::new()).map(|_| ()).unwrap_err() });
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+}
