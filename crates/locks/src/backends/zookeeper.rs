@@ -1,14 +1,316 @@
-//! `zookeeper://` URLs (being written).
+//! `zookeeper://[USER:PASSWORD@]HOST[:PORT][/NAMESPACE][?OPTIONS]`: locks on
+//! ZooKeeper (Global scope), in the node layout tooz uses.
+//!
+//! - `HOST[:PORT]`: a server; the port defaults to 2181. More servers go in
+//!   the `hosts` option, or after commas (`h1:2181,h2:2181`; see [`fold_host_list`]).
+//! - `USER:PASSWORD@`: digest credentials (percent-encode `@`, `:` and `/`).
+//! - `/NAMESPACE`: the top node, `tooz` by default, so locks live in
+//!   `/tooz/locks/<name>` as with tooz. tooz's `?namespace=` works too.
+//! - Options: `session_timeout` (tooz spells it `timeout`) and
+//!   `connect_timeout`, in seconds (`10`, `2.5`) or with a unit (`1500ms`,
+//!   `10s`); `hosts` (more servers, comma-separated); `namespace`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use locks_core::{Backend, Error, ErrorKind, Result};
+use locks_core::{Backend, Result};
+use locks_zookeeper::{ZkBackend, ZkConfig};
 
 use super::BackendUrl;
 
+/// Query options of `zookeeper://` URLs.
+const OPTIONS: &[&str] = &[
+    "session_timeout",
+    "timeout",
+    "connect_timeout",
+    "hosts",
+    "namespace",
+];
+
 pub(super) async fn open(url: &BackendUrl<'_>) -> Result<Arc<dyn Backend>> {
-    Err(Error::new(
-        ErrorKind::Unsupported,
-        format!("{}: the zookeeper backend is not built yet", url.key),
+    let config = parse(url)?;
+    Ok(Arc::new(ZkBackend::connect(config).await?))
+}
+
+pub(super) fn parse(url: &BackendUrl<'_>) -> Result<ZkConfig> {
+    let query = url.query()?;
+    url.reject_unknown_keys(&query, OPTIONS)?;
+
+    let mut hosts = Vec::new();
+    if let Some(host) = url.url.host_str().filter(|h| !h.is_empty()) {
+        // `h1,h2:2182` parses as host `h1,h2`; the port belongs to the last one.
+        let mut names: Vec<String> = host.split(',').map(str::to_owned).collect();
+        if let (Some(port), Some(last)) = (url.url.port(), names.last_mut()) {
+            last.push_str(&format!(":{port}"));
+        }
+        hosts.extend(names);
+    }
+    if let Some(more) = query.get("hosts") {
+        hosts.extend(more.split(',').map(|h| h.trim().to_owned()));
+    }
+    if hosts.is_empty() {
+        return Err(url.invalid("name at least one server: zookeeper://HOST:2181"));
+    }
+    if let Some(empty) = hosts.iter().position(String::is_empty) {
+        return Err(url.invalid(format_args!(
+            "server {} of the host list is empty (a stray comma?)",
+            empty + 1
+        )));
+    }
+    let mut config = ZkConfig::new(hosts);
+
+    let path = url.url.path();
+    let from_path = match path.strip_prefix('/').unwrap_or(path) {
+        "" => None,
+        encoded => Some(percent_decode(encoded).ok_or_else(|| {
+            url.invalid("the namespace (URL path) is not valid percent-encoded UTF-8")
+        })?),
+    };
+    match (from_path, query.get("namespace")) {
+        (Some(a), Some(b)) if a != *b => {
+            return Err(url.invalid(format_args!(
+                "namespace `{a}` in the path and `{b}` in the options: give one"
+            )));
+        }
+        (Some(namespace), _) => config.namespace = namespace,
+        (None, Some(namespace)) => config.namespace = namespace.clone(),
+        (None, None) => {}
+    }
+
+    match (query.get("session_timeout"), query.get("timeout")) {
+        (Some(_), Some(_)) => {
+            return Err(url.invalid(
+                "`session_timeout` and `timeout` (its tooz spelling) are both given: keep one",
+            ));
+        }
+        (Some(value), None) => config.session_timeout = duration(url, "session_timeout", value)?,
+        (None, Some(value)) => config.session_timeout = duration(url, "timeout", value)?,
+        (None, None) => {}
+    }
+    if let Some(value) = query.get("connect_timeout") {
+        config.connect_timeout = duration(url, "connect_timeout", value)?;
+    }
+
+    let user = url.url.username();
+    match (user.is_empty(), url.url.password()) {
+        (true, None) => {}
+        (false, Some(password)) => {
+            let decode = |s: &str, what: &str| {
+                percent_decode(s).ok_or_else(|| {
+                    url.invalid(format_args!(
+                        "the {what} is not valid percent-encoded UTF-8"
+                    ))
+                })
+            };
+            config.credentials = Some((decode(user, "user name")?, decode(password, "password")?));
+        }
+        (false, None) => {
+            return Err(url.invalid("credentials need a password: zookeeper://USER:PASSWORD@HOST"));
+        }
+        (true, Some(_)) => {
+            return Err(url.invalid("credentials need a user name: zookeeper://USER:PASSWORD@HOST"));
+        }
+    }
+    Ok(config)
+}
+
+/// `10`, `2.5` (seconds), `1500ms`, `10s`: a positive duration.
+fn duration(url: &BackendUrl<'_>, key: &str, value: &str) -> Result<Duration> {
+    let (number, scale) = if let Some(ms) = value.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(s) = value.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        (value, 1.0)
+    };
+    number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            url.invalid(format_args!(
+                "option `{key}`: `{value}` is not a positive duration (write seconds such as `10` or `2.5`, or `1500ms`)"
+            ))
+        })
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape or invalid UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Rewrites `zookeeper://[USERINFO@]H1:P1,H2:P2,…/REST` as
+/// `zookeeper://[USERINFO@]H1:P1/REST` with `hosts=H2:P2,…` added to the
+/// query, because `Url::parse` refuses a comma-separated host list with ports.
+/// `None` when `text` is not such a URL (or already has a `hosts` option).
+///
+/// To be called by `backends::open` before `Url::parse`, for `zookeeper://` URLs.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(super) fn fold_host_list(text: &str) -> Option<String> {
+    let rest = text.strip_prefix("zookeeper://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, host_list) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    let (first, more) = host_list.split_once(',')?;
+    let (before_fragment, fragment) = match tail.find('#') {
+        Some(hash) => tail.split_at(hash),
+        None => (tail, ""),
+    };
+    let (path, query) = match before_fragment.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (before_fragment, None),
+    };
+    if query.is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair == "hosts" || pair.starts_with("hosts="))
+    }) {
+        return None;
+    }
+    let query = match query {
+        Some(q) if !q.is_empty() => format!("{q}&hosts={more}"),
+        _ => format!("hosts={more}"),
+    };
+    Some(format!(
+        "zookeeper://{userinfo}{first}{path}?{query}{fragment}"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use locks_core::ErrorKind;
+
+    fn parse_str(text: &str) -> Result<ZkConfig> {
+        let folded = fold_host_list(text);
+        parse(&BackendUrl {
+            key: "backends.global",
+            url: url::Url::parse(folded.as_deref().unwrap_or(text)).expect("test URLs parse"),
+        })
+    }
+
+    #[test]
+    fn defaults_follow_tooz() {
+        let c = parse_str("zookeeper://127.0.0.1:2181").unwrap();
+        assert_eq!(c.hosts, ["127.0.0.1:2181"]);
+        assert_eq!(c.namespace, "tooz");
+        assert_eq!(c.session_timeout, Duration::from_secs(10));
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert_eq!(c.credentials, None);
+        assert_eq!(parse_str("zookeeper://zk/").unwrap().hosts, ["zk"]);
+    }
+
+    #[test]
+    fn hosts_namespace_options_and_credentials() {
+        let c = parse_str(
+            "zookeeper://cinder:p%40ss%3Aw@zk1:2181/openstack?session_timeout=2.5&connect_timeout=1500ms&hosts=zk2:2182,[::1]:2183",
+        )
+        .unwrap();
+        assert_eq!(c.hosts, ["zk1:2181", "zk2:2182", "[::1]:2183"]);
+        assert_eq!(c.namespace, "openstack");
+        assert_eq!(c.session_timeout, Duration::from_millis(2500));
+        assert_eq!(c.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(
+            c.credentials,
+            Some(("cinder".to_owned(), "p@ss:w".to_owned()))
+        );
+
+        let c = parse_str("zookeeper://h1,h2:2182/a/b?timeout=3s").unwrap();
+        assert_eq!(c.hosts, ["h1", "h2:2182"]);
+        assert_eq!(c.namespace, "a/b");
+        assert_eq!(c.session_timeout, Duration::from_secs(3));
+
+        let c = parse_str("zookeeper://[::1]:2181?namespace=x").unwrap();
+        assert_eq!(c.hosts, ["[::1]:2181"]);
+        assert_eq!(c.namespace, "x");
+    }
+
+    #[test]
+    fn comma_separated_hosts_with_ports_are_folded() {
+        assert_eq!(fold_host_list("zookeeper://127.0.0.1:2181"), None);
+        assert_eq!(fold_host_list("etcd://a:1,b:2"), None);
+        assert_eq!(
+            fold_host_list("zookeeper://u:p@a:1,b:2,[::1]:3/ns?timeout=5#x").as_deref(),
+            Some("zookeeper://u:p@a:1/ns?timeout=5&hosts=b:2,[::1]:3#x")
+        );
+        assert_eq!(
+            fold_host_list("zookeeper://a:1,b:2").as_deref(),
+            Some("zookeeper://a:1?hosts=b:2")
+        );
+        assert_eq!(fold_host_list("zookeeper://a:1,b:2?hosts=c"), None);
+        let c = parse_str("zookeeper://a:1,b:2,c:3/ns").unwrap();
+        assert_eq!(c.hosts, ["a:1", "b:2", "c:3"]);
+        assert_eq!(c.namespace, "ns");
+    }
+
+    #[test]
+    fn malformed_urls_are_config_errors_naming_the_key() {
+        for (text, needle) in [
+            ("zookeeper:///tooz", "at least one server"),
+            (
+                "zookeeper://h?sesion_timeout=1",
+                "unknown option `sesion_timeout`",
+            ),
+            ("zookeeper://h?session_timeout=0", "positive duration"),
+            ("zookeeper://h?session_timeout=-1", "positive duration"),
+            ("zookeeper://h?session_timeout=ten", "positive duration"),
+            ("zookeeper://h?connect_timeout=", "positive duration"),
+            ("zookeeper://h?session_timeout=1&timeout=2", "keep one"),
+            ("zookeeper://h/a?namespace=b", "give one"),
+            ("zookeeper://h?hosts=a,,b", "empty"),
+            ("zookeeper://user@h", "need a password"),
+            ("zookeeper://:pw@h", "need a user name"),
+            ("zookeeper://h/%ff", "namespace"),
+            ("zookeeper://h?timeout=1&timeout=2", "twice"),
+        ] {
+            let err = parse_str(text).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{text}");
+            assert!(
+                err.message().contains(needle) && err.message().contains("backends.global"),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_never_show_in_errors() {
+        let err = parse_str("zookeeper://u:secret@h?bogus=1").unwrap_err();
+        assert!(!err.message().contains("secret"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn backend_checks_reach_the_caller_through_open() {
+        // A namespace the backend refuses, and an unreachable server.
+        let url = |text: &str| BackendUrl {
+            key: "backends.global",
+            url: url::Url::parse(text).expect("test URLs parse"),
+        };
+        let err = open(&url("zookeeper://127.0.0.1:1/zookeeper"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{}", err.report());
+        let err = open(&url("zookeeper://127.0.0.1:1?connect_timeout=200ms"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.report());
+        assert!(err.message().contains("127.0.0.1:1"), "{err}");
+    }
 }
