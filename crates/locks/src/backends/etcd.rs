@@ -1,14 +1,384 @@
-//! `etcd://` URLs (being written).
+//! `etcd://[USER:PASSWORD@]HOST[:PORT][,HOST[:PORT]…][/][?OPTIONS]`: locks on
+//! etcd v3 (Global scope).
+//!
+//! - `HOST[:PORT]`: a server; the port defaults to 2379. More servers follow
+//!   after commas, or go in the `endpoints` option (see [`fold_host_list`]).
+//! - `USER:PASSWORD@`: etcd credentials (percent-encode `@`, `:` and `/`).
+//! - Options:
+//!   - `ttl`: the lease TTL, whole seconds, at least 2 (`10`, `10s`); default 10.
+//!   - `prefix`: put in front of every lock name; default empty, which gives
+//!     the keys `etcdctl lock NAME` uses.
+//!   - `layout`: `mutex` (etcd's `concurrency.Mutex`, default) or `tooz`
+//!     (the keys of OpenStack tooz's etcd3 driver, `/tooz/locks<name>`).
+//!   - `connect_timeout`: bounds connecting and every request (`5`, `1500ms`);
+//!     default 5 s.
+//!   - `endpoints`: more servers, comma-separated.
+//!   - `ca`, `cert`, `key`: PEM files for TLS (the CA certificate is required
+//!     for TLS; `cert` and `key` go together). Only in builds where
+//!     `locks-etcd` has its `tls` feature; otherwise they are an
+//!     [`ErrorKind::Unsupported`](locks_core::ErrorKind::Unsupported) error.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use locks_core::{Backend, Error, ErrorKind, Result};
+use locks_etcd::{EtcdBackend, EtcdConfig, Layout, TLS_SUPPORTED, TlsConfig};
 
 use super::BackendUrl;
 
+/// Query options of `etcd://` URLs.
+const OPTIONS: &[&str] = &[
+    "ttl",
+    "prefix",
+    "layout",
+    "connect_timeout",
+    "endpoints",
+    "ca",
+    "cert",
+    "key",
+];
+
+const DEFAULT_PORT: u16 = 2379;
+
 pub(super) async fn open(url: &BackendUrl<'_>) -> Result<Arc<dyn Backend>> {
-    Err(Error::new(
-        ErrorKind::Unsupported,
-        format!("{}: the etcd backend is not built yet", url.key),
-    ))
+    let config = parse(url)?;
+    Ok(Arc::new(EtcdBackend::connect(config).await?))
+}
+
+pub(super) fn parse(url: &BackendUrl<'_>) -> Result<EtcdConfig> {
+    let query = url.query()?;
+    url.reject_unknown_keys(&query, OPTIONS)?;
+
+    let mut endpoints = Vec::new();
+    if let Some(host) = url.url.host_str().filter(|h| !h.is_empty()) {
+        // `h1,h2:2380` parses as host `h1,h2` with the port of the last one.
+        let names: Vec<&str> = host.split(',').collect();
+        let last = names.len() - 1;
+        for (i, name) in names.into_iter().enumerate() {
+            let port = if i == last {
+                url.url.port().unwrap_or(DEFAULT_PORT)
+            } else {
+                DEFAULT_PORT
+            };
+            endpoints.push(with_port(name, port));
+        }
+    }
+    if let Some(more) = query.get("endpoints") {
+        for endpoint in more.split(',').map(str::trim) {
+            endpoints.push(if endpoint.is_empty() || has_port(endpoint) {
+                endpoint.to_owned()
+            } else {
+                with_port(endpoint, DEFAULT_PORT)
+            });
+        }
+    }
+    if endpoints.is_empty() {
+        return Err(url.invalid("name at least one server: etcd://HOST:2379"));
+    }
+    if let Some(empty) = endpoints.iter().position(String::is_empty) {
+        return Err(url.invalid(format_args!(
+            "server {} of the endpoint list is empty (a stray comma?)",
+            empty + 1
+        )));
+    }
+    if !matches!(url.url.path(), "" | "/") {
+        return Err(
+            url.invalid("an etcd:// URL has no path; put a key prefix in the `prefix` option")
+        );
+    }
+    let mut config = EtcdConfig::new(endpoints);
+
+    if let Some(value) = query.get("ttl") {
+        config.ttl = duration(url, "ttl", value)?;
+    }
+    if let Some(value) = query.get("connect_timeout") {
+        config.connect_timeout = duration(url, "connect_timeout", value)?;
+    }
+    if let Some(prefix) = query.get("prefix") {
+        config.prefix = prefix.clone();
+    }
+    if let Some(layout) = query.get("layout") {
+        config.layout = layout
+            .parse::<Layout>()
+            .map_err(|e| url.invalid(format_args!("option `layout`: {}", e.message())))?;
+    }
+
+    let user = url.url.username();
+    match (user.is_empty(), url.url.password()) {
+        (true, None) => {}
+        (false, Some(password)) => {
+            let decode = |s: &str, what: &str| {
+                percent_decode(s).ok_or_else(|| {
+                    url.invalid(format_args!(
+                        "the {what} is not valid percent-encoded UTF-8"
+                    ))
+                })
+            };
+            config.user = Some(decode(user, "user name")?);
+            config.password = Some(decode(password, "password")?);
+        }
+        (false, None) => {
+            return Err(url.invalid("credentials need a password: etcd://USER:PASSWORD@HOST"));
+        }
+        (true, Some(_)) => {
+            return Err(url.invalid("credentials need a user name: etcd://USER:PASSWORD@HOST"));
+        }
+    }
+
+    let tls_file = |key: &str| query.get(key).map(PathBuf::from);
+    let (ca, cert, key) = (tls_file("ca"), tls_file("cert"), tls_file("key"));
+    if ca.is_some() || cert.is_some() || key.is_some() {
+        if !TLS_SUPPORTED {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "{}: TLS is not supported by this build (options `ca`, `cert`, `key` need the `tls` feature of locks-etcd)",
+                    url.invalid("").message().trim_end_matches(": ")
+                ),
+            ));
+        }
+        let Some(ca) = ca else {
+            return Err(url.invalid("TLS needs the CA certificate: add `ca=/path/to/ca.pem`"));
+        };
+        config.tls = Some(TlsConfig { ca, cert, key });
+    }
+
+    config.validate().map_err(|e| match e.kind() {
+        ErrorKind::InvalidConfig => url.invalid(e.message()),
+        _ => e,
+    })?;
+    Ok(config)
+}
+
+fn has_port(endpoint: &str) -> bool {
+    match endpoint.rsplit_once(':') {
+        Some((host, port)) => {
+            !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.starts_with('[') || host.ends_with(']'))
+        }
+        None => false,
+    }
+}
+
+fn with_port(host: &str, port: u16) -> String {
+    format!("{host}:{port}")
+}
+
+/// `10`, `2.5` (seconds), `1500ms`, `10s`: a positive duration.
+fn duration(url: &BackendUrl<'_>, key: &str, value: &str) -> Result<Duration> {
+    let (number, millis) = match value.strip_suffix("ms") {
+        Some(n) => (n, true),
+        None => (value.strip_suffix('s').unwrap_or(value), false),
+    };
+    let seconds = number
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .map(|n| if millis { n / 1000.0 } else { n });
+    seconds
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .and_then(|n| Duration::try_from_secs_f64(n).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            url.invalid(format_args!(
+                "option `{key}`: `{value}` is not a positive duration (write seconds such as `10`, or `1500ms`)"
+            ))
+        })
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape or invalid UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            out.push(first);
+            rest = tail;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Rewrites `etcd://[USERINFO@]H1:P1,H2:P2,…[/][?QUERY]` as
+/// `etcd://[USERINFO@]H1:P1[/]?[QUERY&]endpoints=H2:P2,…`, because
+/// `Url::parse` refuses a comma-separated host list with ports. `None` when
+/// `text` is not such a URL (or already has an `endpoints` option, which the
+/// parser then reports if the list is malformed).
+///
+/// To be called by `backends::open` before `Url::parse`, for `etcd://` URLs.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(super) fn fold_host_list(text: &str) -> Option<String> {
+    let rest = text.strip_prefix("etcd://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    let (first, more) = hosts.split_once(',')?;
+    let (tail, fragment) = match tail.find('#') {
+        Some(hash) => tail.split_at(hash),
+        None => (tail, ""),
+    };
+    let (path, query) = match tail.split_once('?') {
+        Some((path, query)) => (path, query),
+        None => (tail, ""),
+    };
+    if query
+        .split('&')
+        .any(|pair| pair == "endpoints" || pair.starts_with("endpoints="))
+    {
+        return None;
+    }
+    let query = if query.is_empty() {
+        format!("endpoints={more}")
+    } else {
+        format!("{query}&endpoints={more}")
+    };
+    Some(format!("etcd://{userinfo}{first}{path}?{query}{fragment}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<EtcdConfig> {
+        let folded = fold_host_list(text);
+        parse(&BackendUrl {
+            key: "backends.global",
+            url: url::Url::parse(folded.as_deref().unwrap_or(text)).expect("test URLs parse"),
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse_str("etcd://127.0.0.1:2379").unwrap();
+        assert_eq!(c.endpoints, ["127.0.0.1:2379"]);
+        assert_eq!(c.ttl, Duration::from_secs(10));
+        assert_eq!(c.prefix, "");
+        assert_eq!(c.layout, Layout::Mutex);
+        assert_eq!(c.user, None);
+        assert_eq!(c.password, None);
+        assert_eq!(c.tls, None);
+        assert_eq!(c.connect_timeout, Duration::from_secs(5));
+        assert_eq!(parse_str("etcd://etcd/").unwrap().endpoints, ["etcd:2379"]);
+    }
+
+    #[test]
+    fn endpoints_options_and_credentials() {
+        let c = parse_str(
+            "etcd://cinder:p%40ss%3Aw@e1:2381,e2,[::1]:2383/?ttl=30&prefix=%2Flocks%2F&layout=mutex&connect_timeout=1500ms",
+        )
+        .unwrap();
+        assert_eq!(c.endpoints, ["e1:2381", "e2:2379", "[::1]:2383"]);
+        assert_eq!(c.ttl, Duration::from_secs(30));
+        assert_eq!(c.prefix, "/locks/");
+        assert_eq!(c.connect_timeout, Duration::from_millis(1500));
+        assert_eq!(c.user.as_deref(), Some("cinder"));
+        assert_eq!(c.password.as_deref(), Some("p@ss:w"));
+
+        let c = parse_str("etcd://h1,h2:2380?ttl=2s&layout=tooz").unwrap();
+        assert_eq!(c.endpoints, ["h1:2379", "h2:2380"]);
+        assert_eq!(c.ttl, Duration::from_secs(2));
+        assert_eq!(c.layout, Layout::Tooz);
+
+        let c = parse_str("etcd://a:1?endpoints=b:2,c").unwrap();
+        assert_eq!(c.endpoints, ["a:1", "b:2", "c:2379"]);
+        let c = parse_str("etcd://a:1?layout=tooz&prefix=/tooz/locks").unwrap();
+        assert_eq!(c.layout, Layout::Tooz);
+    }
+
+    #[test]
+    fn comma_separated_hosts_are_folded() {
+        assert_eq!(fold_host_list("etcd://127.0.0.1:2379"), None);
+        assert_eq!(fold_host_list("zookeeper://a:1,b:2"), None);
+        assert_eq!(
+            fold_host_list("etcd://u:p@a:1,b:2,[::1]:3/?ttl=5#x").as_deref(),
+            Some("etcd://u:p@a:1/?ttl=5&endpoints=b:2,[::1]:3#x")
+        );
+        assert_eq!(
+            fold_host_list("etcd://a:1,b:2").as_deref(),
+            Some("etcd://a:1?endpoints=b:2")
+        );
+        assert_eq!(fold_host_list("etcd://a:1,b:2?endpoints=c"), None);
+    }
+
+    #[test]
+    fn malformed_urls_are_config_errors_naming_the_key() {
+        for (text, needle) in [
+            ("etcd:///x", "at least one server"),
+            ("etcd://h?tll=10", "unknown option `tll`"),
+            ("etcd://h?ttl=1", "below the minimum"),
+            ("etcd://h?ttl=2500ms", "whole seconds"),
+            ("etcd://h?ttl=0", "positive duration"),
+            ("etcd://h?ttl=ten", "positive duration"),
+            ("etcd://h?connect_timeout=-1", "positive duration"),
+            ("etcd://h?layout=redis", "layout"),
+            ("etcd://h?layout=tooz&prefix=/x/", "tooz"),
+            ("etcd://h?endpoints=a,,b", "empty"),
+            ("etcd://h/locks", "no path"),
+            ("etcd://user@h", "need a password"),
+            ("etcd://:pw@h", "need a user name"),
+            ("etcd://u:%ff@h", "password"),
+            ("etcd://h?ttl=3&ttl=4", "twice"),
+        ] {
+            let err = parse_str(text).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{text}: {err}");
+            assert!(
+                err.message().contains(needle) && err.message().contains("backends.global"),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_options() {
+        let result = parse_str("etcd://h:2379?ca=/etc/etcd/ca.pem&cert=/c.pem&key=/k.pem");
+        if TLS_SUPPORTED {
+            let tls = result.unwrap().tls.expect("TLS settings");
+            assert_eq!(tls.ca, PathBuf::from("/etc/etcd/ca.pem"));
+            assert_eq!(tls.cert, Some(PathBuf::from("/c.pem")));
+            assert_eq!(tls.key, Some(PathBuf::from("/k.pem")));
+            let err = parse_str("etcd://h?cert=/c.pem&key=/k.pem").unwrap_err();
+            assert!(err.message().contains("`ca="), "{err}");
+            let err = parse_str("etcd://h?ca=/ca.pem&cert=/c.pem").unwrap_err();
+            assert!(err.message().contains("both"), "{err}");
+        } else {
+            let err = result.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unsupported);
+            assert!(
+                err.message().contains("TLS is not supported by this build")
+                    && err.message().contains("backends.global"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn passwords_never_show_in_errors() {
+        let err = parse_str("etcd://u:secret@h?bogus=1").unwrap_err();
+        assert!(!err.message().contains("secret"), "{err}");
+        if let Err(e) = parse_str("etcd://u:secret@h?ca=/x") {
+            assert!(!e.message().contains("secret"), "{e}");
+        }
+        let c = parse_str("etcd://u:secret@h").unwrap();
+        assert!(!format!("{c:?}").contains("secret"));
+    }
+
+    #[tokio::test]
+    async fn unreachable_server_is_unavailable_naming_it() {
+        let url = BackendUrl {
+            key: "backends.global",
+            url: url::Url::parse("etcd://127.0.0.1:1?connect_timeout=300ms").expect("parses"),
+        };
+        let err = open(&url).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.report());
+        assert!(err.message().contains("127.0.0.1:1"), "{err}");
+    }
 }
