@@ -73,20 +73,24 @@ pub(crate) enum Attempt {
     Busy,
 }
 
+/// How often [`lock_path`] starts again on a fresh file before giving up.
+const MAX_STALE_RETRIES: usize = 1000;
+
 /// Opens (creating if needed) the lock file at `path` and locks it.
 ///
 /// With `blocking`, waits in the kernel until the lock is granted; `give_up`
 /// is asked between retries whether anybody still wants the result. After
 /// the lock is granted, the path is checked to still name the locked inode;
 /// if someone unlinked or replaced the file meanwhile, the lock is dropped and
-/// the whole thing starts again on a fresh file.
+/// the whole thing starts again on a fresh file (at most
+/// [`MAX_STALE_RETRIES`] times).
 pub(crate) fn lock_path(
     path: &Path,
     mechanism: Mechanism,
     blocking: bool,
     give_up: &dyn Fn() -> bool,
 ) -> Result<Attempt> {
-    loop {
+    for _ in 0..MAX_STALE_RETRIES {
         let file = open_lock_file(path)?;
         let granted = if blocking {
             lock_wait(&file, mechanism).map(|()| true)
@@ -113,6 +117,14 @@ pub(crate) fn lock_path(
             return Ok(Attempt::Busy);
         }
     }
+    Err(Error::new(
+        ErrorKind::Io,
+        format!(
+            "lock file {} was replaced or removed {MAX_STALE_RETRIES} times in a row while \
+             being locked: stop whatever keeps deleting files in the lock directory",
+            path.display()
+        ),
+    ))
 }
 
 /// Opens the lock file at `path` for a write lock: `O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC`, mode 0644.
