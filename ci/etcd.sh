@@ -2,8 +2,9 @@
 # Starts and stops a throw-away etcd (Debian's `etcd-server` package) for the
 # integration tests of locks-etcd.
 #
-#   ci/etcd.sh start STATE_DIR   # start on 127.0.0.1 with free ports, wait for health
-#   ci/etcd.sh stop STATE_DIR    # stop the server started in STATE_DIR
+#   ci/etcd.sh start STATE_DIR      # start on 127.0.0.1 with free ports, wait for health
+#   ci/etcd.sh start-tls STATE_DIR  # the same over TLS with client certificates
+#   ci/etcd.sh stop STATE_DIR       # stop the server started in STATE_DIR
 #
 # `start` keeps everything under STATE_DIR: the data dir (STATE_DIR/data), the
 # log (STATE_DIR/etcd.log) and STATE_DIR/etcd.env, which holds
@@ -12,15 +13,22 @@
 #   LOCKS_TEST_ETCD_PID=PID
 #
 # so a caller can `set -a; . STATE_DIR/etcd.env; set +a` before `cargo test`.
+# `start-tls` makes a throw-away CA, server and client certificates with
+# `openssl` in STATE_DIR/tls and adds to etcd.env
+#
+#   LOCKS_TEST_ETCD_CA=STATE_DIR/tls/ca.pem
+#   LOCKS_TEST_ETCD_CERT=STATE_DIR/tls/client.pem
+#   LOCKS_TEST_ETCD_KEY=STATE_DIR/tls/client-key.pem
 # This script installs nothing: ci/install.sh provides `etcd` and `etcdctl`.
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 start|stop STATE_DIR" >&2
+    echo "usage: $0 start|start-tls|stop STATE_DIR" >&2
     exit 2
 }
 
 [ $# -eq 2 ] || usage
+tls=false
 action=$1
 state=$2
 
@@ -31,6 +39,26 @@ s = socket.socket()
 s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])
 s.close()'
+}
+
+# Writes a CA, a server certificate for 127.0.0.1 and a client certificate to $1.
+make_certs() {
+    local dir=$1
+    command -v openssl >/dev/null || { echo "etcd.sh: start-tls needs \`openssl\`" >&2; exit 1; }
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=locks-test-ca" \
+            -keyout ca-key.pem -out ca.pem
+        printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server-key.pem -out server.csr
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+            -extfile server.ext -out server.pem
+        printf 'extendedKeyUsage=clientAuth\n' >client.ext
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=locks-test-client" -keyout client-key.pem -out client.csr
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+            -extfile client.ext -out client.pem
+    ) >"$dir/openssl.log" 2>&1 || { echo "etcd.sh: making certificates failed:" >&2; cat "$dir/openssl.log" >&2; exit 1; }
 }
 
 start() {
@@ -47,10 +75,19 @@ start() {
     client_port=$(free_port)
     peer_port=$(free_port)
     while [ "$peer_port" = "$client_port" ]; do peer_port=$(free_port); done
-    local client="http://127.0.0.1:$client_port"
+    local scheme=http
+    local tls_args=() ctl_args=()
+    if $tls; then
+        scheme=https
+        make_certs "$state/tls"
+        tls_args=(--cert-file "$state/tls/server.pem" --key-file "$state/tls/server-key.pem"
+            --client-cert-auth --trusted-ca-file "$state/tls/ca.pem")
+        ctl_args=(--cacert "$state/tls/ca.pem" --cert "$state/tls/client.pem" --key "$state/tls/client-key.pem")
+    fi
+    local client="$scheme://127.0.0.1:$client_port"
     local peer="http://127.0.0.1:$peer_port"
 
-    etcd --name locks-test \
+    etcd --name locks-test "${tls_args[@]}" \
         --data-dir "$state/data" \
         --listen-client-urls "$client" --advertise-client-urls "$client" \
         --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
@@ -60,7 +97,7 @@ start() {
     local pid=$!
 
     local deadline=$((SECONDS + 30))
-    until ETCDCTL_API=3 etcdctl --endpoints "$client" --dial-timeout 1s --command-timeout 2s \
+    until ETCDCTL_API=3 etcdctl --endpoints "$client" "${ctl_args[@]}" --dial-timeout 1s --command-timeout 2s \
         endpoint health >/dev/null 2>&1; do
         if ! kill -0 "$pid" 2>/dev/null; then
             echo "etcd.sh: etcd exited during startup; its log:" >&2
@@ -78,6 +115,10 @@ start() {
     done
 
     printf 'LOCKS_TEST_ETCD=127.0.0.1:%s\nLOCKS_TEST_ETCD_PID=%s\n' "$client_port" "$pid" >"$state/etcd.env"
+    if $tls; then
+        printf 'LOCKS_TEST_ETCD_CA=%s\nLOCKS_TEST_ETCD_CERT=%s\nLOCKS_TEST_ETCD_KEY=%s\n' \
+            "$state/tls/ca.pem" "$state/tls/client.pem" "$state/tls/client-key.pem" >>"$state/etcd.env"
+    fi
     echo "etcd.sh: etcd (pid $pid) is healthy on 127.0.0.1:$client_port; environment in $state/etcd.env"
 }
 
@@ -103,12 +144,13 @@ stop() {
         done
     fi
     rm -f "$state/etcd.env"
-    rm -rf "$state/data"
+    rm -rf "$state/data" "$state/tls"
     echo "etcd.sh: stopped etcd (pid ${pid:-?})"
 }
 
 case "$action" in
     start) start ;;
+    start-tls) tls=true; start ;;
     stop) stop ;;
     *) usage ;;
 esac

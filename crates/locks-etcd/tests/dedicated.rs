@@ -252,3 +252,87 @@ async fn credentials_are_checked() {
         .expect_err("outside the role's prefix");
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{}", err.report());
 }
+
+/// TLS with client certificates (feature `tls`): the right files work, a
+/// missing client certificate or plain text fail with typed errors naming
+/// the endpoint.
+#[cfg(feature = "tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_client_certificates() {
+    use locks_etcd::TlsConfig;
+    if server().is_none() {
+        return;
+    }
+    let etcd = DedicatedEtcd::start_tls();
+    let mut secure = config(&etcd.addr, Layout::Mutex);
+    secure.tls = Some(TlsConfig {
+        ca: etcd.tls_file("CA"),
+        cert: Some(etcd.tls_file("CERT")),
+        key: Some(etcd.tls_file("KEY")),
+    });
+    let backend = connect_with(secure.clone()).await;
+    let name = name("tls");
+    let guard = acquire(&backend, &request(&name, Wait::TryOnce))
+        .await
+        .unwrap_or_else(|e| panic!("acquire over TLS: {}", e.report()));
+    let err = acquire(&backend, &request(&name, Wait::TryOnce))
+        .await
+        .expect_err("held");
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    guard.release().await.expect("release");
+
+    let mut plain = config(&etcd.addr, Layout::Mutex);
+    plain.connect_timeout = Duration::from_secs(2);
+    let err = EtcdBackend::connect(plain)
+        .await
+        .expect_err("plain text to a TLS server");
+    eprintln!("plain text: {}", err.report());
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.report());
+    assert!(err.message().contains(&etcd.addr), "{err}");
+
+    let mut anonymous = secure.clone();
+    anonymous.connect_timeout = Duration::from_secs(2);
+    if let Some(tls) = &mut anonymous.tls {
+        tls.cert = None;
+        tls.key = None;
+    }
+    let err = EtcdBackend::connect(anonymous)
+        .await
+        .expect_err("no client certificate");
+    eprintln!("no client certificate: {}", err.report());
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Unavailable | ErrorKind::PermissionDenied
+        ),
+        "{}",
+        err.report()
+    );
+
+    let mut missing = secure;
+    if let Some(tls) = &mut missing.tls {
+        tls.ca = "/nonexistent/ca.pem".into();
+    }
+    let err = EtcdBackend::connect(missing).await.expect_err("no CA file");
+    assert_eq!(err.kind(), ErrorKind::Io, "{}", err.report());
+    assert!(err.message().contains("/nonexistent/ca.pem"), "{err}");
+}
+
+#[cfg(not(feature = "tls"))]
+#[tokio::test]
+async fn tls_settings_need_the_tls_feature() {
+    let mut config = config("127.0.0.1:2379", Layout::Mutex);
+    config.tls = Some(locks_etcd::TlsConfig {
+        ca: "/etc/etcd/ca.pem".into(),
+        cert: None,
+        key: None,
+    });
+    let err = EtcdBackend::connect(config)
+        .await
+        .expect_err("no TLS in this build");
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
+    assert!(
+        err.message().contains("TLS is not supported by this build"),
+        "{err}"
+    );
+}

@@ -99,20 +99,31 @@ pub struct DedicatedEtcd {
     dir: tempfile::TempDir,
     pub addr: String,
     pub pid: u32,
+    env: String,
 }
 
 impl DedicatedEtcd {
     pub fn start() -> DedicatedEtcd {
+        Self::launch("start")
+    }
+
+    /// A server that speaks only TLS and wants client certificates; see
+    /// [`tls_file`](Self::tls_file).
+    pub fn start_tls() -> DedicatedEtcd {
+        Self::launch("start-tls")
+    }
+
+    fn launch(action: &str) -> DedicatedEtcd {
         let dir = tempfile::tempdir().expect("temporary directory");
         let out = Command::new("bash")
             .arg(etcd_script())
-            .arg("start")
+            .arg(action)
             .arg(dir.path())
             .output()
             .expect("running ci/etcd.sh");
         assert!(
             out.status.success(),
-            "ci/etcd.sh start failed:\n{}\n{}",
+            "ci/etcd.sh {action} failed:\n{}\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -126,8 +137,19 @@ impl DedicatedEtcd {
         DedicatedEtcd {
             addr: value("LOCKS_TEST_ETCD"),
             pid: value("LOCKS_TEST_ETCD_PID").parse().expect("numeric pid"),
+            env: env.clone(),
             dir,
         }
+    }
+
+    /// `CA`, `CERT` or `KEY`: the PEM files of a [`start_tls`](Self::start_tls) server.
+    pub fn tls_file(&self, which: &str) -> PathBuf {
+        let key = format!("LOCKS_TEST_ETCD_{which}=");
+        self.env
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("{key} missing from etcd.env: {}", self.env))
     }
 
     /// Stops the server for good (it cannot be restarted).
