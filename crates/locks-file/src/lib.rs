@@ -409,12 +409,10 @@ impl FileBackend {
 
     fn enter(&self, file_name: &str) -> Membership {
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = table
-            .entry(file_name.to_owned())
-            .or_insert_with(|| Slot {
-                mutex: Arc::new(AsyncMutex::new(())),
-                users: 0,
-            });
+        let slot = table.entry(file_name.to_owned()).or_insert_with(|| Slot {
+            mutex: Arc::new(AsyncMutex::new(())),
+            users: 0,
+        });
         slot.users += 1;
         Membership {
             table: Arc::clone(&self.table),
@@ -627,12 +625,9 @@ impl Backend for FileBackend {
         })?;
 
         match rx.await {
-            Ok(Ok(Some((held, token)))) => Ok(LockGuard::new(
-                request,
-                token,
-                never_lost(),
-                Box::new(held),
-            )),
+            Ok(Ok(Some((held, token)))) => {
+                Ok(LockGuard::new(request, token, never_lost(), Box::new(held)))
+            }
             Ok(Ok(None)) => Err(request.would_block(self)),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::new(

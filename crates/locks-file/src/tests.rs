@@ -132,7 +132,11 @@ impl PythonHolder {
         BufReader::new(stdout)
             .read_line(&mut line)
             .unwrap_or_else(|e| panic!("reading from the python holder: {e}"));
-        assert_eq!(line.trim(), "held", "the python holder did not get the lock");
+        assert_eq!(
+            line.trim(),
+            "held",
+            "the python holder did not get the lock"
+        );
         holder
     }
 
@@ -242,7 +246,10 @@ fn describes_itself() {
     let caps = backend.capabilities();
     assert_eq!(caps.scopes, &[Scope::Node, Scope::Global]);
     assert!(caps.fencing && !caps.fifo && !caps.can_lose);
-    assert_eq!(open(tmp.path(), Mechanism::Flock).mechanism(), Mechanism::Flock);
+    assert_eq!(
+        open(tmp.path(), Mechanism::Flock).mechanism(),
+        Mechanism::Flock
+    );
 }
 
 #[test]
@@ -317,7 +324,11 @@ fn open_creates_the_directory_0700_and_leaves_existing_ones_alone() {
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o2775)).unwrap();
     open(&shared, Mechanism::default());
     let mode = std::fs::metadata(&shared).unwrap().permissions().mode();
-    assert_eq!(mode & 0o7777, 0o2775, "an existing directory is not chmodded");
+    assert_eq!(
+        mode & 0o7777,
+        0o2775,
+        "an existing directory is not chmodded"
+    );
 }
 
 #[test]
@@ -336,7 +347,10 @@ fn open_refuses_what_is_not_a_directory() {
         matches!(err.kind(), ErrorKind::Io | ErrorKind::PermissionDenied),
         "{err:?}"
     );
-    assert!(err.message().contains(&below.display().to_string()), "{err}");
+    assert!(
+        err.message().contains(&below.display().to_string()),
+        "{err}"
+    );
 
     let err = FileBackend::open(FileConfig::new("")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidConfig);
@@ -444,7 +458,10 @@ async fn ofd_lock_excludes_raw_ofd_and_python_lockf() {
     );
     guard.release().await.unwrap();
     assert!(probe_free(&path, Mechanism::Ofd));
-    assert!(python_lockf_free(&path), "Python gets the lock after release");
+    assert!(
+        python_lockf_free(&path),
+        "Python gets the lock after release"
+    );
 }
 
 #[cfg(target_os = "linux")]
@@ -500,9 +517,11 @@ async fn cancelled_kernel_waiter_lets_go(mechanism: Mechanism) {
     let n = name("cancel-in-kernel");
     let held = holder.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
 
-    let cancelled =
-        tokio::time::timeout(Duration::from_millis(300), waiter.acquire(&req(&n, Wait::Forever)))
-            .await;
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(300),
+        waiter.acquire(&req(&n, Wait::Forever)),
+    )
+    .await;
     assert!(cancelled.is_err(), "the waiter cannot get a held lock");
     // The abandoned thread still blocks in the kernel and keeps its entry.
     assert_eq!(waiter.active_names(), 1);
@@ -581,7 +600,12 @@ async fn clean_removes_only_unheld_lock_files() {
     let dir = tmp.path().join("locks");
     let backend = open(&dir, Mechanism::default());
     for n in ["a", "b", "c"] {
-        drop(backend.acquire(&req(&name(n), Wait::TryOnce)).await.unwrap());
+        drop(
+            backend
+                .acquire(&req(&name(n), Wait::TryOnce))
+                .await
+                .unwrap(),
+        );
     }
     let held = backend
         .acquire(&req(&name("b"), Wait::TryOnce))
@@ -652,7 +676,10 @@ async fn tokens_follow_the_boot_clock_across_backends() {
     a.release().await.unwrap();
     let b = two.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
     assert!(b.token() > token_a);
-    assert!(b.token() <= sys::clock_nanos() + 1_000_000, "close to the clock");
+    assert!(
+        b.token() <= sys::clock_nanos() + 1_000_000,
+        "close to the clock"
+    );
     b.release().await.unwrap();
 }
 
