@@ -230,6 +230,54 @@ impl FromStr for Mechanism {
     }
 }
 
+/// How lock names map to paths inside the lock directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Layout {
+    /// One file per name directly in the directory, every `/` replaced by `_`:
+    /// oslo.concurrency's external locks ([`lock_file_name`]).
+    #[default]
+    Flat,
+    /// A `/` in the name makes subdirectories, as OpenStack tooz's `file://`
+    /// driver does: the path is normalised (`a//b/./c` is `a/b/c`), may not
+    /// leave the directory, and tooz's reserved paths (`groups`, `tmp`,
+    /// `.driver_lock`) are refused ([`lock_file_path`]).
+    Tree,
+}
+
+impl Layout {
+    /// The name used in URLs (`flat`, `tree`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Layout::Flat => "flat",
+            Layout::Tree => "tree",
+        }
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for Layout {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "flat" => Ok(Layout::Flat),
+            "tree" => Ok(Layout::Tree),
+            _ => Err(Error::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "unknown lock file layout {s:?}: expected \"flat\" (oslo.concurrency: `/` becomes `_`) \
+                     or \"tree\" (tooz file driver: `/` makes subdirectories)"
+                ),
+            )),
+        }
+    }
+}
+
 /// How to build a [`FileBackend`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileConfig {
@@ -237,16 +285,80 @@ pub struct FileConfig {
     pub dir: PathBuf,
     /// The kernel lock to take.
     pub mechanism: Mechanism,
+    /// How names map to paths. Default [`Layout::Flat`].
+    pub layout: Layout,
 }
 
 impl FileConfig {
-    /// A configuration for `dir` with the platform's default [`Mechanism`].
+    /// A configuration for `dir` with the platform's default [`Mechanism`] and the flat layout.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         FileConfig {
             dir: dir.into(),
             mechanism: Mechanism::default(),
+            layout: Layout::default(),
         }
     }
+}
+
+/// The path, relative to the lock directory, that `name` is locked through.
+///
+/// ```
+/// use locks_core::LockName;
+/// use locks_file::{Layout, lock_file_path};
+/// use std::path::Path;
+/// let name = LockName::new("cinder-a//b/./c")?;
+/// assert_eq!(lock_file_path(&name, Layout::Flat)?, Path::new("cinder-a__b_._c"));
+/// assert_eq!(lock_file_path(&name, Layout::Tree)?, Path::new("cinder-a/b/c"));
+/// assert!(lock_file_path(&LockName::new("a/../../x")?, Layout::Tree).is_err());
+/// assert!(lock_file_path(&LockName::new("groups")?, Layout::Tree).is_err());
+/// # Ok::<(), locks_core::Error>(())
+/// ```
+///
+/// # Errors
+/// [`ErrorKind::InvalidName`] as [`lock_file_name`] for the flat layout; for
+/// the tree layout, absolute names, names that leave the directory or
+/// normalise to nothing, components longer than 255 bytes, and tooz's
+/// reserved paths.
+pub fn lock_file_path(name: &LockName, layout: Layout) -> Result<PathBuf> {
+    if layout == Layout::Flat {
+        return lock_file_name(name).map(PathBuf::from);
+    }
+    let refuse = |why: &str| {
+        Error::new(
+            ErrorKind::InvalidName,
+            format!(
+                "lock name {:?} cannot be a lock file path in the tree layout: {why}",
+                name.as_str()
+            ),
+        )
+    };
+    if name.as_str().starts_with('/') {
+        return Err(refuse("it is absolute (tooz refuses such names too)"));
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for part in name.as_str().split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if parts.pop().is_none() {
+                    return Err(refuse("it leaves the lock directory"));
+                }
+            }
+            _ if part.len() > MAX_FILE_NAME => {
+                return Err(refuse("a path component is longer than 255 bytes"));
+            }
+            _ => parts.push(part),
+        }
+    }
+    if parts.is_empty() {
+        return Err(refuse("it names the lock directory itself"));
+    }
+    if matches!(parts.as_slice(), ["groups"] | ["tmp"] | [".driver_lock"]) {
+        return Err(refuse(
+            "tooz reserves `groups`, `tmp` and `.driver_lock` in its directory",
+        ));
+    }
+    Ok(parts.iter().collect())
 }
 
 /// The file name `name` is locked through: every `/` replaced by `_`, as
@@ -335,6 +447,7 @@ impl Drop for Membership {
 pub struct FileBackend {
     dir: PathBuf,
     mechanism: Mechanism,
+    layout: Layout,
     table: Table,
 }
 
@@ -349,7 +462,11 @@ impl FileBackend {
     /// - [`ErrorKind::Io`] if `dir` exists but is not a directory, or cannot be
     ///   created; [`ErrorKind::PermissionDenied`] if the OS refused access.
     pub fn open(config: FileConfig) -> Result<FileBackend> {
-        let FileConfig { dir, mechanism } = config;
+        let FileConfig {
+            dir,
+            mechanism,
+            layout,
+        } = config;
         if !Mechanism::available().contains(&mechanism) {
             return Err(Error::new(
                 ErrorKind::Unsupported,
@@ -375,6 +492,7 @@ impl FileBackend {
         Ok(FileBackend {
             dir,
             mechanism,
+            layout,
             table: Arc::default(),
         })
     }
@@ -389,13 +507,59 @@ impl FileBackend {
         self.mechanism
     }
 
+    /// How names map to paths.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
     /// The lock file `name` is locked through: the directory joined with
-    /// [`lock_file_name`].
+    /// [`lock_file_path`].
     ///
     /// # Errors
-    /// As [`lock_file_name`].
+    /// As [`lock_file_path`].
     pub fn path_for(&self, name: &LockName) -> Result<PathBuf> {
-        Ok(self.dir.join(lock_file_name(name)?))
+        Ok(self.dir.join(lock_file_path(name, self.layout)?))
+    }
+
+    /// Creates the subdirectories a tree-layout path needs, and checks that
+    /// none of them leads out of the lock directory through a symlink.
+    fn prepare_parent(&self, path: &Path) -> Result<()> {
+        let Some(parent) = path.parent().filter(|p| *p != self.dir) else {
+            return Ok(());
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(|e| {
+                Error::io(
+                    format_args!("creating lock subdirectory {}", parent.display()),
+                    e,
+                )
+            })?;
+        let real_parent = parent.canonicalize().map_err(|e| {
+            Error::io(
+                format_args!("resolving lock subdirectory {}", parent.display()),
+                e,
+            )
+        })?;
+        let real_dir = self.dir.canonicalize().map_err(|e| {
+            Error::io(
+                format_args!("resolving lock directory {}", self.dir.display()),
+                e,
+            )
+        })?;
+        if !real_parent.starts_with(&real_dir) {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "lock subdirectory {} leads out of the lock directory {} through a symlink; refused",
+                    parent.display(),
+                    self.dir.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// How many names this process currently holds or waits for (for leak checks).
@@ -548,7 +712,10 @@ impl Backend for FileBackend {
     }
 
     fn describe(&self) -> String {
-        format!("file://{} ({})", self.dir.display(), self.mechanism)
+        match self.layout {
+            Layout::Flat => format!("file://{} ({})", self.dir.display(), self.mechanism),
+            Layout::Tree => format!("file://{} ({}, tree)", self.dir.display(), self.mechanism),
+        }
     }
 
     fn capabilities(&self) -> Capabilities {
@@ -573,9 +740,12 @@ impl Backend for FileBackend {
     /// blocked in the kernel lingers until the holder releases, then lets go
     /// at once (see the crate docs).
     async fn acquire(&self, request: &LockRequest) -> Result<LockGuard> {
-        let file_name = lock_file_name(&request.name)?;
-        let path = self.dir.join(&file_name);
-        let membership = self.enter(&file_name);
+        let relative = lock_file_path(&request.name, self.layout)?;
+        let path = self.dir.join(&relative);
+        if self.layout == Layout::Tree {
+            self.prepare_parent(&path)?;
+        }
+        let membership = self.enter(&relative.to_string_lossy());
         let mutex = Arc::clone(&membership.mutex);
         let blocking = request.wait != Wait::TryOnce;
         let in_process = if blocking {

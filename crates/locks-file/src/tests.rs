@@ -28,8 +28,8 @@ fn leaked_dir() -> PathBuf {
 
 fn open(dir: &Path, mechanism: Mechanism) -> FileBackend {
     FileBackend::open(FileConfig {
-        dir: dir.to_owned(),
         mechanism,
+        ..FileConfig::new(dir)
     })
     .unwrap_or_else(|e| panic!("open {}: {}", dir.display(), e.report()))
 }
@@ -196,20 +196,64 @@ mod ofd_conformance {
     locks_core::conformance_tests!(|| async {
         std::sync::Arc::new(
             crate::FileBackend::open(crate::FileConfig {
-                dir: crate::tests::leaked_dir(),
                 mechanism: crate::Mechanism::Ofd,
+                ..crate::FileConfig::new(crate::tests::leaked_dir())
             })
             .unwrap(),
         )
     });
 }
 
+mod tree_conformance {
+    locks_core::conformance_tests!(|| async {
+        std::sync::Arc::new(
+            crate::FileBackend::open(crate::FileConfig {
+                layout: crate::Layout::Tree,
+                ..crate::FileConfig::new(crate::tests::leaked_dir())
+            })
+            .unwrap(),
+        )
+    });
+}
+
+#[tokio::test]
+async fn tree_layout_makes_subdirectories_like_tooz_and_stays_inside() {
+    let dir = temp_dir();
+    let backend = FileBackend::open(FileConfig {
+        layout: crate::Layout::Tree,
+        ..FileConfig::new(dir.path())
+    })
+    .unwrap();
+    let guard = backend
+        .acquire(&LockRequest::new(name("cinder-a//b/./c"), Scope::Global))
+        .await
+        .unwrap();
+    assert!(dir.path().join("cinder-a/b/c").is_file());
+    guard.release().await.unwrap();
+    for bad in ["/abs", "a/../../x", "groups", "tmp", ".driver_lock", "./"] {
+        let err = backend
+            .acquire(&LockRequest::new(name(bad), Scope::Global))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidName, "{bad}: {err}");
+    }
+    // A symlinked subdirectory leading out of the lock directory is refused.
+    let outside = temp_dir();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("escape")).unwrap();
+    let err = backend
+        .acquire(&LockRequest::new(name("escape/x"), Scope::Global))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(!outside.path().join("x").exists());
+}
+
 mod flock_conformance {
     locks_core::conformance_tests!(|| async {
         std::sync::Arc::new(
             crate::FileBackend::open(crate::FileConfig {
-                dir: crate::tests::leaked_dir(),
                 mechanism: crate::Mechanism::Flock,
+                ..crate::FileConfig::new(crate::tests::leaked_dir())
             })
             .unwrap(),
         )

@@ -1,14 +1,14 @@
-//! `file:///DIR[?mechanism=ofd|flock]`: lock files in a directory.
+//! `file:///DIR[?mechanism=ofd|flock&layout=flat|tree]`: lock files in a directory.
 
 use std::sync::Arc;
 
 use locks_core::{Backend, Result};
-use locks_file::{FileBackend, FileConfig, Mechanism};
+use locks_file::{FileBackend, FileConfig, Layout, Mechanism};
 
 use super::BackendUrl;
 
 /// Query options of `file://` URLs.
-const OPTIONS: &[&str] = &["mechanism"];
+const OPTIONS: &[&str] = &["mechanism", "layout"];
 
 pub(super) fn open(url: &BackendUrl<'_>) -> Result<Arc<dyn Backend>> {
     let config = parse(url)?;
@@ -17,7 +17,9 @@ pub(super) fn open(url: &BackendUrl<'_>) -> Result<Arc<dyn Backend>> {
 
 pub(super) fn parse(url: &BackendUrl<'_>) -> Result<FileConfig> {
     if !matches!(url.url.host_str(), None | Some("") | Some("localhost")) {
-        return Err(url.invalid("a file:// URL names a local directory: write file:///absolute/path (three slashes)"));
+        return Err(url.invalid(
+            "a file:// URL names a local directory: write file:///absolute/path (three slashes)",
+        ));
     }
     let dir = url
         .url
@@ -30,6 +32,11 @@ pub(super) fn parse(url: &BackendUrl<'_>) -> Result<FileConfig> {
         config.mechanism = mechanism
             .parse::<Mechanism>()
             .map_err(|e| url.invalid(format_args!("option `mechanism`: {}", e.message())))?;
+    }
+    if let Some(layout) = query.get("layout") {
+        config.layout = layout
+            .parse::<Layout>()
+            .map_err(|e| url.invalid(format_args!("option `layout`: {}", e.message())))?;
     }
     Ok(config)
 }
@@ -51,6 +58,9 @@ mod tests {
         let c = parse_str("file:///var/lib/cinder/locks?mechanism=flock").unwrap();
         assert_eq!(c.dir, std::path::PathBuf::from("/var/lib/cinder/locks"));
         assert_eq!(c.mechanism, Mechanism::Flock);
+        assert_eq!(c.layout, Layout::Flat);
+        let c = parse_str("file:///var/lib/cinder?layout=tree").unwrap();
+        assert_eq!(c.layout, Layout::Tree);
         let c = parse_str("file:///tmp/a%20b").unwrap();
         assert_eq!(c.dir, std::path::PathBuf::from("/tmp/a b"));
     }
@@ -62,10 +72,14 @@ mod tests {
             ("file:///x?mechansim=ofd", "unknown option `mechansim`"),
             ("file:///x?mechanism=lockf", "mechanism"),
             ("file:///x?mechanism=ofd&mechanism=flock", "twice"),
+            ("file:///x?layout=nested", "layout"),
         ] {
             let err = parse_str(text).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{text}");
-            assert!(err.message().contains(needle) && err.message().contains("backends.node"), "{text}: {err}");
+            assert!(
+                err.message().contains(needle) && err.message().contains("backends.node"),
+                "{text}: {err}"
+            );
         }
     }
 }
