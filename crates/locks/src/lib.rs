@@ -51,6 +51,9 @@ pub use locks_core::{
     LintFinding, LockGuard, LockName, LockRequest, LockState, MultiGuard, NameTemplate, Params,
     Result, Scope, Severity, TemplateError, Wait,
 };
+/// `#[locked(locks = ..., id = "...")]`: runs an `async fn` method while it holds a catalog lock named from its arguments and fields.
+#[cfg(feature = "macros")]
+pub use locks_macros::locked;
 
 /// The README's Rust examples, compiled as doctests so they cannot drift.
 #[cfg(doctest)]
