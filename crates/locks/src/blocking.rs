@@ -2,7 +2,9 @@
 
 use std::future::Future;
 
-use locks_core::{CleanReport, Error, ErrorKind, LockGuard, LockRequest, MultiGuard, Params, Result, Scope, Wait};
+use locks_core::{
+    CleanReport, Error, ErrorKind, LockGuard, LockRequest, MultiGuard, Params, Result, Scope, Wait,
+};
 
 use crate::{Config, Locks};
 
@@ -30,7 +32,13 @@ impl BlockingLocks {
             .thread_name("locks-runtime")
             .enable_all()
             .build()
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start the lock runtime: {e}")).with_source(e))?;
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot start the lock runtime: {e}"),
+                )
+                .with_source(e)
+            })?;
         let locks = runtime.block_on(Locks::open(config))?;
         Ok(BlockingLocks { runtime, locks })
     }

@@ -67,8 +67,10 @@ impl Locks {
         let mut opened: HashMap<String, Arc<dyn Backend>> = HashMap::new();
         let mut backends = Vec::with_capacity(3);
         let mut warnings = Vec::new();
+        let mut urls = Vec::with_capacity(3);
         for scope in Scope::ALL {
-            let url = config.backends.get(scope);
+            let url = config.backend_url(scope)?;
+            let url = url.as_str();
             let key = format!("backends.{scope}");
             let backend = match opened.get(url) {
                 Some(b) => Arc::clone(b),
@@ -108,16 +110,20 @@ impl Locks {
                 ));
             }
             backends.push(backend);
+            urls.push(url.to_owned());
         }
         let backends: [Arc<dyn Backend>; 3] = backends
             .try_into()
             .map_err(|_| Error::new(ErrorKind::Internal, "expected one backend per scope"))?;
+        let urls: [String; 3] = urls
+            .try_into()
+            .map_err(|_| Error::new(ErrorKind::Internal, "expected one URL per scope"))?;
         Ok(Locks {
             inner: Arc::new(Inner {
                 catalog,
-                prefix: config.prefix,
+                prefix: config.effective_prefix(),
                 backends,
-                urls: Scope::ALL.map(|s| config.backends.get(s).to_owned()),
+                urls,
                 registry: ReentryRegistry::new(),
                 warnings,
             }),
@@ -147,7 +153,7 @@ impl Locks {
         &self.inner.backends[index(scope)]
     }
 
-    /// The URL configured for `scope`, as written.
+    /// The URL serving `scope`, with defaults and compatibility rules applied.
     pub fn backend_url(&self, scope: Scope) -> &str {
         &self.inner.urls[index(scope)]
     }

@@ -15,7 +15,7 @@
 //! # let dir = tempfile::tempdir().unwrap();
 //! # tokio::runtime::Runtime::new().unwrap().block_on(async {
 //! let mut config = Config::embedded();
-//! # config.backends.node = format!("file://{}", dir.path().display());
+//! # config.backends.node = Some(format!("file://{}", dir.path().display()));
 //! # config.backends.global = config.backends.node.clone();
 //! let locks = Locks::open(config).await?;
 //! let guard = locks.lock("solidfire", &Params::new().with("resource_id", "img-1")).await?;
@@ -45,7 +45,7 @@ mod config;
 pub use backends::SCHEMES;
 pub use blocking::BlockingLocks;
 pub use client::Locks;
-pub use config::{BackendUrls, CONFIG_ENV, CatalogSource, Config, default_lock_dir};
+pub use config::{BackendUrls, CONFIG_ENV, CatalogSource, Compat, Config, default_lock_dir};
 pub use locks_core::{
     Backend, Capabilities, Catalog, CatalogEntry, CleanReport, Error, ErrorKind, FencingToken,
     LintFinding, LockGuard, LockName, LockRequest, LockState, MultiGuard, NameTemplate, Params,

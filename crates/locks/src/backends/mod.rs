@@ -53,7 +53,11 @@ impl BackendUrl<'_> {
     }
 
     /// Fails on the first query key not in `known`, listing the known ones.
-    pub(crate) fn reject_unknown_keys(&self, query: &BTreeMap<String, String>, known: &[&str]) -> Result<()> {
+    pub(crate) fn reject_unknown_keys(
+        &self,
+        query: &BTreeMap<String, String>,
+        known: &[&str],
+    ) -> Result<()> {
         if let Some(key) = query.keys().find(|k| !known.contains(&k.as_str())) {
             let expected = if known.is_empty() {
                 "this scheme takes no query options".to_owned()
@@ -113,10 +117,18 @@ pub(crate) async fn open(key: &str, text: &str) -> Result<Arc<dyn Backend>> {
                 ),
             )),
             _ => {
-                let known: Vec<&str> = SCHEMES.iter().filter(|(_, on)| *on).map(|(s, _)| *s).collect();
+                let known: Vec<&str> = SCHEMES
+                    .iter()
+                    .filter(|(_, on)| *on)
+                    .map(|(s, _)| *s)
+                    .collect();
                 Err(parsed.invalid(format_args!(
                     "unknown scheme `{scheme}`; this build knows {}",
-                    known.iter().map(|s| format!("{s}://")).collect::<Vec<_>>().join(", ")
+                    known
+                        .iter()
+                        .map(|s| format!("{s}://"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )))
             }
         },
@@ -146,6 +158,9 @@ mod tests {
     fn passwords_are_redacted() {
         let url = Url::parse("etcd://root:secret@127.0.0.1:2379").unwrap();
         let shown = redact(&url);
-        assert!(!shown.contains("secret") && shown.contains("***"), "{shown}");
+        assert!(
+            !shown.contains("secret") && shown.contains("***"),
+            "{shown}"
+        );
     }
 }
