@@ -2,7 +2,9 @@
 //! ZooKeeper (Global scope), in the node layout tooz uses.
 //!
 //! - `HOST[:PORT]`: a server; the port defaults to 2181. More servers go in
-//!   the `hosts` option, or after commas (`h1:2181,h2:2181`; see [`fold_host_list`]).
+//!   the `hosts` option or after commas. `Url::parse` accepts commas only
+//!   when no port precedes them (`h1,h2:2182`); `h1:2181,h2:2181` needs
+//!   [`fold_host_list`] applied before parsing.
 //! - `USER:PASSWORD@`: digest credentials (percent-encode `@`, `:` and `/`).
 //! - `/NAMESPACE`: the top node, `tooz` by default, so locks live in
 //!   `/tooz/locks/<name>` as with tooz. tooz's `?namespace=` works too.
@@ -160,10 +162,14 @@ fn percent_decode(text: &str) -> Option<String> {
 /// query, because `Url::parse` refuses a comma-separated host list with ports.
 /// `None` when `text` is not such a URL (or already has a `hosts` option).
 ///
-/// To be called by `backends::open` before `Url::parse`, for `zookeeper://` URLs.
+/// To be called by `backends::open` before `Url::parse`, for `zookeeper://`
+/// URLs and tooz's `kazoo://` spelling of them.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(super) fn fold_host_list(text: &str) -> Option<String> {
-    let rest = text.strip_prefix("zookeeper://")?;
+    let (scheme, rest) = text.split_once("://")?;
+    if !matches!(scheme, "zookeeper" | "kazoo") {
+        return None;
+    }
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     let (userinfo, host_list) = match authority.rfind('@') {
@@ -190,7 +196,7 @@ pub(super) fn fold_host_list(text: &str) -> Option<String> {
         _ => format!("hosts={more}"),
     };
     Some(format!(
-        "zookeeper://{userinfo}{first}{path}?{query}{fragment}"
+        "{scheme}://{userinfo}{first}{path}?{query}{fragment}"
     ))
 }
 
@@ -256,6 +262,10 @@ mod tests {
             Some("zookeeper://a:1?hosts=b:2")
         );
         assert_eq!(fold_host_list("zookeeper://a:1,b:2?hosts=c"), None);
+        assert_eq!(
+            fold_host_list("kazoo://a:1,b:2/ns").as_deref(),
+            Some("kazoo://a:1/ns?hosts=b:2")
+        );
         let c = parse_str("zookeeper://a:1,b:2,c:3/ns").unwrap();
         assert_eq!(c.hosts, ["a:1", "b:2", "c:3"]);
         assert_eq!(c.namespace, "ns");
