@@ -1,0 +1,463 @@
+//! `locks_client`: opening a client, acquiring locks, and the scope enum.
+
+use std::ffi::{CStr, CString, OsStr, c_char, c_int};
+use std::future::Future;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use locks::{BlockingLocks, Config, ErrorKind, LockGuard, Params, Scope, Wait};
+
+use crate::boundary::{Call, Failure, FfiResult, c_string, fallible, infallible};
+use crate::catalog::locks_catalog_entry;
+use crate::guard::locks_guard;
+use crate::status::{locks_error, locks_status};
+
+/// The most parameters one `locks_client_lock` call accepts. A larger
+/// `n_params` is rejected with `LOCKS_STATUS_INVALID_ARGUMENT` (it is most
+/// likely a negative count cast to `size_t`).
+pub const LOCKS_MAX_PARAMS: usize = 1024;
+
+/// How far a lock reaches.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum locks_scope {
+    /// Threads of one process (`memory://`).
+    Process = 0,
+    /// Every process on one host (`file:///DIR`).
+    Node = 1,
+    /// Every host of a cluster (`etcd://`, `zookeeper://`).
+    Global = 2,
+}
+
+impl From<Scope> for locks_scope {
+    fn from(scope: Scope) -> Self {
+        match scope {
+            Scope::Process => locks_scope::Process,
+            Scope::Node => locks_scope::Node,
+            Scope::Global => locks_scope::Global,
+        }
+    }
+}
+
+fn scope_from_int(call: &Call, scope: c_int) -> FfiResult<Scope> {
+    match scope {
+        0 => Ok(Scope::Process),
+        1 => Ok(Scope::Node),
+        2 => Ok(Scope::Global),
+        other => Err(call.fail(
+            locks_status::InvalidArgument,
+            format_args!(
+                "argument `scope` is {other}, which is not a LOCKS_SCOPE_* value \
+                 (0 process, 1 node, 2 global)"
+            ),
+        )),
+    }
+}
+
+/// A client for the locks of one catalog, with one backend per scope and its
+/// own runtime.
+///
+/// Created by `locks_client_open_file`, `locks_client_open_string` or
+/// `locks_client_open_default`; owned by the caller, who frees it with
+/// `locks_client_free`. Safe to use from many threads at once.
+#[derive(Debug)]
+pub struct locks_client {
+    pub(crate) inner: Arc<ClientInner>,
+}
+
+/// What a client and every guard it handed out share: the guards keep it
+/// (and its runtime) alive until the last of them is freed.
+#[derive(Debug)]
+pub(crate) struct ClientInner {
+    pub(crate) locks: BlockingLocks,
+    entries: Vec<locks_catalog_entry>,
+    warnings: Vec<CString>,
+    reentry_per_thread: AtomicBool,
+}
+
+impl ClientInner {
+    fn open(config: Config) -> FfiResult<locks_client> {
+        let locks = BlockingLocks::open(config)?;
+        let entries = locks
+            .locks()
+            .catalog()
+            .entries()
+            .iter()
+            .map(locks_catalog_entry::new)
+            .collect();
+        let warnings = locks
+            .locks()
+            .warnings()
+            .iter()
+            .map(|w| c_string(w))
+            .collect();
+        Ok(locks_client {
+            inner: Arc::new(ClientInner {
+                locks,
+                entries,
+                warnings,
+                reentry_per_thread: AtomicBool::new(true),
+            }),
+        })
+    }
+
+    /// Runs an acquire: on the calling thread (re-entry detected per thread)
+    /// or, with the check off, as a task of its own (never detected).
+    fn acquire<F>(&self, future: impl FnOnce(locks::Locks) -> F) -> FfiResult<LockGuard>
+    where
+        F: Future<Output = locks::Result<LockGuard>> + Send + 'static,
+    {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(locks::Error::new(
+                ErrorKind::Unsupported,
+                "locks-ffi was called from inside a tokio runtime, where blocking would stall it",
+            )
+            .into());
+        }
+        let runtime = self.locks.runtime();
+        let future = future(self.locks.locks().clone());
+        if self.reentry_per_thread.load(Ordering::Relaxed) {
+            return Ok(runtime.block_on(future)?);
+        }
+        match runtime.block_on(runtime.spawn(future)) {
+            Ok(result) => Ok(result?),
+            Err(e) if e.is_panic() => Err(Failure {
+                status: locks_status::Panic,
+                message: "the acquire task panicked; this is a bug in locks".to_owned(),
+            }),
+            Err(e) => Err(Failure {
+                status: locks_status::Internal,
+                message: format!("the acquire task did not finish: {e}"),
+            }),
+        }
+    }
+
+    pub(crate) fn entries(&self) -> &[locks_catalog_entry] {
+        &self.entries
+    }
+}
+
+/// Hands a new client to C.
+fn hand_out(client: locks_client, client_out: *mut *mut locks_client) {
+    // SAFETY: the caller checked `client_out` (not NULL) and promised it is valid for writes.
+    unsafe { client_out.write(Box::into_raw(Box::new(client))) };
+}
+
+/// Opens a client from a TOML configuration file (the same format as the Rust
+/// `Config`: `prefix`, `catalog`, `[backends]`). A relative `catalog` path is
+/// relative to the file's directory. Connects to the configured servers.
+///
+/// On success stores a new client in `*client_out`, owned by the caller, who
+/// frees it with `locks_client_free`. `path` is borrowed for the call; it is
+/// taken as bytes (a Unix path need not be UTF-8).
+///
+/// # Errors
+/// `LOCKS_STATUS_NULL_ARGUMENT`, `_IO` / `_PERMISSION_DENIED` (unreadable file),
+/// `_INVALID_CONFIG`, `_INVALID_CATALOG`, `_UNAVAILABLE` (server unreachable).
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `client_out` is NULL or valid
+/// for writes; `err_out` is NULL or valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn locks_client_open_file(
+    path: *const c_char,
+    client_out: *mut *mut locks_client,
+    err_out: *mut *mut locks_error,
+) -> locks_status {
+    fallible("locks_client_open_file", err_out, |call| {
+        call.out(client_out, "client_out")?;
+        if path.is_null() {
+            return Err(call.fail(locks_status::NullArgument, "argument `path` is NULL"));
+        }
+        // SAFETY: not NULL, and NUL-terminated per the contract.
+        let path = Path::new(OsStr::from_bytes(
+            unsafe { CStr::from_ptr(path) }.to_bytes(),
+        ));
+        let client = ClientInner::open(Config::from_file(path)?)?;
+        hand_out(client, client_out);
+        Ok(())
+    })
+}
+
+/// Opens a client from TOML text (the format of `locks_client_open_file`). A
+/// relative `catalog` path is relative to the current directory.
+///
+/// On success stores a new client in `*client_out`, owned by the caller, who
+/// frees it with `locks_client_free`. `toml` is borrowed for the call.
+///
+/// # Errors
+/// As `locks_client_open_file`, and `LOCKS_STATUS_INVALID_UTF8`.
+///
+/// # Safety
+/// `toml` is NULL or a NUL-terminated string; `client_out` and `err_out` are
+/// NULL or valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn locks_client_open_string(
+    toml: *const c_char,
+    client_out: *mut *mut locks_client,
+    err_out: *mut *mut locks_error,
+) -> locks_status {
+    fallible("locks_client_open_string", err_out, |call| {
+        call.out(client_out, "client_out")?;
+        // SAFETY: NULL or NUL-terminated per the contract.
+        let text = unsafe { call.str(toml, "toml") }?;
+        let config = Config::from_toml_str(text, Path::new("."), "<string>")?;
+        hand_out(ClientInner::open(config)?, client_out);
+        Ok(())
+    })
+}
+
+/// Opens a client on the embedded defaults: the built-in catalog, Process
+/// locks in memory, Node and Global locks as lock files in a per-user
+/// directory (`$XDG_RUNTIME_DIR/locks` or `/tmp/locks-<uid>`), so Global locks
+/// then exclude only this host (see `locks_client_warning`).
+///
+/// On success stores a new client in `*client_out`, owned by the caller, who
+/// frees it with `locks_client_free`.
+///
+/// # Errors
+/// `LOCKS_STATUS_NULL_ARGUMENT`, `_PERMISSION_DENIED` (the default directory
+/// belongs to another user), `_IO`.
+///
+/// # Safety
+/// `client_out` and `err_out` are NULL or valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn locks_client_open_default(
+    client_out: *mut *mut locks_client,
+    err_out: *mut *mut locks_error,
+) -> locks_status {
+    fallible("locks_client_open_default", err_out, |call| {
+        call.out(client_out, "client_out")?;
+        hand_out(ClientInner::open(Config::embedded())?, client_out);
+        Ok(())
+    })
+}
+
+/// Frees a client. `locks_client_free(NULL)` does nothing.
+///
+/// Catalog entries and warning strings read from the client become invalid.
+/// Guards it handed out stay valid and must still be freed; the backends and
+/// the runtime shut down when the client and all its guards are freed.
+///
+/// # Safety
+/// `client` is NULL or a client from this library that was not freed, and no
+/// other thread is using it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn locks_client_free(client: *mut locks_client) {
+    infallible((), || {
+        if !client.is_null() {
+            // SAFETY: the caller hands back ownership of a live client.
+            drop(unsafe { Box::from_raw(client) });
+        }
+    });
+}
+
+/// Chooses whether an acquire detects a caller asking again for a lock it
+/// already holds through this client (`LOCKS_STATUS_WOULD_DEADLOCK` at once
+/// instead of waiting for itself).
+///
+/// On (the default), the holder is the calling OS thread: right for C
+/// threads. Off, no re-entry is detected and a thread that asks again waits
+/// for `timeout_ms` like any other waiter. Turn it off when callers are not OS
+/// threads, for example goroutines, which Go moves between threads (the Go
+/// package does). Set it before sharing the client between threads.
+///
+/// # Errors
+/// `LOCKS_STATUS_NULL_ARGUMENT`.
+///
+/// # Safety
+/// `client` is NULL or a live client; `err_out` is NULL or valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn locks_client_set_reentry_check(
+    client: *mut locks_client,
+    per_thread: bool,
+    err_out: *mut *mut locks_error,
+) -> locks_status {
+    fallible("locks_client_set_reentry_check", err_out, |call| {
+        // SAFETY: NULL or a live client per the contract.
+        let client = unsafe { call.arg(client, "client") }?;
+        client
+            .inner
+            .reentry_per_thread
+            .store(per_thread, Ordering::Relaxed);
+        Ok(())
+    })
+}
+
+/// The number of configuration warnings (for example: Global locks on a
+/// host-local backend). 0 when `client` is NULL.
+///
+/// # Safety
+/// `client` is NULL or a live client.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn locks_client_warnings_len(client: *const locks_client) -> usize {
+    infallible(0, || {
+        // SAFETY: NULL or a live client per the contract.
+        unsafe { client.as_ref() }.map_or(0, |c| c.inner.warnings.len())
+    })
+}
+
+/// Configuration warning `index` (0-based), for the caller to show. Borrowed
+/// from the client: valid until `locks_client_free`. NULL when `client` is
+/// NULL or `index` is out of range.
+///
+/// # Safety
+/// `client` is NULL or a live client.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn locks_client_warning(
+    client: *const locks_client,
+    index: usize,
+) -> *const c_char {
+    infallible(std::ptr::null(), || {
+        // SAFETY: NULL or a live client per the contract.
+        unsafe { client.as_ref() }
+            .and_then(|c| c.inner.warnings.get(index))
+            .map_or(std::ptr::null(), |w| w.as_ptr())
+    })
+}
+
+/// Reads the parallel key/value arrays of `locks_client_lock`.
+///
+/// # Safety
+/// As `locks_client_lock`.
+unsafe fn read_params(
+    call: &Call,
+    keys: *const *const c_char,
+    values: *const *const c_char,
+    n_params: usize,
+) -> FfiResult<Params> {
+    let mut params = Params::new();
+    if n_params == 0 {
+        return Ok(params);
+    }
+    if n_params > LOCKS_MAX_PARAMS {
+        return Err(call.fail(
+            locks_status::InvalidArgument,
+            format_args!(
+                "argument `n_params` is {n_params}, more than LOCKS_MAX_PARAMS ({LOCKS_MAX_PARAMS}); \
+                 is it a negative count?"
+            ),
+        ));
+    }
+    for (array, arg) in [(keys, "keys"), (values, "values")] {
+        if array.is_null() {
+            return Err(call.fail(
+                locks_status::NullArgument,
+                format_args!("argument `{arg}` is NULL but `n_params` is {n_params}"),
+            ));
+        }
+    }
+    for i in 0..n_params {
+        // SAFETY: both arrays hold `n_params` pointers per the contract, and
+        // `n_params` is small enough for the offset not to overflow.
+        let (key, value) = unsafe { (*keys.add(i), *values.add(i)) };
+        // SAFETY: each element is NULL or NUL-terminated per the contract.
+        let key = unsafe { call.str(key, &format!("keys[{i}]")) }?;
+        // SAFETY: as above.
+        let value = unsafe { call.str(value, &format!("values[{i}]")) }?;
+        if params.get(key).is_some() {
+            return Err(call.fail(
+                locks_status::InvalidArgument,
+                format_args!("parameter `{key}` is given twice (keys[{i}] repeats an earlier key)"),
+            ));
+        }
+        params.insert(key, value);
+    }
+    Ok(params)
+}
+
+/// Hands a new guard to C.
+fn hand_out_guard(client: &Arc<ClientInner>, guard: LockGuard, guard_out: *mut *mut locks_guard) {
+    let guard = Box::new(locks_guard::new(Arc::clone(client), guard));
+    // SAFETY: the caller checked `guard_out` (not NULL) and promised it is valid for writes.
+    unsafe { guard_out.write(Box::into_raw(guard)) };
+}
+
+/// Acquires catalog lock `id`, its name rendered from the parameters given as
+/// two parallel arrays of `n_params` keys and values (`keys[i]` = `values[i]`).
+/// Blocks the calling thread: `timeout_ms` < 0 waits as long as it takes, 0
+/// tries once, > 0 waits at most that many milliseconds.
+///
+/// On success stores a new guard in `*guard_out`, owned by the caller, who
+/// releases it with `locks_guard_release` and frees it with `locks_guard_free`.
+/// All strings are borrowed for the call. With `n_params` 0, `keys` and
+/// `values` may be NULL.
+///
+/// # Errors
+/// `LOCKS_STATUS_NULL_ARGUMENT`, `_INVALID_UTF8`, `_INVALID_ARGUMENT` (a key
+/// given twice, `n_params` > `LOCKS_MAX_PARAMS`), `_UNKNOWN_LOCK`,
+/// `_MISSING_PARAMETER`, `_UNKNOWN_PARAMETER`, `_INVALID_NAME`, `_WOULD_BLOCK`
+/// (try once, held elsewhere), `_TIMEOUT`, `_WOULD_DEADLOCK` (this thread holds
+/// it already), `_UNAVAILABLE`, `_PERMISSION_DENIED`, `_IO`.
+///
+/// # Safety
+/// `client` is NULL or a live client; `id` is NULL or a NUL-terminated string;
+/// unless `n_params` is 0, `keys` and `values` are NULL or point to
+/// `n_params` pointers, each NULL or a NUL-terminated string; `guard_out` and
+/// `err_out` are NULL or valid for writes.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn locks_client_lock(
+    client: *const locks_client,
+    id: *const c_char,
+    keys: *const *const c_char,
+    values: *const *const c_char,
+    n_params: usize,
+    timeout_ms: i64,
+    guard_out: *mut *mut locks_guard,
+    err_out: *mut *mut locks_error,
+) -> locks_status {
+    fallible("locks_client_lock", err_out, |call| {
+        // SAFETY (all four): per the contract.
+        let client = unsafe { call.arg(client, "client") }?;
+        let id = unsafe { call.str(id, "id") }?.to_owned();
+        let params = unsafe { read_params(call, keys, values, n_params) }?;
+        call.out(guard_out, "guard_out")?;
+        let wait = Wait::from_millis(timeout_ms);
+        let guard = client
+            .inner
+            .acquire(move |locks| async move { locks.lock_with(&id, &params, wait).await })?;
+        hand_out_guard(&client.inner, guard, guard_out);
+        Ok(())
+    })
+}
+
+/// Acquires a raw lock `name` (no catalog entry; the configured prefix is
+/// put before it) in `scope`, a `LOCKS_SCOPE_*` value. Blocks the calling
+/// thread; `timeout_ms` as in `locks_client_lock`.
+///
+/// On success stores a new guard in `*guard_out`, owned by the caller (see
+/// `locks_client_lock`). `name` is borrowed for the call.
+///
+/// # Errors
+/// `LOCKS_STATUS_NULL_ARGUMENT`, `_INVALID_UTF8`, `_INVALID_ARGUMENT` (not a
+/// scope), `_INVALID_NAME`, and the acquire errors of `locks_client_lock`.
+///
+/// # Safety
+/// `client` is NULL or a live client; `name` is NULL or a NUL-terminated
+/// string; `guard_out` and `err_out` are NULL or valid for writes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn locks_client_lock_name(
+    client: *const locks_client,
+    scope: c_int,
+    name: *const c_char,
+    timeout_ms: i64,
+    guard_out: *mut *mut locks_guard,
+    err_out: *mut *mut locks_error,
+) -> locks_status {
+    fallible("locks_client_lock_name", err_out, |call| {
+        // SAFETY (both): per the contract.
+        let client = unsafe { call.arg(client, "client") }?;
+        let name = unsafe { call.str(name, "name") }?.to_owned();
+        let scope = scope_from_int(call, scope)?;
+        call.out(guard_out, "guard_out")?;
+        let wait = Wait::from_millis(timeout_ms);
+        let guard = client
+            .inner
+            .acquire(move |locks| async move { locks.lock_name(scope, &name, wait).await })?;
+        hand_out_guard(&client.inner, guard, guard_out);
+        Ok(())
+    })
+}
