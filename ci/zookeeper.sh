@@ -5,8 +5,9 @@
 #   ci/zookeeper.sh start STATE_DIR   # write zoo.cfg, start the server, wait for `ruok`
 #   ci/zookeeper.sh stop STATE_DIR    # stop the server started in STATE_DIR
 #
-# Everything lives under STATE_DIR: zoo.cfg, the data directory
-# (STATE_DIR/data), the server log (STATE_DIR/zookeeper.log) and
+# Everything lives under STATE_DIR, under names of its own so that the other
+# server scripts can share the directory: zoo.cfg, the data directory
+# (STATE_DIR/zookeeper-data), the server log (STATE_DIR/zookeeper.log) and
 # STATE_DIR/zookeeper.env with
 #
 #   LOCKS_TEST_ZK=127.0.0.1:PORT
@@ -68,12 +69,12 @@ start() {
         echo "zookeeper.sh: $state/zookeeper.env exists: a server may still run there (ci/zookeeper.sh stop $state)" >&2
         exit 1
     fi
-    rm -rf "$state/data"
-    mkdir -p "$state/data"
+    rm -rf "$state/zookeeper-data"
+    mkdir -p "$state/zookeeper-data"
     local port
     port=$(free_port)
     cat >"$state/zoo.cfg" <<EOF
-dataDir=$state/data
+dataDir=$state/zookeeper-data
 clientPort=$port
 clientPortAddress=127.0.0.1
 admin.enableServer=false
@@ -131,7 +132,7 @@ stop() {
         done
     fi
     rm -f "$state/zookeeper.env"
-    rm -rf "$state/data"
+    rm -rf "$state/zookeeper-data"
     echo "zookeeper.sh: stopped ZooKeeper (pid ${pid:-?})"
 }
 
