@@ -30,7 +30,9 @@
 //!
 //! One backend keeps one ZooKeeper session for all its locks. Two tasks of one
 //! backend asking for one name still exclude each other: an in-process FIFO
-//! queue per name sits in front of the ZooKeeper recipe.
+//! queue per name sits in front of the ZooKeeper recipe, so each client has at
+//! most one contender node per name, and its tasks join the ZooKeeper queue in
+//! the order they asked, one after the other.
 //!
 //! A lock lives as long as its ephemeral node, that is, as long as the
 //! session. Guards follow the session state
