@@ -6,7 +6,7 @@
 #   ci/etcd.sh start-tls STATE_DIR  # the same over TLS with client certificates
 #   ci/etcd.sh stop STATE_DIR       # stop the server started in STATE_DIR
 #
-# `start` keeps everything under STATE_DIR: the data dir (STATE_DIR/data), the
+# `start` keeps everything under STATE_DIR: the data dir (STATE_DIR/etcd-data), the
 # log (STATE_DIR/etcd.log) and STATE_DIR/etcd.env, which holds
 #
 #   LOCKS_TEST_ETCD=127.0.0.1:PORT
@@ -14,11 +14,11 @@
 #
 # so a caller can `set -a; . STATE_DIR/etcd.env; set +a` before `cargo test`.
 # `start-tls` makes a throw-away CA, server and client certificates with
-# `openssl` in STATE_DIR/tls and adds to etcd.env
+# `openssl` in STATE_DIR/etcd-tls and adds to etcd.env
 #
-#   LOCKS_TEST_ETCD_CA=STATE_DIR/tls/ca.pem
-#   LOCKS_TEST_ETCD_CERT=STATE_DIR/tls/client.pem
-#   LOCKS_TEST_ETCD_KEY=STATE_DIR/tls/client-key.pem
+#   LOCKS_TEST_ETCD_CA=STATE_DIR/etcd-tls/ca.pem
+#   LOCKS_TEST_ETCD_CERT=STATE_DIR/etcd-tls/client.pem
+#   LOCKS_TEST_ETCD_KEY=STATE_DIR/etcd-tls/client-key.pem
 # This script installs nothing: ci/install.sh provides `etcd` and `etcdctl`.
 set -euo pipefail
 
@@ -70,7 +70,7 @@ start() {
         echo "etcd.sh: $state/etcd.env exists: a server may still run there (ci/etcd.sh stop $state)" >&2
         exit 1
     fi
-    rm -rf "$state/data"
+    rm -rf "$state/etcd-data"
     local client_port peer_port
     client_port=$(free_port)
     peer_port=$(free_port)
@@ -79,16 +79,16 @@ start() {
     local tls_args=() ctl_args=()
     if $tls; then
         scheme=https
-        make_certs "$state/tls"
-        tls_args=(--cert-file "$state/tls/server.pem" --key-file "$state/tls/server-key.pem"
-            --client-cert-auth --trusted-ca-file "$state/tls/ca.pem")
-        ctl_args=(--cacert "$state/tls/ca.pem" --cert "$state/tls/client.pem" --key "$state/tls/client-key.pem")
+        make_certs "$state/etcd-tls"
+        tls_args=(--cert-file "$state/etcd-tls/server.pem" --key-file "$state/etcd-tls/server-key.pem"
+            --client-cert-auth --trusted-ca-file "$state/etcd-tls/ca.pem")
+        ctl_args=(--cacert "$state/etcd-tls/ca.pem" --cert "$state/etcd-tls/client.pem" --key "$state/etcd-tls/client-key.pem")
     fi
     local client="$scheme://127.0.0.1:$client_port"
     local peer="http://127.0.0.1:$peer_port"
 
     etcd --name locks-test "${tls_args[@]}" \
-        --data-dir "$state/data" \
+        --data-dir "$state/etcd-data" \
         --listen-client-urls "$client" --advertise-client-urls "$client" \
         --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
         --initial-cluster "locks-test=$peer" \
@@ -117,7 +117,7 @@ start() {
     printf 'LOCKS_TEST_ETCD=127.0.0.1:%s\nLOCKS_TEST_ETCD_PID=%s\n' "$client_port" "$pid" >"$state/etcd.env"
     if $tls; then
         printf 'LOCKS_TEST_ETCD_CA=%s\nLOCKS_TEST_ETCD_CERT=%s\nLOCKS_TEST_ETCD_KEY=%s\n' \
-            "$state/tls/ca.pem" "$state/tls/client.pem" "$state/tls/client-key.pem" >>"$state/etcd.env"
+            "$state/etcd-tls/ca.pem" "$state/etcd-tls/client.pem" "$state/etcd-tls/client-key.pem" >>"$state/etcd.env"
     fi
     echo "etcd.sh: etcd (pid $pid) is healthy on 127.0.0.1:$client_port; environment in $state/etcd.env"
 }
@@ -144,7 +144,7 @@ stop() {
         done
     fi
     rm -f "$state/etcd.env"
-    rm -rf "$state/data" "$state/tls"
+    rm -rf "$state/etcd-data" "$state/etcd-tls"
     echo "etcd.sh: stopped etcd (pid ${pid:-?})"
 }
 
