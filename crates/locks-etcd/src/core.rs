@@ -270,7 +270,8 @@ impl Core {
     pub(crate) async fn delete_with_retries(&self, owned: &OwnedKey) {
         const ATTEMPTS: u32 = 30;
         for attempt in 0..ATTEMPTS {
-            if self.delete_owned(owned).await.is_ok() || owned.lease.is_lost() {
+            // A lost lease takes its keys with it: nothing left to delete.
+            if owned.lease.is_lost() || self.delete_owned(owned).await.is_ok() {
                 return;
             }
             let pause = Duration::from_millis(100 * u64::from(attempt.min(10) + 1));

@@ -110,6 +110,19 @@ impl std::fmt::Debug for EtcdHeld {
 impl HeldLock for EtcdHeld {
     async fn release(mut self: Box<Self>) -> Result<()> {
         let local = self.local.take();
+        if self.owned.lease.is_lost() {
+            // The key went (or is about to go) with the lease; a request
+            // would only wait for a server that may be gone.
+            return Err(Error::new(
+                ErrorKind::Lost,
+                format!(
+                    "lock `{}`: the lease it lived on expired before the release \
+                     (etcd at {} was unreachable or paused for longer than the ttl): \
+                     another holder may have run concurrently",
+                    self.name, self.core.endpoints
+                ),
+            ));
+        }
         match self.core.delete_owned(&self.owned).await {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::new(

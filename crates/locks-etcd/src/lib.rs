@@ -148,8 +148,12 @@ impl EtcdBackend {
         self.core.layout
     }
 
-    /// The id of the lease the backend's locks currently live on, if it holds
-    /// one that is not lost (for diagnostics: `etcdctl lease timetolive`).
+    /// The id of the lease the backend's locks currently live on (for
+    /// diagnostics: `etcdctl lease timetolive <id in hex>`). If the last lease
+    /// was lost, this grants the next one, as the next acquire would.
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect), when a new lease cannot be granted.
     pub async fn lease_id(&self) -> Result<i64> {
         Ok(self.core.lease().await?.id)
     }

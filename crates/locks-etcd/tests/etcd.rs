@@ -640,3 +640,58 @@ async fn we_exclude_an_etcdctl_waiter() {
     again.release().await.expect("release");
     drop(etcdctl);
 }
+
+/// Guards can be dropped on threads outside any runtime (the delete runs on
+/// the backend's runtime), and after their runtime is gone (no panic; the
+/// key then expires with the lease).
+#[test]
+fn guards_drop_outside_and_after_the_runtime() {
+    let Some(addr) = server() else { return };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut config = config(&addr, Layout::Mutex);
+    config.ttl = Duration::from_secs(2);
+    let backend = runtime.block_on(connect_with(config));
+    let name = name("foreign-drop");
+    let guard = runtime
+        .block_on(acquire(&backend, &request(&name, Wait::TryOnce)))
+        .expect("acquire");
+    std::thread::spawn(move || drop(guard))
+        .join()
+        .expect("dropping on a plain thread");
+    runtime.block_on(async {
+        let mut raw = raw(&addr).await;
+        let prefix = format!("{name}/");
+        let gone = eventually(Duration::from_secs(3), || {
+            let (mut raw, prefix) = (raw.clone(), prefix.clone());
+            async move { keys_under(&mut raw, prefix.as_bytes()).await.is_empty() }
+        })
+        .await;
+        assert!(gone, "{:?}", keys_under(&mut raw, prefix.as_bytes()).await);
+    });
+
+    let outlives = runtime
+        .block_on(acquire(&backend, &request(&name, Wait::TryOnce)))
+        .expect("acquire again");
+    drop(runtime);
+    drop(outlives);
+    drop(backend);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let other = connect(&addr, Layout::Mutex).await;
+        let guard = acquire(
+            &other,
+            &request(&name, Wait::Timeout(Duration::from_secs(5))),
+        )
+        .await
+        .expect("the orphaned key expires with its lease");
+        guard.release().await.expect("release");
+    });
+}
