@@ -54,7 +54,7 @@
 //! unreachable server fails with
 //! [`ErrorKind::Unavailable`](locks_core::ErrorKind::Unavailable) naming the
 //! endpoints instead of hanging; waiting for a held lock is bounded only by the
-//! request's [`Wait`](locks_core::Wait). An acquire may be dropped at any point
+//! request's [`Wait`]. An acquire may be dropped at any point
 //! (that is how timeouts work): the contender key it may have created is
 //! deleted in the background, and later acquires of the same name in this
 //! process wait for that delete. Two tasks of one backend asking for one name
