@@ -95,7 +95,7 @@ struct LioAdm {
 }
 
 impl LioAdm {
-    /// Cinder: `@utils.synchronized('lioadm', external=True)` on `_execute`.
+    /// Cinder runs `_execute` under the external (whole host) lock `lioadm`.
     #[locked(locks = self.locks, id = "lio", guard = lock)]
     async fn execute(&self, who: &str, args: &[&str]) -> Result<(), DriverError> {
         say(

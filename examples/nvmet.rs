@@ -82,7 +82,7 @@ struct Nvmet {
 }
 
 impl Nvmet {
-    /// Cinder: `@utils.synchronized('nvmetcli', external=True)`.
+    /// Cinder runs it under the external (whole host) lock `nvmetcli`.
     #[locked(locks = self.locks, id = "nvmet", guard = lock)]
     async fn create_nvmeof_target(
         &self,
@@ -97,7 +97,7 @@ impl Nvmet {
         self.create_wo_lock(who, volume_id, volume_path).await
     }
 
-    /// Cinder: `@utils.synchronized('nvmetcli', external=True)`.
+    /// Cinder runs it under the external (whole host) lock `nvmetcli`.
     #[locked(locks = self.locks, id = "nvmet", guard = lock)]
     async fn delete_nvmeof_target(&self, who: &str, volume_id: &str) -> Result<(), DriverError> {
         say(

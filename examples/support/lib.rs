@@ -315,16 +315,25 @@ impl<S> Device<S> {
         let n = lock(&self.intervals).len();
         let overlaps = self.overlaps();
         if overlaps == 0 {
-            println!("   {}: {n} operations, one at a time", self.name);
+            println!("   {}: {}, one at a time", self.name, operations(n));
             None
         } else {
             let problem = format!(
-                "{}: {overlaps} of {n} operations started while another was inside",
-                self.name
+                "{}: {overlaps} of {} started while another was inside",
+                self.name,
+                operations(n)
             );
             println!("   {problem}");
             Some(problem)
         }
+    }
+}
+
+fn operations(n: usize) -> String {
+    if n == 1 {
+        "1 operation".to_owned()
+    } else {
+        format!("{n} operations")
     }
 }
 
@@ -469,23 +478,25 @@ impl San {
         (1..).find(|lun| !used.contains(lun)).unwrap_or(1)
     }
 
-    /// Maps `volume` to `host` at `lun`; a missing host or a LUN already in use is damage.
-    pub fn map(&mut self, who: &str, host: &str, lun: u32, volume: &str) {
+    /// Maps `volume` to `host` at `lun`; a missing host or a LUN already in
+    /// use is damage (and the mapping is not made). Returns whether it was made.
+    pub fn map(&mut self, who: &str, host: &str, lun: u32, volume: &str) -> bool {
         let Some(pos) = self.hosts.iter().position(|h| h.name == host) else {
             self.damage(
                 who,
                 format!("`{volume}` mapped to host `{host}`, which was deleted meanwhile"),
             );
-            return;
+            return false;
         };
         if let Some(other) = self.hosts[pos].luns.get(&lun).cloned() {
             self.damage(
                 who,
                 format!("LUN {lun} of host `{host}` given to `{volume}` while `{other}` has it"),
             );
-            return;
+            return false;
         }
         self.hosts[pos].luns.insert(lun, volume.to_owned());
+        true
     }
 
     /// Unmaps `volume` from `host`; returns how many volumes the host still has.
@@ -540,6 +551,54 @@ impl San {
             })
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// Attaches `volume` to `host` as SAN drivers do: finds or creates the host
+/// object, picks the lowest free LUN, maps the volume there. Returns the LUN,
+/// or `None` when the array refused the mapping (see [`San::map`]).
+pub async fn attach(array: &Device<San>, who: &str, host: &str, volume: &str) -> Option<u32> {
+    let inside = array.enter(who, format!("attach {volume} to {host}"));
+    // GET /hosts?name=HOST
+    pause(8).await;
+    let exists = inside.state().has_host(host);
+    if !exists {
+        // POST /hosts
+        pause(8).await;
+        inside.state().create_host(who, host);
+    }
+    // GET /hosts/HOST/luns
+    pause(8).await;
+    let lun = inside.state().free_lun(host);
+    // POST /hosts/HOST/luns
+    pause(8).await;
+    if !inside.state().map(who, host, lun, volume) {
+        return None;
+    }
+    say(
+        who,
+        format!("{volume} is LUN {lun} of {host} on {}", array.name()),
+    );
+    Some(lun)
+}
+
+/// Detaches `volume` from `host`, and deletes the host object when no volume
+/// is left on it.
+pub async fn detach(array: &Device<San>, who: &str, host: &str, volume: &str) {
+    let inside = array.enter(who, format!("detach {volume} from {host}"));
+    // DELETE /hosts/HOST/luns/VOLUME
+    pause(8).await;
+    let left = inside.state().unmap(host, volume);
+    if left == 0 {
+        // DELETE /hosts/HOST
+        pause(8).await;
+        inside.state().delete_host(who, host);
+        say(
+            who,
+            format!("{volume} detached; {host} had no volume left and was deleted"),
+        );
+    } else {
+        say(who, format!("{volume} detached from {host}"));
     }
 }
 
