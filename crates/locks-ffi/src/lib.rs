@@ -13,6 +13,7 @@
 
 #![allow(non_camel_case_types)]
 
+// In this order in include/locks.h.
 mod boundary;
 mod catalog;
 mod client;

@@ -63,7 +63,7 @@ pub enum locks_status {
 
 impl locks_status {
     /// Every status, in numeric order.
-    pub const ALL: [locks_status; 22] = [
+    const ALL: [locks_status; 22] = [
         locks_status::Ok,
         locks_status::InvalidTemplate,
         locks_status::MissingParameter,
@@ -110,6 +110,11 @@ impl locks_status {
             ErrorKind::Internal => locks_status::Internal,
             _ => locks_status::Internal,
         }
+    }
+
+    /// Every status, in numeric order.
+    pub fn all() -> impl Iterator<Item = locks_status> {
+        Self::ALL.into_iter()
     }
 
     /// The short lower-case name (`"would_block"`); for 1 to 16 it is the

@@ -1,0 +1,486 @@
+// Package locks takes the named locks of the locks catalog from Go: Process,
+// Node and Global locks whose names come from one catalog shared with Rust
+// and C, on the backends a TOML configuration chooses (memory, lock files,
+// etcd, ZooKeeper). It wraps the C ABI of crates/locks-ffi (include/locks.h)
+// through cgo.
+//
+//	client, err := locks.Open("/etc/cinder/locks.toml")
+//	if err != nil { ... }
+//	defer client.Close()
+//	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+//	defer cancel()
+//	guard, err := client.Lock(ctx, "infinidat", map[string]string{"management_address": "10.0.0.1"})
+//	if err != nil { ... }              // errors.Is(err, locks.ErrTimeout), errors.Is(err, context.DeadlineExceeded)
+//	defer guard.Release()
+//
+// # Building
+//
+// The package links the static library of crates/locks-ffi, which the Go
+// tool cannot build. Build it with cargo and name it in CGO_LDFLAGS (the
+// system libraries it needs are already listed by the package):
+//
+//	cargo build --release -p locks-ffi
+//	CGO_LDFLAGS="$PWD/target/release/liblocks_ffi.a" go build ./...
+//
+// # Waiting
+//
+// Each acquire blocks an OS thread inside the C call (Go starts more threads
+// as needed). Contexts are honoured: a deadline becomes the C call's timeout,
+// and a context that can be cancelled is checked at least every
+// [PollInterval], by waiting in slices of that length. Between two slices the
+// waiter gives up its place in the queue, so waiting is not first come,
+// first served. With context.Background (no deadline, no cancellation) the
+// call waits in one piece until it gets the lock.
+//
+// # Re-entry
+//
+// Goroutines are not OS threads, so this package turns the C library's
+// per-thread re-entry check off: a goroutine that asks again for a lock it
+// holds waits for itself until its context ends, as with sync.Mutex.
+package locks
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../../include
+#cgo LDFLAGS: -lgcc_s -lutil -lrt -lpthread -lm -ldl
+#include <stdlib.h>
+#include "locks.h"
+*/
+import "C"
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// Version is the version of the C header this package was built against.
+const Version = C.LOCKS_VERSION
+
+// LibraryVersion is the version of the linked library; it equals Version
+// unless the header and the library come from different builds.
+func LibraryVersion() string { return C.GoString(C.locks_version()) }
+
+// PollInterval bounds how long a Lock call waits in the C library before it
+// checks its context again, for contexts that can be cancelled.
+var PollInterval = 200 * time.Millisecond
+
+// Scope says how far a lock reaches.
+type Scope int
+
+// The scopes, with the C library's numbers.
+const (
+	ScopeProcess Scope = C.LOCKS_SCOPE_PROCESS // threads of one process
+	ScopeNode    Scope = C.LOCKS_SCOPE_NODE    // every process on one host
+	ScopeGlobal  Scope = C.LOCKS_SCOPE_GLOBAL  // every host of a cluster
+)
+
+func (s Scope) String() string {
+	switch s {
+	case ScopeProcess:
+		return "process"
+	case ScopeNode:
+		return "node"
+	case ScopeGlobal:
+		return "global"
+	}
+	return fmt.Sprintf("Scope(%d)", int(s))
+}
+
+// State says whether a held lock is still safely held.
+type State int
+
+// The states, with the C library's numbers.
+const (
+	StateHeld     State = C.LOCKS_LOCK_STATE_HELD     // held
+	StateAtRisk   State = C.LOCKS_LOCK_STATE_AT_RISK  // connection interrupted: may be lost soon
+	StateLost     State = C.LOCKS_LOCK_STATE_LOST     // lost: another holder may have it
+	StateReleased State = C.LOCKS_LOCK_STATE_RELEASED // released
+)
+
+// Status is the C library's status code, one per Rust ErrorKind plus the
+// failures of the C boundary.
+type Status int
+
+// The statuses, with their pinned numbers.
+const (
+	StatusOK               Status = C.LOCKS_STATUS_OK
+	StatusInvalidTemplate  Status = C.LOCKS_STATUS_INVALID_TEMPLATE
+	StatusMissingParameter Status = C.LOCKS_STATUS_MISSING_PARAMETER
+	StatusUnknownParameter Status = C.LOCKS_STATUS_UNKNOWN_PARAMETER
+	StatusInvalidName      Status = C.LOCKS_STATUS_INVALID_NAME
+	StatusUnknownLock      Status = C.LOCKS_STATUS_UNKNOWN_LOCK
+	StatusInvalidCatalog   Status = C.LOCKS_STATUS_INVALID_CATALOG
+	StatusInvalidConfig    Status = C.LOCKS_STATUS_INVALID_CONFIG
+	StatusUnsupported      Status = C.LOCKS_STATUS_UNSUPPORTED
+	StatusWouldBlock       Status = C.LOCKS_STATUS_WOULD_BLOCK
+	StatusTimeout          Status = C.LOCKS_STATUS_TIMEOUT
+	StatusWouldDeadlock    Status = C.LOCKS_STATUS_WOULD_DEADLOCK
+	StatusLost             Status = C.LOCKS_STATUS_LOST
+	StatusUnavailable      Status = C.LOCKS_STATUS_UNAVAILABLE
+	StatusPermissionDenied Status = C.LOCKS_STATUS_PERMISSION_DENIED
+	StatusIO               Status = C.LOCKS_STATUS_IO
+	StatusInternal         Status = C.LOCKS_STATUS_INTERNAL
+	StatusNullArgument     Status = C.LOCKS_STATUS_NULL_ARGUMENT
+	StatusInvalidUTF8      Status = C.LOCKS_STATUS_INVALID_UTF8
+	StatusPanic            Status = C.LOCKS_STATUS_PANIC
+	StatusAlreadyReleased  Status = C.LOCKS_STATUS_ALREADY_RELEASED
+	StatusInvalidArgument  Status = C.LOCKS_STATUS_INVALID_ARGUMENT
+)
+
+// String is the status's short name ("would_block").
+func (s Status) String() string { return C.GoString(C.locks_status_name(C.int(s))) }
+
+// Error is a failure reported by the library: its status and message.
+//
+// Compare with the sentinels: errors.Is(err, locks.ErrTimeout). A Lock that
+// ends because its context ended also matches the context's error
+// (errors.Is(err, context.DeadlineExceeded)).
+type Error struct {
+	Status  Status
+	Message string
+	cause   error
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return "locks: " + e.Status.String()
+	}
+	return "locks: " + e.Status.String() + ": " + e.Message
+}
+
+// Is reports whether target is an *Error with the same status and no
+// message (one of the sentinels).
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Message == "" && t.Status == e.Status
+}
+
+// Unwrap returns the context error that ended a Lock, if any.
+func (e *Error) Unwrap() error { return e.cause }
+
+// Sentinels for errors.Is.
+var (
+	ErrWouldBlock       = &Error{Status: StatusWouldBlock}
+	ErrTimeout          = &Error{Status: StatusTimeout}
+	ErrWouldDeadlock    = &Error{Status: StatusWouldDeadlock}
+	ErrLost             = &Error{Status: StatusLost}
+	ErrUnavailable      = &Error{Status: StatusUnavailable}
+	ErrUnknownLock      = &Error{Status: StatusUnknownLock}
+	ErrMissingParameter = &Error{Status: StatusMissingParameter}
+	ErrUnknownParameter = &Error{Status: StatusUnknownParameter}
+	ErrInvalidName      = &Error{Status: StatusInvalidName}
+	ErrInvalidConfig    = &Error{Status: StatusInvalidConfig}
+	ErrAlreadyReleased  = &Error{Status: StatusAlreadyReleased}
+)
+
+// ErrClosed is returned by calls on a closed Client.
+var ErrClosed = errors.New("locks: client is closed")
+
+// takeError copies a C error into Go and frees it.
+func takeError(status C.locks_status, cerr *C.locks_error) *Error {
+	e := &Error{Status: Status(status)}
+	if cerr != nil {
+		e.Message = C.GoString(C.locks_error_message(cerr))
+		C.locks_error_free(cerr)
+	}
+	return e
+}
+
+// Entry is one declared lock of the catalog.
+type Entry struct {
+	ID              string   // "infinidat"
+	Driver          string   // "Infinidat driver"
+	Template        string   // "infinidat-{management_address}-lock"
+	Scope           Scope    // ScopeGlobal
+	CriticalSection string   // what the lock protects
+	Parameters      []string // the keys Lock needs, in order of first use
+}
+
+// Client takes locks from one catalog on the configured backends. It is safe
+// for concurrent use; Close waits for Lock calls in progress.
+type Client struct {
+	mu       sync.RWMutex
+	c        *C.locks_client
+	catalog  []Entry
+	warnings []string
+}
+
+// Open opens a client from a TOML configuration file (the same format as
+// the Rust and C APIs: prefix, catalog, [backends]).
+func Open(cfgPath string) (*Client, error) {
+	path := C.CString(cfgPath)
+	defer C.free(unsafe.Pointer(path))
+	return open(func(out **C.locks_client, errOut **C.locks_error) C.locks_status {
+		return C.locks_client_open_file(path, out, errOut)
+	})
+}
+
+// OpenString opens a client from TOML text; a relative catalog path is
+// relative to the current directory.
+func OpenString(toml string) (*Client, error) {
+	text := C.CString(toml)
+	defer C.free(unsafe.Pointer(text))
+	return open(func(out **C.locks_client, errOut **C.locks_error) C.locks_status {
+		return C.locks_client_open_string(text, out, errOut)
+	})
+}
+
+// OpenDefault opens a client on the embedded defaults: the built-in catalog,
+// Process locks in memory, Node and Global locks as lock files in a per-user
+// directory (Global locks then exclude only this host; see Warnings).
+func OpenDefault() (*Client, error) {
+	return open(func(out **C.locks_client, errOut **C.locks_error) C.locks_status {
+		return C.locks_client_open_default(out, errOut)
+	})
+}
+
+func open(call func(**C.locks_client, **C.locks_error) C.locks_status) (*Client, error) {
+	var c *C.locks_client
+	var cerr *C.locks_error
+	if status := call(&c, &cerr); status != C.LOCKS_STATUS_OK {
+		return nil, takeError(status, cerr)
+	}
+	if status := C.locks_client_set_reentry_check(c, false, &cerr); status != C.LOCKS_STATUS_OK {
+		C.locks_client_free(c)
+		return nil, takeError(status, cerr)
+	}
+	client := &Client{c: c}
+	for i := C.size_t(0); i < C.locks_client_catalog_len(c); i++ {
+		client.catalog = append(client.catalog, readEntry(C.locks_client_catalog_entry(c, i)))
+	}
+	for i := C.size_t(0); i < C.locks_client_warnings_len(c); i++ {
+		client.warnings = append(client.warnings, C.GoString(C.locks_client_warning(c, i)))
+	}
+	runtime.SetFinalizer(client, (*Client).Close)
+	return client, nil
+}
+
+func readEntry(e *C.locks_catalog_entry) Entry {
+	entry := Entry{
+		ID:              C.GoString(C.locks_catalog_entry_id(e)),
+		Driver:          C.GoString(C.locks_catalog_entry_driver(e)),
+		Template:        C.GoString(C.locks_catalog_entry_template(e)),
+		Scope:           Scope(C.locks_catalog_entry_scope(e)),
+		CriticalSection: C.GoString(C.locks_catalog_entry_critical_section(e)),
+		Parameters:      []string{},
+	}
+	for j := C.size_t(0); j < C.locks_catalog_entry_parameter_count(e); j++ {
+		entry.Parameters = append(entry.Parameters, C.GoString(C.locks_catalog_entry_parameter(e, j)))
+	}
+	return entry
+}
+
+// Close frees the client. Guards it handed out stay valid until released.
+// Closing twice does nothing.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.c != nil {
+		C.locks_client_free(c.c)
+		c.c = nil
+		runtime.SetFinalizer(c, nil)
+	}
+	return nil
+}
+
+// Catalog returns the declared locks, in catalog order.
+func (c *Client) Catalog() []Entry {
+	out := make([]Entry, len(c.catalog))
+	copy(out, c.catalog)
+	return out
+}
+
+// Entry returns the declared lock with this id, or an error matching ErrUnknownLock.
+func (c *Client) Entry(id string) (Entry, error) {
+	for _, e := range c.catalog {
+		if e.ID == id {
+			return e, nil
+		}
+	}
+	known := make([]string, 0, len(c.catalog))
+	for _, e := range c.catalog {
+		known = append(known, e.ID)
+	}
+	return Entry{}, &Error{
+		Status:  StatusUnknownLock,
+		Message: fmt.Sprintf("no lock `%s` in the catalog; known ids: %v", id, known),
+	}
+}
+
+// Warnings returns the configuration's warnings, for the caller to show.
+func (c *Client) Warnings() []string { return append([]string(nil), c.warnings...) }
+
+// Lock acquires catalog lock id, its name rendered from params, waiting as
+// long as ctx allows (see the package documentation). The caller must call
+// Release on the guard.
+func (c *Client) Lock(ctx context.Context, id string, params map[string]string) (*Guard, error) {
+	cid := C.CString(id)
+	defer C.free(unsafe.Pointer(cid))
+	names := make([]string, 0, len(params))
+	for k := range params {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	n := len(names)
+	// Arrays of C pointers (C memory), so they may be passed to C.
+	keys := make([]*C.char, n+1)
+	values := make([]*C.char, n+1)
+	for i, k := range names {
+		keys[i] = C.CString(k)
+		values[i] = C.CString(params[k])
+	}
+	defer func() {
+		for i := 0; i < n; i++ {
+			C.free(unsafe.Pointer(keys[i]))
+			C.free(unsafe.Pointer(values[i]))
+		}
+	}()
+	return c.acquire(ctx, id, func(client *C.locks_client, timeoutMs C.int64_t, out **C.locks_guard, errOut **C.locks_error) C.locks_status {
+		return C.locks_client_lock(client, cid, &keys[0], &values[0], C.size_t(n), timeoutMs, out, errOut)
+	})
+}
+
+// LockName acquires a raw lock name (no catalog entry; the configured prefix
+// is put before it) in scope, waiting as long as ctx allows.
+func (c *Client) LockName(ctx context.Context, scope Scope, name string) (*Guard, error) {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	return c.acquire(ctx, name, func(client *C.locks_client, timeoutMs C.int64_t, out **C.locks_guard, errOut **C.locks_error) C.locks_status {
+		return C.locks_client_lock_name(client, C.int(scope), cname, timeoutMs, out, errOut)
+	})
+}
+
+type acquireFunc func(*C.locks_client, C.int64_t, **C.locks_guard, **C.locks_error) C.locks_status
+
+func (c *Client) acquire(ctx context.Context, what string, call acquireFunc) (*Guard, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.c == nil {
+		return nil, ErrClosed
+	}
+	for {
+		timeoutMs, final := waitSlice(ctx)
+		var g *C.locks_guard
+		var cerr *C.locks_error
+		status := call(c.c, C.int64_t(timeoutMs), &g, &cerr)
+		if status == C.LOCKS_STATUS_OK {
+			return newGuard(g), nil
+		}
+		err := takeError(status, cerr)
+		if err.Status != StatusTimeout && err.Status != StatusWouldBlock {
+			return nil, err
+		}
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			if err.Status == StatusWouldBlock || final {
+				err.cause = ctxErr
+			} else {
+				err = &Error{
+					Status:  StatusTimeout,
+					Message: fmt.Sprintf("gave up waiting for lock `%s`: %v", what, ctxErr),
+					cause:   ctxErr,
+				}
+			}
+			return nil, err
+		}
+		if final {
+			return nil, err
+		}
+	}
+}
+
+// waitSlice returns the timeout for the next C call, and whether it is the
+// last one (the deadline is reached by then, or there is nothing to check).
+func waitSlice(ctx context.Context) (timeoutMs int64, final bool) {
+	if ctx.Done() == nil {
+		return -1, true
+	}
+	slice := PollInterval
+	if deadline, ok := ctx.Deadline(); ok {
+		left := time.Until(deadline)
+		if left <= slice {
+			if left <= 0 {
+				return 0, true
+			}
+			// Round up so that the C call does not end just before the deadline.
+			return int64((left + time.Millisecond - 1) / time.Millisecond), true
+		}
+	}
+	return int64(slice / time.Millisecond), false
+}
+
+// Guard is a held lock. Release it exactly once; a guard that is garbage
+// collected unreleased is released then.
+type Guard struct {
+	mu    sync.Mutex
+	g     *C.locks_guard
+	name  string
+	scope Scope
+	token uint64
+}
+
+func newGuard(g *C.locks_guard) *Guard {
+	guard := &Guard{
+		g:     g,
+		name:  C.GoString(C.locks_guard_name(g)),
+		scope: Scope(C.locks_guard_scope(g)),
+		token: uint64(C.locks_guard_token(g)),
+	}
+	runtime.SetFinalizer(guard, (*Guard).Release)
+	return guard
+}
+
+// Name is the full lock name ("infinidat-10.0.0.1-lock").
+func (g *Guard) Name() string { return g.name }
+
+// Scope is the scope the lock was taken in.
+func (g *Guard) Scope() Scope { return g.scope }
+
+// Token is the fencing token of this holding: it grows with every new
+// holder, so a resource that remembers the highest token it saw can refuse
+// late writes from a holder whose lock was lost.
+func (g *Guard) Token() uint64 { return g.token }
+
+// State is the current state of the lock.
+func (g *Guard) State() State {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.g == nil {
+		return StateReleased
+	}
+	return State(C.locks_guard_state(g.g))
+}
+
+// Lost reports whether the lock was lost while held: the critical section is
+// no longer protected.
+func (g *Guard) Lost() bool { return g.State() == StateLost }
+
+// Release releases the lock and frees the guard. An error matching ErrLost
+// means the critical section was not protected to the end; releasing again
+// returns an error matching ErrAlreadyReleased.
+func (g *Guard) Release() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.g == nil {
+		return &Error{
+			Status:  StatusAlreadyReleased,
+			Message: fmt.Sprintf("lock `%s` was already released by this guard", g.name),
+		}
+	}
+	var cerr *C.locks_error
+	status := C.locks_guard_release(g.g, &cerr)
+	C.locks_guard_free(g.g)
+	g.g = nil
+	runtime.SetFinalizer(g, nil)
+	if status != C.LOCKS_STATUS_OK {
+		return takeError(status, cerr)
+	}
+	return nil
+}

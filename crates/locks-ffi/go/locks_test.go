@@ -1,0 +1,227 @@
+package locks_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	locks "example.invalid/locks/crates/locks-ffi/go"
+)
+
+// open returns a client on a private lock directory.
+func open(t *testing.T) *locks.Client {
+	t.Helper()
+	dir := t.TempDir()
+	config := filepath.Join(dir, "locks.toml")
+	text := fmt.Sprintf("[backends]\nnode = \"file://%[1]s\"\nglobal = \"file://%[1]s\"\n", dir)
+	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	client, err := locks.Open(config)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return client
+}
+
+var infinidat = map[string]string{"management_address": "10.0.0.1"}
+
+func TestVersion(t *testing.T) {
+	if locks.LibraryVersion() != locks.Version {
+		t.Fatalf("library %s, header %s", locks.LibraryVersion(), locks.Version)
+	}
+}
+
+func TestCatalog(t *testing.T) {
+	client := open(t)
+	if len(client.Catalog()) < 10 {
+		t.Fatalf("catalog has %d entries", len(client.Catalog()))
+	}
+	e, err := client.Entry("infinidat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Scope != locks.ScopeGlobal || e.Template != "infinidat-{management_address}-lock" ||
+		len(e.Parameters) != 1 || e.Parameters[0] != "management_address" || e.Driver != "Infinidat driver" {
+		t.Fatalf("infinidat entry: %+v", e)
+	}
+	if lio, _ := client.Entry("lio"); lio.Scope != locks.ScopeNode || len(lio.Parameters) != 0 {
+		t.Fatalf("lio entry: %+v", lio)
+	}
+	if _, err := client.Entry("no-such-lock"); !errors.Is(err, locks.ErrUnknownLock) {
+		t.Fatalf("Entry(no-such-lock): %v", err)
+	}
+}
+
+func TestLockAndRelease(t *testing.T) {
+	client := open(t)
+	g, err := client.Lock(context.Background(), "infinidat", infinidat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Name() != "infinidat-10.0.0.1-lock" || g.Scope() != locks.ScopeGlobal || g.Token() == 0 {
+		t.Fatalf("guard %q %v %d", g.Name(), g.Scope(), g.Token())
+	}
+	if g.State() != locks.StateHeld || g.Lost() {
+		t.Fatalf("state %v", g.State())
+	}
+	if err := g.Release(); err != nil {
+		t.Fatal(err)
+	}
+	if g.State() != locks.StateReleased {
+		t.Fatalf("state after release %v", g.State())
+	}
+	err = g.Release()
+	var lerr *locks.Error
+	if !errors.Is(err, locks.ErrAlreadyReleased) || !errors.As(err, &lerr) || lerr.Message == "" {
+		t.Fatalf("second Release: %v", err)
+	}
+	// Free again: try once succeeds.
+	ctx, cancel := context.WithTimeout(context.Background(), 0)
+	defer cancel()
+	if _, err := client.Lock(ctx, "infinidat", infinidat); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("expired context: %v", err)
+	}
+	g, err = client.LockName(context.Background(), locks.ScopeProcess, "raw-name")
+	if err != nil || g.Name() != "raw-name" || g.Scope() != locks.ScopeProcess {
+		t.Fatalf("LockName: %v", err)
+	}
+	g.Release()
+}
+
+func TestErrorsCarryStatusAndMessage(t *testing.T) {
+	client := open(t)
+	ctx := context.Background()
+	cases := []struct {
+		id     string
+		params map[string]string
+		want   *locks.Error
+	}{
+		{"no-such-lock", nil, locks.ErrUnknownLock},
+		{"infinidat", nil, locks.ErrMissingParameter},
+		{"infinidat", map[string]string{"management_address": "a", "pool": "b"}, locks.ErrUnknownParameter},
+		{"infinidat", map[string]string{"management_address": "a\nb"}, locks.ErrInvalidName},
+		{"infinidat", map[string]string{"management_address": "\xff"}, &locks.Error{Status: locks.StatusInvalidUTF8}},
+	}
+	for _, c := range cases {
+		_, err := client.Lock(ctx, c.id, c.params)
+		var lerr *locks.Error
+		if !errors.Is(err, c.want) || !errors.As(err, &lerr) || lerr.Message == "" {
+			t.Errorf("Lock(%q, %v): got %v, want status %v", c.id, c.params, err, c.want.Status)
+		}
+	}
+	if _, err := client.LockName(ctx, locks.Scope(9), "x"); !errors.Is(err, &locks.Error{Status: locks.StatusInvalidArgument}) {
+		t.Errorf("LockName(scope 9): %v", err)
+	}
+	if _, err := locks.OpenString("prefx = 1"); !errors.Is(err, locks.ErrInvalidConfig) {
+		t.Errorf("OpenString: %v", err)
+	}
+	if _, err := locks.Open("/nonexistent/locks.toml"); !errors.Is(err, &locks.Error{Status: locks.StatusIO}) {
+		t.Errorf("Open: %v", err)
+	}
+}
+
+func TestDeadlineIsTheTimeout(t *testing.T) {
+	client := open(t)
+	held, err := client.Lock(context.Background(), "lio", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	for _, wait := range []time.Duration{50 * time.Millisecond, 3 * locks.PollInterval / 2} {
+		ctx, cancel := context.WithTimeout(context.Background(), wait)
+		start := time.Now()
+		_, err = client.Lock(ctx, "lio", nil)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, locks.ErrTimeout) {
+			t.Fatalf("wait %v: %v", wait, err)
+		}
+		if took := time.Since(start); took < wait || took > wait+2*time.Second {
+			t.Fatalf("wait %v took %v", wait, took)
+		}
+	}
+}
+
+func TestCancelWithoutDeadline(t *testing.T) {
+	client := open(t)
+	held, err := client.Lock(context.Background(), "lio", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	_, err = client.Lock(ctx, "lio", nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled Lock: %v", err)
+	}
+	if took := time.Since(start); took > 100*time.Millisecond+2*locks.PollInterval {
+		t.Fatalf("cancellation noticed after %v", took)
+	}
+}
+
+// Goroutines share OS threads: many of them on one client and one lock must
+// wait for each other, never see a false WouldDeadlock, and never overlap.
+func TestGoroutinesNeverOverlap(t *testing.T) {
+	client := open(t)
+	var inside, entered int32
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := 0; i < 16; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 10; j++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				g, err := client.Lock(ctx, "infinidat", infinidat)
+				cancel()
+				if err != nil {
+					errs <- err
+					return
+				}
+				if atomic.AddInt32(&inside, 1) != 1 {
+					errs <- errors.New("two holders at once")
+				}
+				atomic.AddInt32(&entered, 1)
+				time.Sleep(100 * time.Microsecond)
+				atomic.AddInt32(&inside, -1)
+				if err := g.Release(); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if entered != 160 {
+		t.Fatalf("entered %d times", entered)
+	}
+}
+
+func TestClosedClient(t *testing.T) {
+	client := open(t)
+	g, err := client.Lock(context.Background(), "lio", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+	client.Close()
+	if _, err := client.Lock(context.Background(), "lio", nil); !errors.Is(err, locks.ErrClosed) {
+		t.Fatalf("Lock after Close: %v", err)
+	}
+	// A guard outlives its client.
+	if err := g.Release(); err != nil {
+		t.Fatal(err)
+	}
+}
