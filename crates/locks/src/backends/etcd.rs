@@ -2,7 +2,7 @@
 //! etcd v3 (Global scope).
 //!
 //! - `HOST[:PORT]`: a server; the port defaults to 2379. More servers follow
-//!   after commas, or go in the `endpoints` option (see [`fold_host_list`]).
+//!   after commas, or go in the `endpoints` option (see `backends::fold_host_list`).
 //! - `USER:PASSWORD@`: etcd credentials (percent-encode `@`, `:` and `/`).
 //! - Options:
 //!   - `ttl`: the lease TTL, whole seconds, at least 2 (`10`, `10s`); default 10.
@@ -205,48 +205,10 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Rewrites `etcd://[USERINFO@]H1:P1,H2:P2,…[/][?QUERY]` as
-/// `etcd://[USERINFO@]H1:P1[/]?[QUERY&]endpoints=H2:P2,…`, because
-/// `Url::parse` refuses a comma-separated host list with ports. `None` when
-/// `text` is not such a URL (or already has an `endpoints` option, which the
-/// parser then reports if the list is malformed).
-///
-/// To be called by `backends::open` before `Url::parse`, for `etcd://` URLs.
-#[cfg_attr(not(test), allow(dead_code))]
-pub(super) fn fold_host_list(text: &str) -> Option<String> {
-    let rest = text.strip_prefix("etcd://")?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let (userinfo, hosts) = match authority.rfind('@') {
-        Some(at) => authority.split_at(at + 1),
-        None => ("", authority),
-    };
-    let (first, more) = hosts.split_once(',')?;
-    let (tail, fragment) = match tail.find('#') {
-        Some(hash) => tail.split_at(hash),
-        None => (tail, ""),
-    };
-    let (path, query) = match tail.split_once('?') {
-        Some((path, query)) => (path, query),
-        None => (tail, ""),
-    };
-    if query
-        .split('&')
-        .any(|pair| pair == "endpoints" || pair.starts_with("endpoints="))
-    {
-        return None;
-    }
-    let query = if query.is_empty() {
-        format!("endpoints={more}")
-    } else {
-        format!("{query}&endpoints={more}")
-    };
-    Some(format!("etcd://{userinfo}{first}{path}?{query}{fragment}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::fold_host_list;
 
     fn parse_str(text: &str) -> Result<EtcdConfig> {
         let folded = fold_host_list(text);
@@ -292,21 +254,6 @@ mod tests {
         assert_eq!(c.endpoints, ["a:1", "b:2", "c:2379"]);
         let c = parse_str("etcd://a:1?layout=tooz&prefix=/tooz/locks").unwrap();
         assert_eq!(c.layout, Layout::Tooz);
-    }
-
-    #[test]
-    fn comma_separated_hosts_are_folded() {
-        assert_eq!(fold_host_list("etcd://127.0.0.1:2379"), None);
-        assert_eq!(fold_host_list("zookeeper://a:1,b:2"), None);
-        assert_eq!(
-            fold_host_list("etcd://u:p@a:1,b:2,[::1]:3/?ttl=5#x").as_deref(),
-            Some("etcd://u:p@a:1/?ttl=5&endpoints=b:2,[::1]:3#x")
-        );
-        assert_eq!(
-            fold_host_list("etcd://a:1,b:2").as_deref(),
-            Some("etcd://a:1?endpoints=b:2")
-        );
-        assert_eq!(fold_host_list("etcd://a:1,b:2?endpoints=c"), None);
     }
 
     #[test]

@@ -79,6 +79,102 @@ pub(crate) fn redact(url: &Url) -> String {
     shown.to_string()
 }
 
+/// The query option that carries the hosts after the first, per scheme.
+fn extra_hosts_option(scheme: &str) -> Option<&'static str> {
+    match scheme {
+        "etcd" => Some("endpoints"),
+        "zookeeper" => Some("hosts"),
+        _ => None,
+    }
+}
+
+/// Rewrites `SCHEME://[USERINFO@]H1:P1,H2:P2,…[/PATH][?QUERY]` as
+/// `SCHEME://[USERINFO@]H1:P1[/PATH]?[QUERY&]OPTION=H2:P2,…` (`endpoints` for
+/// etcd, `hosts` for ZooKeeper), because a URL parser refuses a comma-separated
+/// host list with ports. `None` when `text` is not such a URL, or already has
+/// that option (the backend's parser then reports the conflict).
+pub(crate) fn fold_host_list(text: &str) -> Option<String> {
+    let (scheme, rest) = text.split_once("://")?;
+    let option = extra_hosts_option(scheme)?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => authority.split_at(at + 1),
+        None => ("", authority),
+    };
+    let (first, more) = hosts.split_once(',')?;
+    let (tail, fragment) = tail.split_at(tail.find('#').unwrap_or(tail.len()));
+    let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+    if query
+        .split('&')
+        .any(|pair| pair.split('=').next() == Some(option))
+    {
+        return None;
+    }
+    let query = if query.is_empty() {
+        format!("{option}={more}")
+    } else {
+        format!("{query}&{option}={more}")
+    };
+    Some(format!(
+        "{scheme}://{userinfo}{first}{path}?{query}{fragment}"
+    ))
+}
+
+/// Turns tooz's spellings of backend URLs (what `[coordination] backend_url`
+/// holds in an OpenStack service) into ours, so the value can be pasted:
+/// `etcd3+http://H:P?timeout=T&lock_timeout=L` is `etcd://H:P?layout=tooz&ttl=Ls`
+/// (tooz's lock lease TTL is `lock_timeout`, else `timeout`, else 30 s), and
+/// `kazoo://` is `zookeeper://`. Other URLs are returned unchanged.
+fn translate_tooz(key: &str, text: &str) -> Result<String> {
+    if let Some(rest) = text.strip_prefix("kazoo://") {
+        return Ok(format!("zookeeper://{rest}"));
+    }
+    if text.starts_with("etcd3+https://") {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!(
+                "{key} = \"{text}\": tooz's etcd3+https (TLS) is not supported by this build; use etcd3+http or etcd://"
+            ),
+        ));
+    }
+    let Some(rest) = text.strip_prefix("etcd3+http://") else {
+        return Ok(text.to_owned());
+    };
+    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let mut ttl = None;
+    let mut lock_ttl = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "timeout" => ttl = Some(v),
+            "lock_timeout" => lock_ttl = Some(v),
+            // Membership and API-version settings do not concern locks.
+            "membership_timeout" | "api_version" => {}
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidConfig,
+                    format!(
+                        "{key} = \"{text}\": tooz option `{k}` is not understood here \
+                         (known: timeout, lock_timeout, membership_timeout, api_version)"
+                    ),
+                ));
+            }
+        }
+    }
+    let seconds = lock_ttl.or(ttl).unwrap_or("30");
+    if seconds.is_empty() || !seconds.chars().all(|c| c.is_ascii_digit()) {
+        return Err(Error::new(
+            ErrorKind::InvalidConfig,
+            format!("{key} = \"{text}\": the tooz lock timeout `{seconds}` must be whole seconds"),
+        ));
+    }
+    Ok(format!(
+        "etcd://{}?layout=tooz&ttl={seconds}s",
+        authority.trim_end_matches('/')
+    ))
+}
+
 /// Opens the backend `text` names; `key` is the configuration key it came from.
 ///
 /// # Errors
@@ -86,6 +182,9 @@ pub(crate) fn redact(url: &Url) -> String {
 /// [`ErrorKind::Unsupported`] for a scheme not compiled into this build;
 /// whatever opening the backend reports (unreachable server, unusable directory).
 pub(crate) async fn open(key: &str, text: &str) -> Result<Arc<dyn Backend>> {
+    let translated = translate_tooz(key, text)?;
+    let text = fold_host_list(&translated).unwrap_or(translated);
+    let text = text.as_str();
     let url = Url::parse(text).map_err(|e| {
         Error::new(
             ErrorKind::InvalidConfig,
@@ -152,6 +251,56 @@ mod tests {
             assert!(err.message().contains("backends.node"), "{err}");
             assert!(err.message().contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn host_lists_fold_into_the_scheme_option() {
+        assert_eq!(fold_host_list("etcd://127.0.0.1:2379"), None);
+        assert_eq!(fold_host_list("redis://a:1,b:2"), None);
+        assert_eq!(
+            fold_host_list("etcd://u:p@a:1,b:2,[::1]:3/?ttl=5s#x").as_deref(),
+            Some("etcd://u:p@a:1/?ttl=5s&endpoints=b:2,[::1]:3#x")
+        );
+        assert_eq!(
+            fold_host_list("zookeeper://a:1,b:2/ns").as_deref(),
+            Some("zookeeper://a:1/ns?hosts=b:2")
+        );
+        assert_eq!(fold_host_list("zookeeper://a:1,b:2?hosts=c"), None);
+        assert!(Url::parse(&fold_host_list("etcd://a:1,b:2").unwrap()).is_ok());
+    }
+
+    #[test]
+    fn tooz_urls_translate() {
+        let t = |s: &str| translate_tooz("backends.global", s);
+        assert_eq!(
+            t("etcd3+http://10.0.0.5:2379").unwrap(),
+            "etcd://10.0.0.5:2379?layout=tooz&ttl=30s"
+        );
+        assert_eq!(
+            t("etcd3+http://h:2379/?timeout=20&lock_timeout=15&api_version=v3").unwrap(),
+            "etcd://h:2379?layout=tooz&ttl=15s"
+        );
+        assert_eq!(
+            t("etcd3+http://h:2379?timeout=20").unwrap(),
+            "etcd://h:2379?layout=tooz&ttl=20s"
+        );
+        assert_eq!(t("kazoo://h:2181").unwrap(), "zookeeper://h:2181");
+        assert_eq!(
+            t("file:///var/lib/cinder").unwrap(),
+            "file:///var/lib/cinder"
+        );
+        assert_eq!(
+            t("etcd3+http://h?ca_cert=x").unwrap_err().kind(),
+            ErrorKind::InvalidConfig
+        );
+        assert_eq!(
+            t("etcd3+http://h?timeout=1.5").unwrap_err().kind(),
+            ErrorKind::InvalidConfig
+        );
+        assert_eq!(
+            t("etcd3+https://h:2379").unwrap_err().kind(),
+            ErrorKind::Unsupported
+        );
     }
 
     #[test]

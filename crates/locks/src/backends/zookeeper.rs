@@ -4,7 +4,7 @@
 //! - `HOST[:PORT]`: a server; the port defaults to 2181. More servers go in
 //!   the `hosts` option or after commas. `Url::parse` accepts commas only
 //!   when no port precedes them (`h1,h2:2182`); `h1:2181,h2:2181` needs
-//!   [`fold_host_list`] applied before parsing.
+//!   `backends::fold_host_list` applied before parsing.
 //! - `USER:PASSWORD@`: digest credentials (percent-encode `@`, `:` and `/`).
 //! - `/NAMESPACE`: the top node, `tooz` by default, so locks live in
 //!   `/tooz/locks/<name>` as with tooz. tooz's `?namespace=` works too.
@@ -157,52 +157,10 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Rewrites `zookeeper://[USERINFO@]H1:P1,H2:P2,…/REST` as
-/// `zookeeper://[USERINFO@]H1:P1/REST` with `hosts=H2:P2,…` added to the
-/// query, because `Url::parse` refuses a comma-separated host list with ports.
-/// `None` when `text` is not such a URL (or already has a `hosts` option).
-///
-/// To be called by `backends::open` before `Url::parse`, for `zookeeper://`
-/// URLs and tooz's `kazoo://` spelling of them.
-#[cfg_attr(not(test), allow(dead_code))]
-pub(super) fn fold_host_list(text: &str) -> Option<String> {
-    let (scheme, rest) = text.split_once("://")?;
-    if !matches!(scheme, "zookeeper" | "kazoo") {
-        return None;
-    }
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let (userinfo, host_list) = match authority.rfind('@') {
-        Some(at) => authority.split_at(at + 1),
-        None => ("", authority),
-    };
-    let (first, more) = host_list.split_once(',')?;
-    let (before_fragment, fragment) = match tail.find('#') {
-        Some(hash) => tail.split_at(hash),
-        None => (tail, ""),
-    };
-    let (path, query) = match before_fragment.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (before_fragment, None),
-    };
-    if query.is_some_and(|q| {
-        q.split('&')
-            .any(|pair| pair == "hosts" || pair.starts_with("hosts="))
-    }) {
-        return None;
-    }
-    let query = match query {
-        Some(q) if !q.is_empty() => format!("{q}&hosts={more}"),
-        _ => format!("hosts={more}"),
-    };
-    Some(format!(
-        "{scheme}://{userinfo}{first}{path}?{query}{fragment}"
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::fold_host_list;
     use locks_core::ErrorKind;
 
     fn parse_str(text: &str) -> Result<ZkConfig> {
@@ -247,28 +205,6 @@ mod tests {
         let c = parse_str("zookeeper://[::1]:2181?namespace=x").unwrap();
         assert_eq!(c.hosts, ["[::1]:2181"]);
         assert_eq!(c.namespace, "x");
-    }
-
-    #[test]
-    fn comma_separated_hosts_with_ports_are_folded() {
-        assert_eq!(fold_host_list("zookeeper://127.0.0.1:2181"), None);
-        assert_eq!(fold_host_list("etcd://a:1,b:2"), None);
-        assert_eq!(
-            fold_host_list("zookeeper://u:p@a:1,b:2,[::1]:3/ns?timeout=5#x").as_deref(),
-            Some("zookeeper://u:p@a:1/ns?timeout=5&hosts=b:2,[::1]:3#x")
-        );
-        assert_eq!(
-            fold_host_list("zookeeper://a:1,b:2").as_deref(),
-            Some("zookeeper://a:1?hosts=b:2")
-        );
-        assert_eq!(fold_host_list("zookeeper://a:1,b:2?hosts=c"), None);
-        assert_eq!(
-            fold_host_list("kazoo://a:1,b:2/ns").as_deref(),
-            Some("kazoo://a:1/ns?hosts=b:2")
-        );
-        let c = parse_str("zookeeper://a:1,b:2,c:3/ns").unwrap();
-        assert_eq!(c.hosts, ["a:1", "b:2", "c:3"]);
-        assert_eq!(c.namespace, "ns");
     }
 
     #[test]
