@@ -35,6 +35,12 @@ set -a
 . "$state/zookeeper.env"
 set +a
 
+step "python venv (oslo.concurrency, tooz) for the OpenStack interop tests"
+bash ci/python.sh >"$state/python.env"
+set -a
+. "$state/python.env"
+set +a
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

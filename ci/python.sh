@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Makes (once) the Python virtual environment of the OpenStack interop tests
+# (tests/tests/openstack_interop.rs): the real oslo.concurrency and tooz, with
+# the clients tooz needs for etcd (etcd3gw) and ZooKeeper (kazoo), from PyPI.
+#
+#   bash ci/python.sh                  # prints LOCKS_TEST_PYTHON=<venv>/bin/python
+#
+# The venv lives in ${LOCKS_VENV:-~/.cache/locks/venv}. A venv whose stamp
+# matches the pinned versions below is reused as is; otherwise the pins are
+# (re)installed. Progress goes to stderr, so a caller can
+# `bash ci/python.sh >python.env; set -a; . python.env; set +a`.
+set -euo pipefail
+
+# Pinned: the versions docs/openstack.md and the tests were checked against.
+requirements=(
+    "oslo.concurrency==7.6.1"
+    "tooz==9.1.0"
+    "etcd3gw==2.7.0"
+    "kazoo==2.11.0"
+)
+
+venv="${LOCKS_VENV:-$HOME/.cache/locks/venv}"
+stamp="$venv/.locks-requirements"
+python="$venv/bin/python"
+want=$(printf '%s\n' "${requirements[@]}")
+
+log() { echo "python.sh: $*" >&2; }
+
+command -v python3 >/dev/null || { log "python3 is missing (ci/install.sh installs it)"; exit 1; }
+
+if [ -x "$python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
+    "$python" -c 'import oslo_concurrency.lockutils, tooz.coordination, etcd3gw, kazoo' 2>/dev/null; then
+    log "reusing $venv"
+else
+    if [ ! -x "$python" ]; then
+        log "creating $venv"
+        mkdir -p "$(dirname "$venv")"
+        python3 -m venv "$venv" >&2 || {
+            log "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+            exit 1
+        }
+    fi
+    log "installing ${requirements[*]}"
+    "$python" -m pip install --quiet --disable-pip-version-check "${requirements[@]}" >&2
+    "$python" -c 'import oslo_concurrency.lockutils, tooz.coordination, etcd3gw, kazoo'
+    echo "$want" >"$stamp"
+fi
+
+echo "LOCKS_TEST_PYTHON=$python"
