@@ -140,7 +140,13 @@ async fn scenario(locks: Locks, mode: Mode) -> Result<Vec<String>, BoxError> {
             let connector = Connector {
                 host: host.to_owned(),
             };
-            say(&volume.id, format!("{job} on {host}"));
+            let what = match job {
+                "fc-detach" => "FC terminate_connection on 10.0.1.5",
+                "fc" => "FC initialize_connection on 10.0.1.5",
+                "iscsi" => "iSCSI initialize_connection on 10.0.1.5",
+                _ => "iSCSI initialize_connection on 10.0.1.6",
+            };
+            say(&volume.id, format!("{what} for {host}"));
             if !mode.locked() {
                 let array = match job {
                     "iscsi-b" => &iscsi_b.common.array,

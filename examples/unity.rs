@@ -155,7 +155,17 @@ impl UnityAdapter {
         host_name: &str,
         volume: &str,
     ) -> Result<u32, DriverError> {
-        self.client.create_host(who, host_name).await?;
+        let asked = Instant::now();
+        if let Err(e) = self.client.create_host(who, host_name).await {
+            if e.lock_kind() == Some(ErrorKind::WouldDeadlock) {
+                let after = asked.elapsed();
+                say(
+                    who,
+                    format!("WouldDeadlock after {after:.1?} instead of waiting for itself: {e}"),
+                );
+            }
+            return Err(e);
+        }
         self.client.attach(who, host_name, volume).await
     }
 
@@ -273,19 +283,11 @@ async fn scenario(locks: Locks, mode: Mode) -> Result<Vec<String>, BoxError> {
 /// The adapter calling the locked `create_host` while it holds the same name.
 async fn self_deadlock(adapter: &UnityAdapter) -> Option<String> {
     println!("   the adapter calls the locked create_host while holding `unity-a-h2`:");
-    let asked = Instant::now();
     let result = adapter
         .create_host_and_attach_calling_locked_create_host("trap", "h2", "vol-9")
         .await;
-    let after = asked.elapsed();
     match result {
-        Err(e) if e.lock_kind() == Some(ErrorKind::WouldDeadlock) => {
-            say(
-                "trap",
-                format!("WouldDeadlock after {after:.1?} instead of waiting for itself: {e}"),
-            );
-            None
-        }
+        Err(e) if e.lock_kind() == Some(ErrorKind::WouldDeadlock) => None,
         Err(e) => Some(format!("expected WouldDeadlock, got: {e}")),
         Ok(_) => Some("expected WouldDeadlock, but the nested create_host was granted".to_owned()),
     }
