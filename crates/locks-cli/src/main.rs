@@ -5,6 +5,7 @@
 //! had in time (`--timeout`); 78 for configuration and catalog errors; 1 for
 //! other errors; 2 for usage errors.
 
+mod check;
 mod demo;
 mod doc;
 mod duration;
@@ -52,6 +53,11 @@ enum Command {
     },
     /// Run several seed drivers' critical sections concurrently and show who waited for whom.
     Demo(demo::DemoArgs),
+    /// Check mutual exclusion: N holders take one lock M times; report overlaps and token regressions.
+    Check(check::CheckArgs),
+    /// One holder of `locks check` (internal).
+    #[command(hide = true)]
+    CheckWorker(check::WorkerArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -159,6 +165,8 @@ async fn dispatch(cli: Cli) -> locks::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => demo::demo(config, args).await,
+        Command::Check(args) => check::check(config, args).await,
+        Command::CheckWorker(args) => check::worker(config, args).await,
     }
 }
 

@@ -1,0 +1,505 @@
+//! `locks check`: a mutual-exclusion checker.
+//!
+//! N holders take one lock M times each. Every holding is recorded, when it
+//! ends, as one line `TOKEN PID ENTER_NS EXIT_NS [lost]` appended with a
+//! single write(2) to a log opened with `O_APPEND`; the times are
+//! `CLOCK_MONOTONIC`, which all processes of one host share. The enter time is
+//! read after the acquire returned and the exit time before the release starts
+//! (or when the guard reported the lock lost), so every recorded interval lies
+//! inside the real holding. The checker then sorts the holdings by enter time
+//! and counts
+//!
+//! - overlaps: holdings that entered before an earlier holding had exited;
+//! - token regressions: holdings whose fencing token is not above the token of
+//!   the holding before.
+//!
+//! For the process scope the holders are tasks of the checker itself; for the
+//! node and global scopes they are copies of this binary (`locks check-worker`).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use locks::{Error, ErrorKind, Locks, Scope, Wait};
+
+use crate::{ScopeArg, open_locks};
+
+/// Arguments of `locks check`.
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Examples:\n  locks check --config etcd.toml --scope global --name check --processes 4 --iterations 500\n  \
+                  locks check --scope process --name check --processes 8 --iterations 250\n\n\
+                  The last line reads `handoffs=H overlaps=O token_regressions=T`; the exit status is 1 when \
+                  O or T is not 0 or a holder failed. --processes 0 only verifies an existing --log."
+)]
+pub(crate) struct CheckArgs {
+    /// The raw lock name every holder takes (the configured prefix is applied).
+    #[arg(long)]
+    name: String,
+
+    /// The scope of the lock; `process` runs the holders as tasks of this process.
+    #[arg(long)]
+    scope: ScopeArg,
+
+    /// How many holders (processes; tasks for the process scope).
+    #[arg(long, value_name = "N")]
+    processes: usize,
+
+    /// How many times each holder takes the lock.
+    #[arg(long, value_name = "M")]
+    iterations: usize,
+
+    /// How long each holding lasts, in microseconds.
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    hold_us: u64,
+
+    /// Append the holdings to FILE and keep it (default: a temporary file, removed
+    /// afterwards). Every holding already in FILE is verified too.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
+
+    /// How long one acquire may wait before the holder gives up (`60s`, `2m`).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "120s")]
+    timeout: Duration,
+}
+
+/// Arguments of the hidden `locks check-worker`: one holder of `locks check`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct WorkerArgs {
+    /// The raw lock name.
+    #[arg(long)]
+    name: String,
+
+    /// The scope of the lock.
+    #[arg(long)]
+    scope: ScopeArg,
+
+    /// How many times to take the lock.
+    #[arg(long, value_name = "M")]
+    iterations: usize,
+
+    /// How long each holding lasts, in microseconds.
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    hold_us: u64,
+
+    /// The log to append holdings to.
+    #[arg(long, value_name = "FILE")]
+    log: PathBuf,
+
+    /// How long one acquire may wait.
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "120s")]
+    timeout: Duration,
+
+    /// Print `acquired TOKEN PID ENTER_NS` when the lock is had and `lost TOKEN` when it is lost.
+    #[arg(long)]
+    announce: bool,
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process of this host.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to the pointer it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) cannot fail");
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// The log, opened for appending (`O_APPEND`, created if missing).
+fn open_log(path: &Path) -> locks::Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| Error::io(format_args!("opening check log {}", path.display()), e))
+}
+
+/// Appends one line with a single write(2), so that lines of concurrent holders never interleave.
+fn append(log: &mut std::fs::File, line: &str) -> locks::Result<()> {
+    match log.write(line.as_bytes()) {
+        Ok(n) if n == line.len() => Ok(()),
+        Ok(n) => Err(Error::new(
+            ErrorKind::Io,
+            format!("short write to the check log ({n} of {} bytes)", line.len()),
+        )),
+        Err(e) => Err(Error::io("appending to the check log", e)),
+    }
+}
+
+/// One holder: takes the lock `iterations` times and logs every holding.
+/// Returns how many holdings were lost.
+async fn hold_loop(
+    locks: &Locks,
+    scope: Scope,
+    name: &str,
+    iterations: usize,
+    hold: Duration,
+    timeout: Duration,
+    log: &mut std::fs::File,
+    announce: bool,
+) -> locks::Result<usize> {
+    let pid = std::process::id();
+    let mut lost = 0;
+    for _ in 0..iterations {
+        let guard = locks
+            .lock_name(scope, name, Wait::Timeout(timeout))
+            .await?;
+        let enter = monotonic_ns();
+        let token = guard.token();
+        if announce {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "acquired {token} {pid} {enter}");
+            let _ = out.flush();
+        }
+        let was_lost = if hold.is_zero() {
+            tokio::task::yield_now().await;
+            guard.is_lost()
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep(hold) => guard.is_lost(),
+                () = guard.lost() => true,
+            }
+        };
+        let exit = monotonic_ns();
+        let mark = if was_lost { " lost" } else { "" };
+        append(log, &format!("{token} {pid} {enter} {exit}{mark}\n"))?;
+        if was_lost {
+            lost += 1;
+            if announce {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "lost {token}");
+                let _ = out.flush();
+            }
+            // The release reports the loss, which the log already records.
+            let _ = guard.release().await;
+        } else {
+            match guard.release().await {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Lost => lost += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(lost)
+}
+
+/// Runs the hidden `locks check-worker`.
+pub(crate) async fn worker(config: Option<&Path>, args: WorkerArgs) -> locks::Result<ExitCode> {
+    let locks = open_locks(config).await?;
+    let mut log = open_log(&args.log)?;
+    let lost = hold_loop(
+        &locks,
+        args.scope.into(),
+        &args.name,
+        args.iterations,
+        Duration::from_micros(args.hold_us),
+        args.timeout,
+        &mut log,
+        args.announce,
+    )
+    .await?;
+    if lost > 0 {
+        eprintln!(
+            "locks check-worker {}: {lost} holdings were lost",
+            std::process::id()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One recorded holding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Holding {
+    pub(crate) token: u64,
+    pub(crate) pid: u32,
+    pub(crate) enter: u64,
+    pub(crate) exit: u64,
+    pub(crate) lost: bool,
+}
+
+/// What the verification found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Verdict {
+    pub(crate) holdings: usize,
+    pub(crate) lost: usize,
+    pub(crate) overlaps: usize,
+    pub(crate) token_regressions: usize,
+    pub(crate) malformed: usize,
+    /// The first few violations, for the report.
+    pub(crate) examples: Vec<String>,
+}
+
+impl Verdict {
+    pub(crate) fn handoffs(&self) -> usize {
+        self.holdings.saturating_sub(1)
+    }
+}
+
+fn parse_line(line: &str) -> Option<Holding> {
+    let mut fields = line.split_ascii_whitespace();
+    let token = fields.next()?.parse().ok()?;
+    let pid = fields.next()?.parse().ok()?;
+    let enter = fields.next()?.parse().ok()?;
+    let exit = fields.next()?.parse().ok()?;
+    let lost = match fields.next() {
+        None => false,
+        Some("lost") => true,
+        Some(_) => return None,
+    };
+    (fields.next().is_none() && exit >= enter).then_some(Holding {
+        token,
+        pid,
+        enter,
+        exit,
+        lost,
+    })
+}
+
+/// Verifies a log: sorted by enter time, no holding may enter before every
+/// earlier one exited, and tokens must strictly increase.
+pub(crate) fn verify(text: &str) -> Verdict {
+    let mut verdict = Verdict::default();
+    let mut holdings = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match parse_line(line) {
+            Some(h) => holdings.push(h),
+            None => {
+                verdict.malformed += 1;
+                if verdict.examples.len() < 5 {
+                    verdict.examples.push(format!("malformed line: {line:?}"));
+                }
+            }
+        }
+    }
+    holdings.sort_by_key(|h| (h.enter, h.exit));
+    verdict.holdings = holdings.len();
+    verdict.lost = holdings.iter().filter(|h| h.lost).count();
+    // The holding that exits last among those seen so far.
+    let mut latest: Option<Holding> = None;
+    let mut previous: Option<Holding> = None;
+    for h in holdings {
+        if let Some(l) = latest {
+            if h.enter < l.exit {
+                verdict.overlaps += 1;
+                if verdict.examples.len() < 5 {
+                    verdict.examples.push(format!(
+                        "overlap: token {} (pid {}) entered at {} before token {} (pid {}) exited at {} ({} ns early)",
+                        h.token,
+                        h.pid,
+                        h.enter,
+                        l.token,
+                        l.pid,
+                        l.exit,
+                        l.exit - h.enter
+                    ));
+                }
+            }
+        }
+        if let Some(p) = previous {
+            if h.token <= p.token {
+                verdict.token_regressions += 1;
+                if verdict.examples.len() < 5 {
+                    verdict.examples.push(format!(
+                        "token regression: token {} (pid {}) entered after token {} (pid {})",
+                        h.token, h.pid, p.token, p.pid
+                    ));
+                }
+            }
+        }
+        if latest.is_none_or(|l| h.exit > l.exit) {
+            latest = Some(h);
+        }
+        previous = Some(h);
+    }
+    verdict
+}
+
+/// Runs `locks check`.
+pub(crate) async fn check(config: Option<&Path>, args: CheckArgs) -> locks::Result<ExitCode> {
+    let scope = Scope::from(args.scope);
+    let (log_path, temporary) = match &args.log {
+        Some(path) => (path.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("locks-check-{}.log", std::process::id())),
+            true,
+        ),
+    };
+    if temporary {
+        let _ = std::fs::remove_file(&log_path);
+    }
+    // Created before any holder starts, so that a bad path fails at once.
+    drop(open_log(&log_path)?);
+    let started = Instant::now();
+    let failures = if args.processes == 0 {
+        0
+    } else if scope == Scope::Process {
+        run_tasks(config, &args, scope, &log_path).await?
+    } else {
+        run_processes(config, &args, &log_path).await?
+    };
+    let elapsed = started.elapsed();
+    let text = std::fs::read_to_string(&log_path)
+        .map_err(|e| Error::io(format_args!("reading check log {}", log_path.display()), e))?;
+    if temporary {
+        let _ = std::fs::remove_file(&log_path);
+    }
+    let verdict = verify(&text);
+    for example in &verdict.examples {
+        eprintln!("locks check: {example}");
+    }
+    println!(
+        "scope={} holders={} iterations={} holdings={} lost={} malformed={} failed_holders={failures} elapsed={:.3}s",
+        scope,
+        args.processes,
+        args.iterations,
+        verdict.holdings,
+        verdict.lost,
+        verdict.malformed,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "handoffs={} overlaps={} token_regressions={}",
+        verdict.handoffs(),
+        verdict.overlaps,
+        verdict.token_regressions
+    );
+    let ok = verdict.overlaps == 0
+        && verdict.token_regressions == 0
+        && verdict.malformed == 0
+        && failures == 0;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The process scope: holders are tasks sharing one client.
+async fn run_tasks(
+    config: Option<&Path>,
+    args: &CheckArgs,
+    scope: Scope,
+    log_path: &Path,
+) -> locks::Result<usize> {
+    let locks = open_locks(config).await?;
+    let mut tasks = Vec::with_capacity(args.processes);
+    for _ in 0..args.processes {
+        let locks = locks.clone();
+        let name = args.name.clone();
+        let mut log = open_log(log_path)?;
+        let (iterations, hold, timeout) = (
+            args.iterations,
+            Duration::from_micros(args.hold_us),
+            args.timeout,
+        );
+        tasks.push(tokio::spawn(async move {
+            hold_loop(
+                &locks, scope, &name, iterations, hold, timeout, &mut log, false,
+            )
+            .await
+        }));
+    }
+    let mut failures = 0;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                failures += 1;
+                eprintln!("locks check: a holder failed: {}", e.report());
+            }
+            Err(e) => {
+                failures += 1;
+                eprintln!("locks check: a holder panicked: {e}");
+            }
+        }
+    }
+    Ok(failures)
+}
+
+/// The node and global scopes: holders are copies of this binary.
+async fn run_processes(
+    config: Option<&Path>,
+    args: &CheckArgs,
+    log_path: &Path,
+) -> locks::Result<usize> {
+    let exe = std::env::current_exe().map_err(|e| Error::io("finding the locks binary", e))?;
+    let scope = match args.scope {
+        ScopeArg::Process => "process",
+        ScopeArg::Node => "node",
+        ScopeArg::Global => "global",
+    };
+    let mut children = Vec::with_capacity(args.processes);
+    for _ in 0..args.processes {
+        let mut cmd = tokio::process::Command::new(&exe);
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        cmd.arg("check-worker")
+            .args(["--scope", scope, "--name", &args.name])
+            .arg("--iterations")
+            .arg(args.iterations.to_string())
+            .arg("--hold-us")
+            .arg(args.hold_us.to_string())
+            .arg("--timeout")
+            .arg(format!("{}ms", args.timeout.as_millis()))
+            .arg("--log")
+            .arg(log_path)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .map_err(|e| Error::io(format_args!("starting {}", exe.display()), e))?;
+        children.push(child);
+    }
+    let mut failures = 0;
+    for mut child in children {
+        let status = child
+            .wait()
+            .await
+            .map_err(|e| Error::io("waiting for a check worker", e))?;
+        if !status.success() {
+            failures += 1;
+            eprintln!("locks check: a holder process ended with {status}");
+        }
+    }
+    Ok(failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disjoint_increasing_holdings_pass() {
+        let v = verify("1 10 100 200\n2 11 200 300\n3 10 301 400 lost\n");
+        assert_eq!(
+            (v.holdings, v.handoffs(), v.overlaps, v.token_regressions, v.lost),
+            (3, 2, 0, 0, 1)
+        );
+    }
+
+    #[test]
+    fn overlaps_count_against_the_latest_exit_so_far() {
+        // The third holding overlaps the first although not the second.
+        let v = verify("1 1 0 1000\n2 2 10 20\n3 3 30 40\n4 4 1000 1100\n");
+        assert_eq!(v.overlaps, 2, "{:?}", v.examples);
+    }
+
+    #[test]
+    fn token_regressions_follow_enter_order() {
+        let v = verify("5 1 300 400\n4 2 100 200\n5 3 500 600\n");
+        assert_eq!(v.token_regressions, 1, "{:?}", v.examples);
+        assert_eq!(v.overlaps, 0);
+    }
+
+    #[test]
+    fn malformed_lines_are_counted() {
+        let v = verify("1 1 10 5\nx\n1 2 3 4 5\n");
+        assert_eq!((v.malformed, v.holdings), (3, 0));
+    }
+}
