@@ -673,8 +673,13 @@ fn guards_drop_outside_and_after_the_runtime() {
         assert!(gone, "{:?}", keys_under(&mut raw, prefix.as_bytes()).await);
     });
 
+    // The background release deletes the key, then ends the in-process
+    // turn: wait for both rather than racing them with a try-once.
     let outlives = runtime
-        .block_on(acquire(&backend, &request(&name, Wait::TryOnce)))
+        .block_on(acquire(
+            &backend,
+            &request(&name, Wait::Timeout(Duration::from_secs(3))),
+        ))
         .expect("acquire again");
     drop(runtime);
     drop(outlives);
