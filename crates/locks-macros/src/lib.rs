@@ -43,7 +43,8 @@ mod template;
 /// failing to acquire returns before the body runs, and a failed release is
 /// returned when the body succeeded (the body's own error wins otherwise).
 /// A task calling a locked method while it already holds the same lock gets
-/// `ErrorKind::WouldDeadlock` at once.
+/// `ErrorKind::WouldDeadlock` at once. The expansion refers to the facade as
+/// `::locks`, so the calling crate depends on `locks` under that name.
 ///
 /// ```
 /// use locks::{Config, Locks};
@@ -70,10 +71,10 @@ mod template;
 /// }
 ///
 /// # let dir = tempfile::tempdir().unwrap();
+/// # let toml = format!("[backends]\nnode = \"file://{0}\"\nglobal = \"file://{0}\"\n", dir.path().display());
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let mut config = Config::embedded();
-/// # config.backends.node = format!("file://{}", dir.path().display());
-/// # config.backends.global = config.backends.node.clone();
+/// # let config = Config::from_toml_str(&toml, dir.path(), "doctest")?;
+/// // let config = Config::discover(None)?; // $LOCKS_CONFIG, or the embedded defaults
 /// let client = UnityClient { host: "unity-a".into(), locks: Locks::open(config).await? };
 /// let done = client.create_host("host-1").await.unwrap();
 /// assert_eq!(done, "created host-1 under `unity-a-host-1`");
