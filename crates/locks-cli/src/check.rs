@@ -1,7 +1,8 @@
 //! `locks check`: a mutual-exclusion checker.
 //!
 //! N holders take one lock M times each. Every holding is recorded, when it
-//! ends, as one line `TOKEN PID ENTER_NS EXIT_NS [lost]` appended with a
+//! ends, as one line `TOKEN PID ENTER_NS EXIT_NS [lost]` (PID is the task
+//! number for the process scope) appended with a
 //! single write(2) to a log opened with `O_APPEND`; the times are
 //! `CLOCK_MONOTONIC`, which all processes of one host share. The enter time is
 //! read after the acquire returned and the exit time before the release starts
@@ -131,24 +132,34 @@ fn append(log: &mut std::fs::File, line: &str) -> locks::Result<()> {
     }
 }
 
-/// One holder: takes the lock `iterations` times and logs every holding.
-/// Returns how many holdings were lost.
-async fn hold_loop(
-    locks: &Locks,
+/// What one holder does.
+#[derive(Debug, Clone)]
+struct Plan {
     scope: Scope,
-    name: &str,
+    name: String,
     iterations: usize,
     hold: Duration,
     timeout: Duration,
-    log: &mut std::fs::File,
     announce: bool,
-) -> locks::Result<usize> {
-    let pid = std::process::id();
+    /// Written as the holder's PID: the process id, or the task number.
+    pid: u32,
+}
+
+/// One holder: takes the lock `iterations` times and logs every holding.
+/// Returns how many holdings were lost.
+async fn hold_loop(locks: &Locks, plan: &Plan, log: &mut std::fs::File) -> locks::Result<usize> {
+    let Plan {
+        scope,
+        ref name,
+        iterations,
+        hold,
+        timeout,
+        announce,
+        pid,
+    } = *plan;
     let mut lost = 0;
     for _ in 0..iterations {
-        let guard = locks
-            .lock_name(scope, name, Wait::Timeout(timeout))
-            .await?;
+        let guard = locks.lock_name(scope, name, Wait::Timeout(timeout)).await?;
         let enter = monotonic_ns();
         let token = guard.token();
         if announce {
@@ -192,17 +203,16 @@ async fn hold_loop(
 pub(crate) async fn worker(config: Option<&Path>, args: WorkerArgs) -> locks::Result<ExitCode> {
     let locks = open_locks(config).await?;
     let mut log = open_log(&args.log)?;
-    let lost = hold_loop(
-        &locks,
-        args.scope.into(),
-        &args.name,
-        args.iterations,
-        Duration::from_micros(args.hold_us),
-        args.timeout,
-        &mut log,
-        args.announce,
-    )
-    .await?;
+    let plan = Plan {
+        scope: args.scope.into(),
+        name: args.name,
+        iterations: args.iterations,
+        hold: Duration::from_micros(args.hold_us),
+        timeout: args.timeout,
+        announce: args.announce,
+        pid: std::process::id(),
+    };
+    let lost = hold_loop(&locks, &plan, &mut log).await?;
     if lost > 0 {
         eprintln!(
             "locks check-worker {}: {lost} holdings were lost",
@@ -230,6 +240,8 @@ pub(crate) struct Verdict {
     pub(crate) overlaps: usize,
     pub(crate) token_regressions: usize,
     pub(crate) malformed: usize,
+    /// Consecutive holdings (in enter order) by different processes.
+    pub(crate) switches: usize,
     /// The first few violations, for the report.
     pub(crate) examples: Vec<String>,
 }
@@ -283,11 +295,12 @@ pub(crate) fn verify(text: &str) -> Verdict {
     let mut latest: Option<Holding> = None;
     let mut previous: Option<Holding> = None;
     for h in holdings {
-        if let Some(l) = latest {
-            if h.enter < l.exit {
-                verdict.overlaps += 1;
-                if verdict.examples.len() < 5 {
-                    verdict.examples.push(format!(
+        if let Some(l) = latest
+            && h.enter < l.exit
+        {
+            verdict.overlaps += 1;
+            if verdict.examples.len() < 5 {
+                verdict.examples.push(format!(
                         "overlap: token {} (pid {}) entered at {} before token {} (pid {}) exited at {} ({} ns early)",
                         h.token,
                         h.pid,
@@ -297,10 +310,12 @@ pub(crate) fn verify(text: &str) -> Verdict {
                         l.exit,
                         l.exit - h.enter
                     ));
-                }
             }
         }
         if let Some(p) = previous {
+            if h.pid != p.pid {
+                verdict.switches += 1;
+            }
             if h.token <= p.token {
                 verdict.token_regressions += 1;
                 if verdict.examples.len() < 5 {
@@ -353,12 +368,13 @@ pub(crate) async fn check(config: Option<&Path>, args: CheckArgs) -> locks::Resu
         eprintln!("locks check: {example}");
     }
     println!(
-        "scope={} holders={} iterations={} holdings={} lost={} malformed={} failed_holders={failures} elapsed={:.3}s",
+        "scope={} holders={} iterations={} holdings={} lost={} process_switches={} malformed={} failed_holders={failures} elapsed={:.3}s",
         scope,
         args.processes,
         args.iterations,
         verdict.holdings,
         verdict.lost,
+        verdict.switches,
         verdict.malformed,
         elapsed.as_secs_f64()
     );
@@ -388,20 +404,20 @@ async fn run_tasks(
 ) -> locks::Result<usize> {
     let locks = open_locks(config).await?;
     let mut tasks = Vec::with_capacity(args.processes);
-    for _ in 0..args.processes {
+    for task in 1..=args.processes {
+        let plan = Plan {
+            scope,
+            name: args.name.clone(),
+            iterations: args.iterations,
+            hold: Duration::from_micros(args.hold_us),
+            timeout: args.timeout,
+            announce: false,
+            pid: u32::try_from(task).unwrap_or(u32::MAX),
+        };
         let locks = locks.clone();
-        let name = args.name.clone();
         let mut log = open_log(log_path)?;
-        let (iterations, hold, timeout) = (
-            args.iterations,
-            Duration::from_micros(args.hold_us),
-            args.timeout,
-        );
         tasks.push(tokio::spawn(async move {
-            hold_loop(
-                &locks, scope, &name, iterations, hold, timeout, &mut log, false,
-            )
-            .await
+            hold_loop(&locks, &plan, &mut log).await
         }));
     }
     let mut failures = 0;
@@ -478,7 +494,13 @@ mod tests {
     fn disjoint_increasing_holdings_pass() {
         let v = verify("1 10 100 200\n2 11 200 300\n3 10 301 400 lost\n");
         assert_eq!(
-            (v.holdings, v.handoffs(), v.overlaps, v.token_regressions, v.lost),
+            (
+                v.holdings,
+                v.handoffs(),
+                v.overlaps,
+                v.token_regressions,
+                v.lost
+            ),
             (3, 2, 0, 0, 1)
         );
     }
