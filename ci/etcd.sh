@@ -5,6 +5,7 @@
 #   ci/etcd.sh start STATE_DIR      # start on 127.0.0.1 with free ports, wait for health
 #   ci/etcd.sh start-tls STATE_DIR  # the same over TLS with client certificates
 #   ci/etcd.sh stop STATE_DIR       # stop the server started in STATE_DIR
+#   ci/etcd.sh restart STATE_DIR    # stop it and start it again on its ports and data dir (plain `start` only)
 #
 # `start` keeps everything under STATE_DIR: the data dir (STATE_DIR/etcd-data), the
 # log (STATE_DIR/etcd.log) and STATE_DIR/etcd.env, which holds
@@ -23,7 +24,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 start|start-tls|stop STATE_DIR" >&2
+    echo "usage: $0 start|start-tls|stop|restart STATE_DIR" >&2
     exit 2
 }
 
@@ -86,15 +87,27 @@ start() {
     fi
     local client="$scheme://127.0.0.1:$client_port"
     local peer="http://127.0.0.1:$peer_port"
+    launch
+    printf 'LOCKS_TEST_ETCD=127.0.0.1:%s\nLOCKS_TEST_ETCD_PID=%s\nLOCKS_TEST_ETCD_PEER_PORT=%s\n' \
+        "$client_port" "$pid" "$peer_port" >"$state/etcd.env"
+    if $tls; then
+        printf 'LOCKS_TEST_ETCD_CA=%s\nLOCKS_TEST_ETCD_CERT=%s\nLOCKS_TEST_ETCD_KEY=%s\n' \
+            "$state/etcd-tls/ca.pem" "$state/etcd-tls/client.pem" "$state/etcd-tls/client-key.pem" >>"$state/etcd.env"
+    fi
+    echo "etcd.sh: etcd (pid $pid) is healthy on 127.0.0.1:$client_port; environment in $state/etcd.env"
+}
 
+# Starts etcd on $client and $peer with the data dir $state/etcd-data (kept if it
+# exists) and waits until it is healthy; sets $pid.
+launch() {
     etcd --name locks-test "${tls_args[@]}" \
         --data-dir "$state/etcd-data" \
         --listen-client-urls "$client" --advertise-client-urls "$client" \
         --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
         --initial-cluster "locks-test=$peer" \
         --initial-cluster-state new \
-        >"$state/etcd.log" 2>&1 </dev/null &
-    local pid=$!
+        >>"$state/etcd.log" 2>&1 </dev/null &
+    pid=$!
 
     local deadline=$((SECONDS + 30))
     until ETCDCTL_API=3 etcdctl --endpoints "$client" "${ctl_args[@]}" --dial-timeout 1s --command-timeout 2s \
@@ -113,13 +126,27 @@ start() {
         fi
         sleep 0.2
     done
+}
 
-    printf 'LOCKS_TEST_ETCD=127.0.0.1:%s\nLOCKS_TEST_ETCD_PID=%s\n' "$client_port" "$pid" >"$state/etcd.env"
-    if $tls; then
-        printf 'LOCKS_TEST_ETCD_CA=%s\nLOCKS_TEST_ETCD_CERT=%s\nLOCKS_TEST_ETCD_KEY=%s\n' \
-            "$state/etcd-tls/ca.pem" "$state/etcd-tls/client.pem" "$state/etcd-tls/client-key.pem" >>"$state/etcd.env"
-    fi
-    echo "etcd.sh: etcd (pid $pid) is healthy on 127.0.0.1:$client_port; environment in $state/etcd.env"
+# Stops the server of $state/etcd.env and starts it again on the same ports and
+# data dir, so that the leases and keys it had survive (as for a real restart).
+restart() {
+    state=$(cd "$state" && pwd)
+    [ -f "$state/etcd.env" ] || { echo "etcd.sh: no $state/etcd.env: nothing to restart" >&2; exit 1; }
+    ! grep -q '^LOCKS_TEST_ETCD_CA=' "$state/etcd.env" || { echo "etcd.sh: restart supports plain \`start\` only" >&2; exit 1; }
+    local old_pid client_port peer_port
+    old_pid=$(sed -n 's/^LOCKS_TEST_ETCD_PID=//p' "$state/etcd.env")
+    client_port=$(sed -n 's/^LOCKS_TEST_ETCD=127.0.0.1://p' "$state/etcd.env")
+    peer_port=$(sed -n 's/^LOCKS_TEST_ETCD_PEER_PORT=//p' "$state/etcd.env")
+    kill -CONT "$old_pid" 2>/dev/null || true
+    kill "$old_pid" 2>/dev/null || true
+    while kill -0 "$old_pid" 2>/dev/null; do sleep 0.1; done
+    local client="http://127.0.0.1:$client_port"
+    local peer="http://127.0.0.1:$peer_port"
+    local ctl_args=() tls_args=()
+    launch
+    sed -i "s/^LOCKS_TEST_ETCD_PID=.*/LOCKS_TEST_ETCD_PID=$pid/" "$state/etcd.env"
+    echo "etcd.sh: restarted etcd (pid $pid) on 127.0.0.1:$client_port with its data dir"
 }
 
 stop() {
@@ -152,5 +179,6 @@ case "$action" in
     start) start ;;
     start-tls) tls=true; start ;;
     stop) stop ;;
+    restart) restart ;;
     *) usage ;;
 esac
