@@ -460,3 +460,61 @@ async fn missing_oslo_lock_path_is_an_error() {
     assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{}", err.report());
     assert!(err.message().contains("lock_path"), "{}", err.report());
 }
+
+/// tooz's file driver normalizes a name into a path below its directory
+/// (`x//y/./z` is `x/y/z`) and refuses names that leave it: so do we.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tooz_file_names_normalize_and_cannot_escape() {
+    let Some(setup) = Setup::new(Mechanism::ToozFile, "paths").await else {
+        return;
+    };
+    let base = setup.name.replace('/', "-");
+    let spelled = format!("{base}//y/./z");
+    let mut peer = Peer::start(
+        &setup.python,
+        [setup.peer_mech, &setup.peer_target, &spelled],
+        &[],
+    );
+    peer.ask("try", "GOT", HANDOVER);
+    let file = setup
+        .dir
+        .path()
+        .join("tooz")
+        .join(format!("cinder-{base}"))
+        .join("y/z");
+    assert!(file.is_file(), "tooz locked {}", file.display());
+    let err = setup
+        .locks
+        .lock_name(Scope::Global, &format!("{base}/y/z"), Wait::TryOnce)
+        .await
+        .expect_err("the same normalized path is the same lock");
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{}", err.report());
+    peer.ask("release", "RELEASED", HANDOVER);
+    peer.quit();
+
+    let escaping = format!("{base}/../../escape");
+    let result = setup
+        .locks
+        .lock_name(Scope::Global, &escaping, Wait::TryOnce)
+        .await;
+    assert!(
+        result.is_err(),
+        "`cinder-{escaping}` leaves the tooz directory and must be refused"
+    );
+    assert!(!setup.dir.path().join("escape").exists());
+
+    // `cinder-..` is a plain file name to tooz, not a parent directory.
+    let guard = setup
+        .locks
+        .lock_name(Scope::Global, "../escape", Wait::TryOnce)
+        .await
+        .unwrap_or_else(|e| panic!("`cinder-../escape` stays inside: {}", e.report()));
+    assert!(
+        setup.dir.path().join("tooz/cinder-../escape").is_file(),
+        "as tooz: DIR/cinder-../escape"
+    );
+    guard
+        .release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+}
