@@ -6,6 +6,8 @@
  *
  *   contend CONFIG LOG WHO N
  */
+#define _POSIX_C_SOURCE 200809L
+
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>

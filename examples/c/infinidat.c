@@ -13,6 +13,8 @@
  * Build: cc -I include examples/c/infinidat.c target/debug/liblocks_ffi.a \
  *          -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o infinidat
  */
+#define _POSIX_C_SOURCE 200809L
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

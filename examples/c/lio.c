@@ -14,6 +14,8 @@
  * Build: cc -I include examples/c/lio.c target/debug/liblocks_ffi.a \
  *          -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o lio
  */
+#define _POSIX_C_SOURCE 200809L
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>

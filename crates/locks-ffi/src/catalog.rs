@@ -89,7 +89,7 @@ pub unsafe extern "C" fn locks_client_catalog_find(
         let client = unsafe { call.arg(client, "client") }?;
         let id = unsafe { call.str(id, "id") }?;
         call.out(entry_out, "entry_out")?;
-        let catalog = client.inner.locks.locks().catalog();
+        let catalog = client.inner.locks.catalog();
         let found = catalog.get(id)?;
         let index = catalog
             .entries()

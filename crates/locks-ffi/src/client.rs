@@ -6,8 +6,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use locks::{BlockingLocks, Config, ErrorKind, LockGuard, Params, Scope, Wait};
+use locks::{Config, Error, ErrorKind, LockGuard, Locks, Params, Scope, Wait};
+use tokio::runtime::Runtime;
 
 use crate::boundary::{Call, Failure, FfiResult, c_string, fallible, infallible};
 use crate::catalog::locks_catalog_entry;
@@ -67,34 +69,78 @@ pub struct locks_client {
     pub(crate) inner: Arc<ClientInner>,
 }
 
+/// How long freeing the last handle of a client waits for the runtime's
+/// threads. A file-lock waiter whose acquire timed out stays blocked in the
+/// kernel until the holder releases; freeing does not wait for it (it then
+/// unlocks and exits on its own).
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+
 /// What a client and every guard it handed out share: the guards keep it
 /// (and its runtime) alive until the last of them is freed.
+///
+/// Like `locks::BlockingLocks` (a runtime of its own, calls blocking the
+/// calling thread), but with a bounded shutdown: dropping a `BlockingLocks`
+/// waits for every blocking thread, so a C program whose acquire timed out
+/// could not free its client until the other holder released.
 #[derive(Debug)]
 pub(crate) struct ClientInner {
-    pub(crate) locks: BlockingLocks,
+    runtime: Option<Runtime>,
+    pub(crate) locks: Locks,
     entries: Vec<locks_catalog_entry>,
     warnings: Vec<CString>,
     reentry_per_thread: AtomicBool,
 }
 
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(SHUTDOWN_GRACE);
+        }
+    }
+}
+
+fn not_in_runtime() -> FfiResult {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            "locks-ffi was called from inside a tokio runtime, where blocking would stall it",
+        )
+        .into());
+    }
+    Ok(())
+}
+
 impl ClientInner {
     fn open(config: Config) -> FfiResult<locks_client> {
-        let locks = BlockingLocks::open(config)?;
+        not_in_runtime()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("locks-ffi")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("cannot start the lock runtime: {e}"),
+                )
+            })?;
+        let locks = match runtime.block_on(Locks::open(config)) {
+            Ok(locks) => locks,
+            Err(e) => {
+                runtime.shutdown_timeout(SHUTDOWN_GRACE);
+                return Err(e.into());
+            }
+        };
         let entries = locks
-            .locks()
             .catalog()
             .entries()
             .iter()
             .map(locks_catalog_entry::new)
             .collect();
-        let warnings = locks
-            .locks()
-            .warnings()
-            .iter()
-            .map(|w| c_string(w))
-            .collect();
+        let warnings = locks.warnings().iter().map(|w| c_string(w)).collect();
         Ok(locks_client {
             inner: Arc::new(ClientInner {
+                runtime: Some(runtime),
                 locks,
                 entries,
                 warnings,
@@ -105,19 +151,13 @@ impl ClientInner {
 
     /// Runs an acquire: on the calling thread (re-entry detected per thread)
     /// or, with the check off, as a task of its own (never detected).
-    fn acquire<F>(&self, future: impl FnOnce(locks::Locks) -> F) -> FfiResult<LockGuard>
+    fn acquire<F>(&self, future: impl FnOnce(Locks) -> F) -> FfiResult<LockGuard>
     where
         F: Future<Output = locks::Result<LockGuard>> + Send + 'static,
     {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(locks::Error::new(
-                ErrorKind::Unsupported,
-                "locks-ffi was called from inside a tokio runtime, where blocking would stall it",
-            )
-            .into());
-        }
-        let runtime = self.locks.runtime();
-        let future = future(self.locks.locks().clone());
+        not_in_runtime()?;
+        let runtime = self.runtime()?;
+        let future = future(self.locks.clone());
         if self.reentry_per_thread.load(Ordering::Relaxed) {
             return Ok(runtime.block_on(future)?);
         }
@@ -132,6 +172,19 @@ impl ClientInner {
                 message: format!("the acquire task did not finish: {e}"),
             }),
         }
+    }
+
+    fn runtime(&self) -> FfiResult<&Runtime> {
+        self.runtime.as_ref().ok_or_else(|| Failure {
+            status: locks_status::Internal,
+            message: "the lock runtime is shut down".to_owned(),
+        })
+    }
+
+    /// Releases a guard, blocking the calling thread.
+    pub(crate) fn release(&self, guard: LockGuard) -> FfiResult {
+        not_in_runtime()?;
+        Ok(self.runtime()?.block_on(guard.release())?)
     }
 
     pub(crate) fn entries(&self) -> &[locks_catalog_entry] {

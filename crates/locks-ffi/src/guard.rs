@@ -175,7 +175,7 @@ pub unsafe extern "C" fn locks_guard_release(
                 ),
             ));
         };
-        Ok(guard.client.locks.release(held)?)
+        guard.client.release(held)
     })
 }
 
@@ -195,7 +195,7 @@ pub unsafe extern "C" fn locks_guard_free(guard: *mut locks_guard) {
         // SAFETY: the caller hands back ownership of a live guard.
         let guard = unsafe { Box::from_raw(guard) };
         if let Some(held) = guard.take() {
-            let _ = guard.client.locks.release(held);
+            let _ = guard.client.release(held);
         }
     });
 }

@@ -13,12 +13,17 @@
 
 #![allow(non_camel_case_types)]
 
-// In this order in include/locks.h.
-mod boundary;
-mod catalog;
-mod client;
-mod guard;
+// cbindgen writes the exports of each module in the order the modules are
+// declared; each blank line keeps rustfmt from sorting them.
 mod status;
+
+mod client;
+
+mod catalog;
+
+mod guard;
+
+mod boundary;
 
 pub use catalog::{
     locks_catalog_entry, locks_catalog_entry_critical_section, locks_catalog_entry_driver,

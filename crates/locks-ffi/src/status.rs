@@ -190,7 +190,8 @@ pub unsafe extern "C" fn locks_error_status(err: *const locks_error) -> locks_st
 }
 
 /// The human-readable message of an error: what went wrong and, where it
-/// helps, what to do about it. UTF-8, one line.
+/// helps, what to do about it, followed by its causes. UTF-8; a cause such as
+/// a TOML parse error may add lines.
 ///
 /// The string is owned by `err` and valid until `locks_error_free(err)`.
 /// Returns NULL when `err` is NULL.

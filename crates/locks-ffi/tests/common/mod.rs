@@ -1,0 +1,252 @@
+//! Shared by the tests that build C and Go programs against the static library.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+/// What a program linked with `liblocks_ffi.a` needs besides it, from
+/// `cargo rustc -p locks-ffi --lib --crate-type staticlib -- --print native-static-libs`
+/// on Linux (re-run it when dependencies change).
+pub const NATIVE_STATIC_LIBS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// `<target>/<profile>`, from the path of this test binary (`<target>/<profile>/deps/<test>`).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_owned()
+}
+
+/// A directory under the target directory for what the tests build.
+pub fn build_dir(name: &str) -> PathBuf {
+    let dir = profile_dir().join("locks-ffi-tests").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The static library. `cargo test` builds it together with the rlib the
+/// tests link (one rustc run makes every crate type), into `deps/`; if it is
+/// not there (a test binary run on its own), `cargo build` makes it.
+pub fn staticlib() -> PathBuf {
+    static LIB: OnceLock<PathBuf> = OnceLock::new();
+    LIB.get_or_init(|| {
+        let fresh = profile_dir().join("deps/liblocks_ffi.a");
+        if fresh.exists() {
+            return fresh;
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let target_dir = profile_dir().parent().unwrap().to_owned();
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "-p", "locks-ffi", "--lib"])
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .current_dir(workspace());
+        if profile_dir().file_name() == Some(OsStr::new("release")) {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build -p locks-ffi");
+        assert!(status.success(), "cargo build -p locks-ffi failed");
+        let built = profile_dir().join("liblocks_ffi.a");
+        assert!(built.exists(), "{} was not built", built.display());
+        built
+    })
+    .clone()
+}
+
+/// Whether `program` can be run. Without it the test is skipped with a
+/// message, except under `CI=true`, where a missing tool is a failure.
+pub fn have(program: &str, install: &str) -> bool {
+    let found = Command::new(program)
+        .arg(if program == "go" {
+            "version"
+        } else {
+            "--version"
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !ci,
+            "`{program}` is not installed and CI=true: install it ({install}; ci/install.sh does)"
+        );
+        eprintln!("skipped: `{program}` is not installed ({install})");
+    }
+    found
+}
+
+/// Compiles `examples/c/<name>.c` against `include/locks.h` and the static
+/// library, with every warning an error; returns the executable.
+pub fn compile_c(name: &str) -> PathBuf {
+    // Once per test process: tests run in parallel, and rewriting a program
+    // another test is running fails with ETXTBSY.
+    static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(path) = built.get(name) {
+        return path.clone();
+    }
+    let root = workspace();
+    let out = build_dir("c").join(name);
+    let output = Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
+        .args([
+            "-std=c11",
+            "-pedantic",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-g",
+            "-I",
+        ])
+        .arg(root.join("include"))
+        .arg(root.join("examples/c").join(format!("{name}.c")))
+        .arg(staticlib())
+        .args(NATIVE_STATIC_LIBS)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .expect("running cc");
+    assert!(
+        output.status.success(),
+        "cc examples/c/{name}.c failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    built.insert(name.to_owned(), out.clone());
+    out
+}
+
+/// A configuration whose Node and Global locks are lock files in `dir/locks`.
+pub fn write_config(dir: &Path) -> PathBuf {
+    let locks = dir.join("locks");
+    let path = dir.join("locks.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[backends]\nprocess = \"memory://\"\nnode = \"file://{0}\"\nglobal = \"file://{0}\"\n",
+            locks.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The environment for the `go` command: caches under the target directory,
+/// no module downloads, and the static library to link.
+pub fn go(args: &[&str], dir: &Path) -> Command {
+    let go_dir = build_dir("go");
+    let mut cmd = Command::new("go");
+    cmd.args(args)
+        .current_dir(dir)
+        .env("GOCACHE", go_dir.join("cache"))
+        .env("GOPATH", go_dir.join("path"))
+        .env("GOPROXY", "off")
+        .env("GOFLAGS", "")
+        .env("GO111MODULE", "on")
+        .env("CGO_ENABLED", "1")
+        .env("CGO_LDFLAGS", staticlib());
+    cmd
+}
+
+/// Builds a Go main package of examples/go (`./infinidat`) into the build directory.
+pub fn build_go_example(package: &str) -> PathBuf {
+    let out = build_dir("go").join(package);
+    let root = workspace();
+    let output = go(
+        &[
+            "build",
+            "-o",
+            out.to_str().unwrap(),
+            &format!("./{package}"),
+        ],
+        &root.join("examples/go"),
+    )
+    .output()
+    .expect("running go build");
+    assert!(
+        output.status.success(),
+        "go build ./{package} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
+/// The result of [`run`].
+#[derive(Debug)]
+pub struct Ran {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ran {
+    pub fn code(&self) -> i32 {
+        self.status.code().unwrap_or(-1)
+    }
+}
+
+/// Runs `cmd` to completion, killing it after `limit`.
+pub fn run(cmd: &mut Command, limit: Duration) -> Ran {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}"));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} still running after {limit:?}; stderr:\n{}",
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ran {
+        status,
+        stdout: std::fs::read_to_string(&out).unwrap_or_default(),
+        stderr: std::fs::read_to_string(&err).unwrap_or_default(),
+    }
+}
+
+/// `valgrind` with the settings of the C tests: any memory error, and any
+/// definite or indirect leak, fails with exit status 99. "Possibly lost"
+/// blocks (thread handles of the runtime's threads) are not leaks.
+pub fn valgrind() -> Command {
+    let mut cmd = Command::new("valgrind");
+    cmd.args([
+        "--quiet",
+        "--error-exitcode=99",
+        "--leak-check=full",
+        "--show-leak-kinds=definite,indirect",
+        "--errors-for-leak-kinds=definite,indirect",
+    ]);
+    cmd
+}
