@@ -357,10 +357,14 @@ pub fn server_from_env(var: &str) -> Option<String> {
     match std::env::var(var) {
         Ok(addr) if !addr.trim().is_empty() => Some(addr.trim().to_owned()),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{var} is not set but CI=true: start the server with the ci/ scripts (see ci/test.sh)")
+            panic!(
+                "{var} is not set but CI=true: start the server with the ci/ scripts (see ci/test.sh)"
+            )
         }
         _ => {
-            eprintln!("skipping: {var} is not set (run ci/test.sh, or start the server and export {var})");
+            eprintln!(
+                "skipping: {var} is not set (run ci/test.sh, or start the server and export {var})"
+            );
             None
         }
     }

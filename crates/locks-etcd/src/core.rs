@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::{EtcdConfig, Layout};
-use crate::local::LocalTable;
+use locks_core::{LocalLocks, LockName};
 
 /// What a backend and all its guards share.
 pub(crate) struct Core {
@@ -26,7 +26,7 @@ pub(crate) struct Core {
     pub(crate) timeout: Duration,
     /// The runtime the backend was created on, for work started from `Drop`.
     pub(crate) handle: Handle,
-    pub(crate) local: LocalTable,
+    pub(crate) local: LocalLocks<LockName>,
     lease: Mutex<Option<Arc<Lease>>>,
     granting: tokio::sync::Mutex<()>,
 }
@@ -132,7 +132,7 @@ impl Core {
             ttl_secs: config.ttl_secs(),
             timeout: config.connect_timeout,
             handle,
-            local: LocalTable::default(),
+            local: LocalLocks::default(),
             lease: Mutex::new(None),
             granting: tokio::sync::Mutex::new(()),
         });

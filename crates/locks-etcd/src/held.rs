@@ -6,7 +6,7 @@ use std::sync::Arc;
 use locks_core::{Error, ErrorKind, HeldLock, LockName, Result, async_trait};
 
 use crate::core::{Check, Core, OwnedKey};
-use crate::local::LocalGuard;
+use locks_core::LocalTurn;
 
 /// The state of one acquire in progress. Dropped while a key of ours may
 /// exist in etcd (the acquire failed, timed out or was cancelled), it deletes
@@ -14,12 +14,12 @@ use crate::local::LocalGuard;
 /// delete is done.
 pub(crate) struct Contender {
     core: Arc<Core>,
-    local: Option<LocalGuard>,
+    local: Option<LocalTurn<LockName>>,
     key: Option<OwnedKey>,
 }
 
 impl Contender {
-    pub(crate) fn new(core: Arc<Core>, local: LocalGuard) -> Self {
+    pub(crate) fn new(core: Arc<Core>, local: LocalTurn<LockName>) -> Self {
         Contender {
             core,
             local: Some(local),
@@ -86,7 +86,7 @@ pub(crate) struct EtcdHeld {
     core: Arc<Core>,
     name: LockName,
     owned: OwnedKey,
-    local: Option<LocalGuard>,
+    local: Option<LocalTurn<LockName>>,
 }
 
 impl EtcdHeld {

@@ -92,7 +92,6 @@
 mod config;
 mod core;
 mod held;
-mod local;
 mod mutex;
 #[cfg(feature = "tls")]
 mod tls;

@@ -16,8 +16,8 @@ use locks_core::{Backend, Error, ErrorKind, LockRequest, LockState, Result, Wait
 
 use crate::core::{Check, Core, OwnedKey, is_lease_not_found};
 use crate::held::{Contender, EtcdHeld};
-use crate::local::LocalGuard;
 use crate::wait::{RETRY_PAUSE, Watched, until_deleted};
+use locks_core::{LocalTurn, LockName};
 
 /// Restarts that cost no waiting (a stale key of ours, a lease that expired
 /// just before use) before giving up.
@@ -35,7 +35,7 @@ pub(crate) async fn acquire(
     core: &Arc<Core>,
     backend: &dyn Backend,
     request: &LockRequest,
-    local: LocalGuard,
+    local: LocalTurn<LockName>,
 ) -> Result<(EtcdHeld, i64)> {
     let pfx = name_prefix(core, request.name.as_str());
     let mut contender = Contender::new(Arc::clone(core), local);

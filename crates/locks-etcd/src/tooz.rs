@@ -12,9 +12,9 @@ use locks_core::{Backend, Error, ErrorKind, LockRequest, LockState, Result, Wait
 
 use crate::core::{Check, Core, OwnedKey, is_lease_not_found};
 use crate::held::{Contender, EtcdHeld};
-use crate::local::LocalGuard;
 use crate::mutex::{get_kvs, revision};
 use crate::wait::{RETRY_PAUSE, Watched, until_deleted};
+use locks_core::{LocalTurn, LockName};
 
 const MAX_QUICK_RESTARTS: u32 = 5;
 
@@ -28,7 +28,7 @@ pub(crate) async fn acquire(
     core: &Arc<Core>,
     backend: &dyn Backend,
     request: &LockRequest,
-    local: LocalGuard,
+    local: LocalTurn<LockName>,
 ) -> Result<(EtcdHeld, i64)> {
     let key = key_of(core, request.name.as_str());
     let value = uuid::Uuid::new_v4().as_bytes().to_vec();

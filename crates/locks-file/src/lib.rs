@@ -135,19 +135,17 @@
 //!
 //! [`Capabilities::fifo`]: locks_core::Capabilities::fifo
 
-use std::collections::HashMap;
 use std::fmt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use locks_core::{
-    Backend, Capabilities, CleanReport, Error, ErrorKind, FencingToken, HeldLock, LockGuard,
-    LockName, LockRequest, Result, Scope, Wait, async_trait, never_lost,
+    Backend, Capabilities, CleanReport, Error, ErrorKind, FencingToken, HeldLock, LocalLocks,
+    LocalTurn, LockGuard, LockName, LockRequest, Result, Scope, Wait, async_trait, never_lost,
 };
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, oneshot};
+use tokio::sync::oneshot;
 
 mod sys;
 #[cfg(test)]
@@ -411,34 +409,6 @@ fn next_token() -> FencingToken {
     }
 }
 
-/// One entry per file name that somebody in this process holds or waits for.
-struct Slot {
-    mutex: Arc<AsyncMutex<()>>,
-    /// Holders plus waiters; the slot is removed when this drops to zero.
-    users: usize,
-}
-
-type Table = Arc<Mutex<HashMap<String, Slot>>>;
-
-/// A claim on a slot: while it lives the slot stays in the table.
-struct Membership {
-    table: Table,
-    file_name: String,
-    mutex: Arc<AsyncMutex<()>>,
-}
-
-impl Drop for Membership {
-    fn drop(&mut self) {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = table.get_mut(&self.file_name) {
-            slot.users -= 1;
-            if slot.users == 0 {
-                table.remove(&self.file_name);
-            }
-        }
-    }
-}
-
 /// The Node-scope backend: lock files in one directory.
 ///
 /// Build it with [`FileBackend::open`]. Each backend has its own in-process
@@ -448,7 +418,7 @@ pub struct FileBackend {
     dir: PathBuf,
     mechanism: Mechanism,
     layout: Layout,
-    table: Table,
+    table: LocalLocks<PathBuf>,
 }
 
 impl FileBackend {
@@ -493,7 +463,7 @@ impl FileBackend {
             dir,
             mechanism,
             layout,
-            table: Arc::default(),
+            table: LocalLocks::default(),
         })
     }
 
@@ -565,24 +535,7 @@ impl FileBackend {
     /// How many names this process currently holds or waits for (for leak checks).
     #[doc(hidden)]
     pub fn active_names(&self) -> usize {
-        self.table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    fn enter(&self, file_name: &str) -> Membership {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = table.entry(file_name.to_owned()).or_insert_with(|| Slot {
-            mutex: Arc::new(AsyncMutex::new(())),
-            users: 0,
-        });
-        slot.users += 1;
-        Membership {
-            table: Arc::clone(&self.table),
-            file_name: file_name.to_owned(),
-            mutex: Arc::clone(&slot.mutex),
-        }
+        self.table.len()
     }
 }
 
@@ -664,14 +617,12 @@ impl fmt::Debug for FileBackend {
     }
 }
 
-/// A held lock file, the in-process mutex in front of it and the claim on its
-/// table entry.
+/// A held lock file and the in-process turn in front of it.
 struct FileHeld {
-    // Field order matters: the file is unlocked and closed first, then the
-    // in-process mutex is released, then the table entry may go.
+    // Field order matters: the file is unlocked and closed before the
+    // in-process turn ends.
     file: LockedFile,
-    _in_process: OwnedMutexGuard<()>,
-    _membership: Membership,
+    _turn: LocalTurn<PathBuf>,
 }
 
 impl fmt::Debug for FileHeld {
@@ -685,14 +636,9 @@ impl fmt::Debug for FileHeld {
 #[async_trait]
 impl HeldLock for FileHeld {
     async fn release(self: Box<Self>) -> Result<()> {
-        let FileHeld {
-            file,
-            _in_process,
-            _membership,
-        } = *self;
+        let FileHeld { file, _turn } = *self;
         let result = file.unlock();
-        drop(_in_process);
-        drop(_membership);
+        drop(_turn);
         result
     }
 
@@ -745,15 +691,13 @@ impl Backend for FileBackend {
         if self.layout == Layout::Tree {
             self.prepare_parent(&path)?;
         }
-        let membership = self.enter(&relative.to_string_lossy());
-        let mutex = Arc::clone(&membership.mutex);
         let blocking = request.wait != Wait::TryOnce;
-        let in_process = if blocking {
-            mutex.lock_owned().await
+        let turn = if blocking {
+            self.table.lock(&relative).await
         } else {
-            mutex
-                .try_lock_owned()
-                .map_err(|_| request.would_block(self))?
+            self.table
+                .try_lock(&relative)
+                .ok_or_else(|| request.would_block(self))?
         };
 
         let (tx, rx) = oneshot::channel::<Answer>();
@@ -764,32 +708,22 @@ impl Backend for FileBackend {
             let answer = match attempt {
                 Ok(Attempt::Acquired(file)) => {
                     let token = next_token();
-                    let held = FileHeld {
-                        file,
-                        _in_process: in_process,
-                        _membership: membership,
-                    };
+                    let held = FileHeld { file, _turn: turn };
                     Ok(Some((held, token)))
                 }
                 Ok(Attempt::Busy) => {
-                    drop(in_process);
-                    drop(membership);
+                    drop(turn);
                     Ok(None)
                 }
                 Err(e) => {
-                    drop(in_process);
-                    drop(membership);
+                    drop(turn);
                     Err(e)
                 }
             };
             if let Err(Ok(Some((held, _)))) = tx.send(answer) {
                 // The acquire future is gone (timeout or cancellation) while
                 // this thread waited in the kernel: let go at once.
-                let FileHeld {
-                    file,
-                    _in_process,
-                    _membership,
-                } = held;
+                let FileHeld { file, _turn } = held;
                 let _ = file.unlock();
             }
         })?;

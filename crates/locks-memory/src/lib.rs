@@ -23,29 +23,17 @@
 //! # }).unwrap();
 //! ```
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use locks_core::{
-    Backend, Capabilities, HeldLock, LockGuard, LockName, LockRequest, Result, Scope, Wait,
-    async_trait, never_lost,
+    Backend, Capabilities, HeldLock, LocalLocks, LocalTurn, LockGuard, LockName, LockRequest,
+    Result, Scope, Wait, async_trait, never_lost,
 };
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
-
-/// One entry per name that somebody holds or waits for.
-struct Slot {
-    mutex: Arc<AsyncMutex<()>>,
-    /// Holders plus waiters; the slot is removed when this drops to zero.
-    users: usize,
-}
-
-type Table = Arc<Mutex<HashMap<LockName, Slot>>>;
 
 /// The in-memory backend. Cheap to clone; clones share their locks.
 #[derive(Clone, Default)]
 pub struct MemoryBackend {
-    table: Table,
+    table: LocalLocks<LockName>,
 }
 
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
@@ -58,24 +46,7 @@ impl MemoryBackend {
 
     /// How many names are currently held or waited for (for leak checks).
     pub fn active_names(&self) -> usize {
-        self.table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    fn enter(&self, name: &LockName) -> Membership {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = table.entry(name.clone()).or_insert_with(|| Slot {
-            mutex: Arc::new(AsyncMutex::new(())),
-            users: 0,
-        });
-        slot.users += 1;
-        Membership {
-            table: Arc::clone(&self.table),
-            name: name.clone(),
-            mutex: Arc::clone(&slot.mutex),
-        }
+        self.table.len()
     }
 }
 
@@ -87,39 +58,9 @@ impl std::fmt::Debug for MemoryBackend {
     }
 }
 
-/// A claim on a slot: while it lives the slot stays in the table. Dropping it
-/// (after release, or when a waiting future is cancelled) removes an unused slot.
-struct Membership {
-    table: Table,
-    name: LockName,
-    mutex: Arc<AsyncMutex<()>>,
-}
-
-impl Drop for Membership {
-    fn drop(&mut self) {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = table.get_mut(&self.name) {
-            slot.users -= 1;
-            if slot.users == 0 {
-                table.remove(&self.name);
-            }
-        }
-    }
-}
-
+#[derive(Debug)]
 struct MemoryHeld {
-    // Field order matters: the mutex guard is released before the membership
-    // is dropped, so a slot is never removed while still locked.
-    _guard: OwnedMutexGuard<()>,
-    _membership: Membership,
-}
-
-impl std::fmt::Debug for MemoryHeld {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MemoryHeld")
-            .field("name", &self._membership.name)
-            .finish()
-    }
+    _turn: LocalTurn<LockName>,
 }
 
 #[async_trait]
@@ -159,19 +100,15 @@ impl Backend for MemoryBackend {
     /// Cancel safe: a dropped future leaves the queue and, if nobody else
     /// uses the name, removes its entry.
     async fn acquire(&self, request: &LockRequest) -> Result<LockGuard> {
-        let membership = self.enter(&request.name);
-        let mutex = Arc::clone(&membership.mutex);
-        let guard = match request.wait {
-            Wait::TryOnce => mutex
-                .try_lock_owned()
-                .map_err(|_| request.would_block(self))?,
-            Wait::Forever | Wait::Timeout(_) => mutex.lock_owned().await,
+        let turn = match request.wait {
+            Wait::TryOnce => self
+                .table
+                .try_lock(&request.name)
+                .ok_or_else(|| request.would_block(self))?,
+            Wait::Forever | Wait::Timeout(_) => self.table.lock(&request.name).await,
         };
         let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-        let held = MemoryHeld {
-            _guard: guard,
-            _membership: membership,
-        };
+        let held = MemoryHeld { _turn: turn };
         Ok(LockGuard::new(request, token, never_lost(), Box::new(held)))
     }
 }
@@ -192,10 +129,7 @@ mod tests {
             guard.release().await.unwrap();
         }
         assert_eq!(backend.active_names(), 0);
-        assert!(
-            backend.table.lock().unwrap().capacity() < 64,
-            "the table never grew"
-        );
+        assert!(backend.table.capacity() < 64, "the table never grew");
     }
 
     #[tokio::test]

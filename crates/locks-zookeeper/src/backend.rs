@@ -1,16 +1,16 @@
 //! [`ZkBackend`]: the session, the lock recipe, release and clean.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use locks_core::{
-    Backend, Capabilities, CleanReport, Error, ErrorKind, FencingToken, HeldLock, LockGuard,
-    LockName, LockRequest, LockState, LockStateSender, Result, Scope, Wait, async_trait,
+    Backend, Capabilities, CleanReport, Error, ErrorKind, FencingToken, HeldLock, LocalLocks,
+    LocalTurn, LockGuard, LockName, LockRequest, LockState, LockStateSender, Result, Scope, Wait,
+    async_trait,
 };
 use tokio::runtime::Handle;
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, watch};
+use tokio::sync::{Mutex as AsyncMutex, watch};
 use tokio::task::AbortHandle;
 use zookeeper_client as zk;
 
@@ -47,7 +47,7 @@ struct Inner {
     describe: String,
     handle: Handle,
     session: AsyncMutex<Arc<Session>>,
-    table: Table,
+    table: LocalLocks<LockName>,
 }
 
 impl ZkBackend {
@@ -80,7 +80,7 @@ impl ZkBackend {
                 describe,
                 handle,
                 session: AsyncMutex::new(session),
-                table: Table::default(),
+                table: LocalLocks::default(),
             }),
         })
     }
@@ -305,29 +305,9 @@ impl ZkBackend {
         }
     }
 
-    fn enter(&self, name: &LockName) -> Membership {
-        let table = &self.inner.table;
-        let mut slots = table.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = slots.entry(name.clone()).or_insert_with(|| Slot {
-            mutex: Arc::new(AsyncMutex::new(())),
-            users: 0,
-        });
-        slot.users += 1;
-        Membership {
-            table: Arc::clone(&table.0),
-            name: name.clone(),
-            mutex: Arc::clone(&slot.mutex),
-        }
-    }
-
     /// How many names this client currently holds or waits for (for leak checks).
     pub fn active_names(&self) -> usize {
-        self.inner
-            .table
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.inner.table.len()
     }
 }
 
@@ -402,13 +382,13 @@ impl Backend for ZkBackend {
     /// if the creation was still under way).
     async fn acquire(&self, request: &LockRequest) -> Result<LockGuard> {
         let dir = self.lock_dir(&request.name)?;
-        let membership = self.enter(&request.name);
-        let mutex = Arc::clone(&membership.mutex);
-        let local = match request.wait {
-            Wait::TryOnce => mutex
-                .try_lock_owned()
-                .map_err(|_| request.would_block(self))?,
-            Wait::Forever | Wait::Timeout(_) => mutex.lock_owned().await,
+        let turn = match request.wait {
+            Wait::TryOnce => self
+                .inner
+                .table
+                .try_lock(&request.name)
+                .ok_or_else(|| request.would_block(self))?,
+            Wait::Forever | Wait::Timeout(_) => self.inner.table.lock(&request.name).await,
         };
         let session = self.session().await?;
         let (path, token) = self.contend(&session, &dir, request).await?;
@@ -417,8 +397,7 @@ impl Backend for ZkBackend {
             session,
             path,
             handle: self.inner.handle.clone(),
-            _local: local,
-            _membership: membership,
+            _turn: turn,
         };
         Ok(LockGuard::new(request, token, state, Box::new(held)))
     }
@@ -820,10 +799,7 @@ struct ZkHeld {
     session: Arc<Session>,
     path: String,
     handle: Handle,
-    // Field order matters: the mutex guard is released before the membership
-    // is dropped, so a slot is never removed while still locked.
-    _local: OwnedMutexGuard<()>,
-    _membership: Membership,
+    _turn: LocalTurn<LockName>,
 }
 
 impl fmt::Debug for ZkHeld {
@@ -880,35 +856,6 @@ impl HeldLock for ZkHeld {
         handle.spawn(async move {
             let _ = self.release().await;
         });
-    }
-}
-
-/// One entry per name that a task of this client holds or waits for.
-struct Slot {
-    mutex: Arc<AsyncMutex<()>>,
-    /// Holders plus waiters; the slot is removed when this drops to zero.
-    users: usize,
-}
-
-#[derive(Default)]
-struct Table(Arc<Mutex<HashMap<LockName, Slot>>>);
-
-/// A claim on a slot; dropping it removes an unused slot.
-struct Membership {
-    table: Arc<Mutex<HashMap<LockName, Slot>>>,
-    name: LockName,
-    mutex: Arc<AsyncMutex<()>>,
-}
-
-impl Drop for Membership {
-    fn drop(&mut self) {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = table.get_mut(&self.name) {
-            slot.users -= 1;
-            if slot.users == 0 {
-                table.remove(&self.name);
-            }
-        }
     }
 }
 
