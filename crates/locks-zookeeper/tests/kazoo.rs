@@ -1,7 +1,7 @@
 //! Interoperability with Python kazoo's `Lock` (what OpenStack tooz uses),
 //! both ways. Runs when `LOCKS_TEST_ZK` is set and a Python with kazoo is
-//! found: `LOCKS_TEST_KAZOO_PYTHON`, else `python3`. Skipped otherwise (also
-//! under `CI=true`: kazoo is optional here).
+//! found: `LOCKS_TEST_PYTHON` (the virtual environment ci/python.sh makes).
+//! Skipped without it, except under `CI=true`, where that is a failure.
 
 mod common;
 
@@ -40,18 +40,9 @@ zk.stop()
 
 /// A Python that imports kazoo, or `None` (with a notice) to skip.
 fn python() -> Option<String> {
-    let python = std::env::var("LOCKS_TEST_KAZOO_PYTHON").unwrap_or_else(|_| "python3".to_owned());
-    let ok = Command::new(&python)
-        .args(["-c", "import kazoo"])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!(
-            "skipping: `{python}` cannot import kazoo (set LOCKS_TEST_KAZOO_PYTHON to a Python with kazoo)"
-        );
-    }
-    ok.then_some(python)
+    // The interpreter of ci/python.sh's virtual environment, which has kazoo:
+    // skipped without it, a failure under CI=true.
+    locks_core::testing::server_from_env("LOCKS_TEST_PYTHON")
 }
 
 fn kazoo(python: &str, args: &[&str]) -> Child {
