@@ -6,6 +6,9 @@
 #   etcd-server, etcd-client            a real etcd and etcdctl for the etcd tests
 #   zookeeper                           a real ZooKeeper (Java) for the ZooKeeper tests
 #   python3                             the oslo.concurrency-style lockf interop tests
+#   gcc, libc6-dev                      `cc` for the C examples of the C ABI (examples/c)
+#   golang-go                           the cgo package and Go examples of the C ABI (Go 1.19)
+#   valgrind                            the C examples run under valgrind
 set -euo pipefail
 
 need=()
@@ -15,6 +18,10 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 [ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 command -v python3 >/dev/null || need+=(python3)
+command -v cc >/dev/null || need+=(gcc)
+[ -f /usr/include/stdio.h ] || need+=(libc6-dev)
+command -v go >/dev/null || need+=(golang-go)
+command -v valgrind >/dev/null || need+=(valgrind)
 
 if [ ${#need[@]} -eq 0 ]; then
     echo "install.sh: everything is installed"

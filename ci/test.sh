@@ -44,6 +44,13 @@ set +a
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
+step "gofmt (the Go package and examples of the C ABI)"
+unformatted=$(gofmt -l crates/locks-ffi/go examples/go)
+if [ -n "$unformatted" ]; then
+    echo "not gofmt-formatted (run gofmt -w on them): $unformatted" >&2
+    exit 1
+fi
+
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
@@ -59,6 +66,15 @@ if command -v cargo-nextest >/dev/null; then
     cargo test --workspace --locked --doc
 else
     cargo test --workspace --locked --no-fail-fast
+fi
+
+step "the C ABI's native libraries (crates/locks-ffi/native-static-libs.txt) are current"
+# C and Go programs link liblocks_ffi.a followed by this list; a new dependency may need more.
+printed=$(cargo rustc -p locks-ffi --lib --crate-type staticlib --locked -- --print native-static-libs 2>&1 |
+    sed -n 's/^note: native-static-libs: //p')
+if [ "$printed" != "$(cat crates/locks-ffi/native-static-libs.txt)" ]; then
+    echo "rustc prints \"$printed\"; update crates/locks-ffi/native-static-libs.txt and #cgo LDFLAGS in crates/locks-ffi/go/locks.go" >&2
+    exit 1
 fi
 
 step "mutual-exclusion checker (>= 2000 handoffs per backend)"

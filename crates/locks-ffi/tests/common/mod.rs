@@ -9,18 +9,14 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-/// What a program linked with `liblocks_ffi.a` needs besides it, from
-/// `cargo rustc -p locks-ffi --lib --crate-type staticlib -- --print native-static-libs`
-/// on Linux (re-run it when dependencies change).
-pub const NATIVE_STATIC_LIBS: &[&str] = &[
-    "-lgcc_s",
-    "-lutil",
-    "-lrt",
-    "-lpthread",
-    "-lm",
-    "-ldl",
-    "-lc",
-];
+/// What a program linked with `liblocks_ffi.a` needs besides it on Linux:
+/// crates/locks-ffi/native-static-libs.txt, which CI (ci/test.sh) compares with
+/// `cargo rustc -p locks-ffi --lib --crate-type staticlib -- --print native-static-libs`.
+pub fn native_static_libs() -> Vec<&'static str> {
+    include_str!("../../native-static-libs.txt")
+        .split_whitespace()
+        .collect()
+}
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -108,6 +104,7 @@ pub fn compile_c(name: &str) -> PathBuf {
     }
     let root = workspace();
     let out = build_dir("c").join(name);
+    let tmp = unique(&out);
     let output = Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
         .args([
             "-std=c11",
@@ -121,9 +118,9 @@ pub fn compile_c(name: &str) -> PathBuf {
         .arg(root.join("include"))
         .arg(root.join("examples/c").join(format!("{name}.c")))
         .arg(staticlib())
-        .args(NATIVE_STATIC_LIBS)
+        .args(native_static_libs())
         .arg("-o")
-        .arg(&out)
+        .arg(&tmp)
         .output()
         .expect("running cc");
     assert!(
@@ -131,8 +128,22 @@ pub fn compile_c(name: &str) -> PathBuf {
         "cc examples/c/{name}.c failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    std::fs::rename(&tmp, &out).unwrap();
     built.insert(name.to_owned(), out.clone());
     out
+}
+
+/// A path next to `path` that no other process uses. Programs are built
+/// there and renamed into place, because test runners such as nextest run
+/// tests in parallel processes, and one may run a program while another
+/// rebuilds it.
+fn unique(path: &Path) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let name = path.file_name().unwrap().to_string_lossy();
+    path.with_file_name(format!(".{name}.{}.{nanos}", std::process::id()))
 }
 
 /// A configuration whose Node and Global locks are lock files in `dir/locks`.
@@ -170,12 +181,13 @@ pub fn go(args: &[&str], dir: &Path) -> Command {
 /// Builds a Go main package of examples/go (`./infinidat`) into the build directory.
 pub fn build_go_example(package: &str) -> PathBuf {
     let out = build_dir("go").join(package);
+    let tmp = unique(&out);
     let root = workspace();
     let output = go(
         &[
             "build",
             "-o",
-            out.to_str().unwrap(),
+            tmp.to_str().unwrap(),
             &format!("./{package}"),
         ],
         &root.join("examples/go"),
@@ -187,6 +199,7 @@ pub fn build_go_example(package: &str) -> PathBuf {
         "go build ./{package} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    std::fs::rename(&tmp, &out).unwrap();
     out
 }
 
