@@ -36,6 +36,8 @@
 //! # Feature flags
 //! - `etcd` (default): the `etcd://` backend.
 //! - `zookeeper` (default): the `zookeeper://` backend.
+//! - `macros` (default): the [`locked`] attribute, which wraps an async
+//!   method in a catalog lock as Cinder's `synchronized` decorators do.
 
 mod backends;
 mod blocking;
