@@ -4,6 +4,8 @@
 
 #![allow(unsafe_op_in_unsafe_fn)]
 
+mod common;
+
 use std::ffi::{CStr, CString, c_char, c_int};
 use std::ptr::{null, null_mut};
 use std::sync::Arc;
@@ -816,5 +818,60 @@ fn every_error_kind_has_its_status() {
         let status = locks_status::from_kind(*kind);
         assert_eq!(status as usize, i + 1, "{kind:?}");
         assert_eq!(status.as_str(), kind.as_str());
+    }
+}
+
+/// Global locks through the C ABI on the server backends compiled into the library.
+#[test]
+fn global_locks_on_etcd_and_zookeeper() {
+    for (var, scheme) in [("LOCKS_TEST_ETCD", "etcd"), ("LOCKS_TEST_ZK", "zookeeper")] {
+        let Some(addr) = common::server(var) else {
+            continue;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            "[backends]\nnode = \"file://{}\"\nglobal = \"{scheme}://{addr}\"\n",
+            dir.path().display()
+        );
+        let (a, b) = (open_string(&toml).unwrap(), open_string(&toml).unwrap());
+        // SAFETY: live until freed at the end.
+        let (ca, cb) = unsafe { (&*a, &*b) };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let address = format!("ffi-{}-{nanos}", std::process::id());
+        let params = [("management_address", address.as_str())];
+
+        let first = lock(ca, "infinidat", &params, 10_000).unwrap();
+        assert_eq!(
+            first.name(),
+            format!("infinidat-{address}-lock"),
+            "{scheme}"
+        );
+        // SAFETY: live guards.
+        let first_token = unsafe { locks_guard_token(first.0) };
+        // SAFETY: as above.
+        assert_eq!(
+            unsafe { locks_guard_state(first.0) },
+            locks_lock_state::Held
+        );
+        let (status, message) = status_of(lock(cb, "infinidat", &params, 0));
+        assert_eq!(status, locks_status::WouldBlock, "{scheme}: {message}");
+        first.release().unwrap();
+        let second = lock(cb, "infinidat", &params, 10_000).unwrap();
+        // SAFETY: live guard.
+        let second_token = unsafe { locks_guard_token(second.0) };
+        assert!(
+            second_token > first_token,
+            "{scheme}: token {second_token} after {first_token}"
+        );
+        second.release().unwrap();
+        drop((first, second));
+        // SAFETY: freed once.
+        unsafe {
+            locks_client_free(a);
+            locks_client_free(b);
+        }
     }
 }

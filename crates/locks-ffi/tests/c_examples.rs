@@ -178,6 +178,27 @@ fn c_programs_are_clean_under_valgrind() {
             0,
         ),
     ];
+    // The Global lock on the server backends too, when the servers are there.
+    let mut runs = runs;
+    let address = format!("ffi-valgrind-{}", std::process::id());
+    for (var, scheme) in [("LOCKS_TEST_ETCD", "etcd"), ("LOCKS_TEST_ZK", "zookeeper")] {
+        if let Some(addr) = server(var) {
+            let path = dirs[1].path().join(format!("{scheme}.toml"));
+            std::fs::write(
+                &path,
+                format!(
+                    "[backends]\nglobal = \"{scheme}://{addr}\"\nnode = \"file://{}\"\n",
+                    dirs[1].path().display()
+                ),
+            )
+            .unwrap();
+            runs.push((
+                "infinidat",
+                vec![path.display().to_string(), address.clone()],
+                0,
+            ));
+        }
+    }
     // Built first, then run side by side: valgrind is slow to start.
     let runs: Vec<_> = runs
         .into_iter()
