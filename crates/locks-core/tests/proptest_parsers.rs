@@ -96,7 +96,10 @@ fn check_template(source: &str, value: &str) -> Result<(), TestCaseError> {
         }
     };
     prop_assert_eq!(template.as_str(), source);
-    prop_assert_eq!(&NameTemplate::parse(template.as_str()).expect("reparses"), &template);
+    prop_assert_eq!(
+        &NameTemplate::parse(template.as_str()).expect("reparses"),
+        &template
+    );
 
     let mut params = Params::new();
     for p in template.parameters() {
@@ -109,7 +112,10 @@ fn check_template(source: &str, value: &str) -> Result<(), TestCaseError> {
     match template.render(&Params::new()) {
         Ok(_) => prop_assert!(template.parameters().next().is_none()),
         Err(e) => prop_assert!(
-            matches!(e.kind(), ErrorKind::MissingParameter | ErrorKind::InvalidName),
+            matches!(
+                e.kind(),
+                ErrorKind::MissingParameter | ErrorKind::InvalidName
+            ),
             "{}",
             e.report()
         ),
