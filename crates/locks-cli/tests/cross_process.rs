@@ -3,11 +3,14 @@
 //! `fcntl.lockf` (what oslo.concurrency uses) and `locks run` exclude each
 //! other both ways, and bad configuration gives typed exit codes.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::{Running, locks, output};
 
 const EXIT_LOCK_UNAVAILABLE: i32 = 75;
 const EXIT_CONFIG: i32 = 78;
@@ -31,72 +34,6 @@ fn env() -> Env {
     )
     .expect("write config");
     Env { dir, config }
-}
-
-fn locks(config: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_locks"));
-    cmd.env_remove("LOCKS_CONFIG").arg("--config").arg(config);
-    cmd
-}
-
-/// A child whose stdout lines arrive on a channel; killed on drop.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn start(mut cmd: Command) -> Running {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running { child, lines }
-    }
-
-    fn expect_line(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => continue,
-                Err(e) => panic!("no line starting with {prefix:?} within 20 s: {e}"),
-            }
-        }
-    }
-
-    fn wait(mut self) -> i32 {
-        let status = self.child.wait().expect("wait");
-        status.code().unwrap_or(-1)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn output(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("run locks");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
