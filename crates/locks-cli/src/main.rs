@@ -5,6 +5,7 @@
 //! had in time (`--timeout`); 78 for configuration and catalog errors; 1 for
 //! other errors; 2 for usage errors.
 
+mod bench;
 mod check;
 mod demo;
 mod doc;
@@ -53,6 +54,11 @@ enum Command {
     },
     /// Run several seed drivers' critical sections concurrently and show who waited for whom.
     Demo(demo::DemoArgs),
+    /// Measure every backend against its floor and the Python tools (see BENCHMARKS.md).
+    Bench(bench::BenchArgs),
+    /// The other process of `locks bench` (internal).
+    #[command(hide = true)]
+    BenchPeer(bench::PeerArgs),
     /// Check mutual exclusion: N holders take one lock M times; report overlaps and token regressions.
     Check(check::CheckArgs),
     /// One holder of `locks check` (internal).
@@ -165,6 +171,8 @@ async fn dispatch(cli: Cli) -> locks::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => demo::demo(config, args).await,
+        Command::Bench(args) => bench::bench(config, args).await,
+        Command::BenchPeer(args) => bench::peer(args).await,
         Command::Check(args) => check::check(config, args).await,
         Command::CheckWorker(args) => check::worker(config, args).await,
     }
