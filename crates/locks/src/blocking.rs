@@ -16,9 +16,15 @@ use crate::{Config, Locks};
 /// Re-entry is detected per OS thread.
 #[derive(Debug)]
 pub struct BlockingLocks {
-    runtime: tokio::runtime::Runtime,
+    // Always `Some` until dropped; `Drop` takes it to shut it down with a bound.
+    runtime: Option<tokio::runtime::Runtime>,
     locks: Locks,
 }
+
+/// How long dropping a [`BlockingLocks`] waits for its runtime's threads. A
+/// lock-file waiter that timed out may stay blocked in the kernel until the
+/// holder releases (see `locks-file`); the drop does not wait for it.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl BlockingLocks {
     /// Starts a runtime and opens the backends `config` names.
@@ -40,7 +46,10 @@ impl BlockingLocks {
                 .with_source(e)
             })?;
         let locks = runtime.block_on(Locks::open(config))?;
-        Ok(BlockingLocks { runtime, locks })
+        Ok(BlockingLocks {
+            runtime: Some(runtime),
+            locks,
+        })
     }
 
     /// The async client this one wraps.
@@ -50,12 +59,14 @@ impl BlockingLocks {
 
     /// The runtime the calls run on (for spawning work that outlives a call).
     pub fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self.runtime
+        self.runtime
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("the runtime lives until drop"))
     }
 
     fn run<T>(&self, future: impl Future<Output = Result<T>>) -> Result<T> {
         not_in_runtime()?;
-        self.runtime.block_on(future)
+        self.runtime().block_on(future)
     }
 
     /// [`Locks::lock_with`], blocking.
@@ -112,6 +123,14 @@ impl BlockingLocks {
     /// As [`Locks::clean`].
     pub fn clean(&self, scope: Scope) -> Result<CleanReport> {
         self.run(self.locks.clean(scope))
+    }
+}
+
+impl Drop for BlockingLocks {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(SHUTDOWN_WAIT);
+        }
     }
 }
 

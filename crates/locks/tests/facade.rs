@@ -277,3 +277,28 @@ fn blocking_client_works_without_a_runtime_and_refuses_inside_one() {
     let err = rt.block_on(async { locks.lock("nvmet", &Params::new()).map(|_| ()).unwrap_err() });
     assert_eq!(err.kind(), ErrorKind::Unsupported);
 }
+
+#[test]
+fn dropping_the_blocking_client_does_not_wait_for_an_abandoned_file_waiter() {
+    let dir = tempfile::tempdir().unwrap();
+    let holder = BlockingLocks::open(config_in(dir.path(), "")).unwrap();
+    let guard = holder.lock("lio", &Params::new()).unwrap();
+    let waiter = BlockingLocks::open(config_in(dir.path(), "")).unwrap();
+    let err = waiter
+        .lock_with(
+            "lio",
+            &Params::new(),
+            Wait::Timeout(Duration::from_millis(100)),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout);
+    // The timed-out waiter's thread is still blocked in the kernel behind `guard`.
+    let started = std::time::Instant::now();
+    drop(waiter);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "drop took {:?}",
+        started.elapsed()
+    );
+    holder.release(guard).unwrap();
+}
