@@ -207,16 +207,23 @@ fn start_check(
     iterations: usize,
     log: &Path,
 ) -> Child {
+    start_check_holding(config, scope, name, processes, iterations, 0, log)
+}
+
+/// `locks check` in the background, each holding lasting `hold_us` µs.
+fn start_check_holding(
+    config: &Path,
+    scope: &str,
+    name: &str,
+    processes: usize,
+    iterations: usize,
+    hold_us: u64,
+    log: &Path,
+) -> Child {
     locks(config)
-        .args([
-            "check",
-            "--scope",
-            scope,
-            "--name",
-            name,
-            "--timeout",
-            "60s",
-        ])
+        .args(["check", "--scope", scope, "--name", name])
+        .args(["--timeout", "60s", "--hold-us"])
+        .arg(hold_us.to_string())
         .arg("--processes")
         .arg(processes.to_string())
         .arg("--iterations")
@@ -579,7 +586,7 @@ fn lock_directory_deleted_under_running_holders_is_a_typed_error_never_an_overla
     let env = Env::new();
     let config = env.config("file.toml", None);
     let log = env.path("check.log");
-    let checker = start_check(&config, "node", "fault-rmdir", 3, 300, &log);
+    let checker = start_check_holding(&config, "node", "fault-rmdir", 3, 300, 2000, &log);
     // Holders need about 2 s for their 900 holdings of 2 ms; remove the directory meanwhile.
     std::thread::sleep(Duration::from_millis(300));
     std::fs::remove_dir_all(env.path("locks")).expect("remove the lock directory");
@@ -652,4 +659,140 @@ fn the_lock_directory_is_created_private() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o700, "mode {mode:o}");
+}
+
+// ---------------------------------------------------------------- credentials
+
+/// `locks run` on `config`: (exit code, stdout + stderr).
+fn run_once(config: &Path, name: &str) -> (i32, String) {
+    let (code, stdout, stderr) = output(locks(config).args([
+        "run",
+        "--scope",
+        "global",
+        "--name",
+        name,
+        "--timeout",
+        "5s",
+        "--",
+        "true",
+    ]));
+    (code, format!("{stdout}{stderr}"))
+}
+
+/// `format!("{:?}")` of a client opened on `config`, or of the error opening it.
+fn debug_of_client(config: &Path) -> String {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        match locks::Config::from_file(config) {
+            Ok(c) => match locks::Locks::open(c).await {
+                Ok(client) => format!("{client:?} {:?}", client.backend(locks::Scope::Global)),
+                Err(e) => format!("{e:?} {}", e.report()),
+            },
+            Err(e) => format!("{e:?} {}", e.report()),
+        }
+    })
+}
+
+#[test]
+fn etcd_with_authentication_never_shows_the_password() {
+    const PW: &str = "R00t-Pw-ofEtcd";
+    const WRONG: &str = "Wr0ng-Pw-ofEtcd";
+    if server("LOCKS_TEST_ETCD").is_none() {
+        return;
+    }
+    let etcd = Dedicated::start("etcd");
+    for args in [
+        vec!["user", "add", &format!("root:{PW}")],
+        vec!["auth", "enable"],
+    ] {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &etcd.addr])
+            .args(&args)
+            .output()
+            .expect("etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let env = Env::new();
+    let right = env.config(
+        "right.toml",
+        Some(&format!("etcd://root:{PW}@{}?ttl=5s", etcd.addr)),
+    );
+    let wrong = env.config(
+        "wrong.toml",
+        Some(&format!("etcd://root:{WRONG}@{}?ttl=5s", etcd.addr)),
+    );
+    let anonymous = env.config("anonymous.toml", Some(&format!("etcd://{}", etcd.addr)));
+
+    let (code, text) = run_once(&right, "auth");
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains(PW), "{text}");
+    let log = env.path("check.log");
+    let out = start_check(&right, "global", "auth-check", 2, 10, &log)
+        .wait_with_output()
+        .expect("checker");
+    expect_clean(&out);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(PW));
+
+    for (config, what) in [(&wrong, "wrong password"), (&anonymous, "no password")] {
+        let (code, text) = run_once(config, "auth");
+        assert_eq!(code, 1, "{what}: {text}");
+        assert!(
+            !text.contains(PW) && !text.contains(WRONG),
+            "{what}: {text}"
+        );
+        assert!(
+            text.to_lowercase().contains("permission")
+                || text.to_lowercase().contains("auth")
+                || text.contains("credentials")
+                || text.contains("user and password"),
+            "{what}: the message says what is wrong: {text}"
+        );
+    }
+    for config in [&right, &wrong] {
+        let shown = debug_of_client(config);
+        assert!(!shown.contains(PW) && !shown.contains(WRONG), "{shown}");
+    }
+}
+
+#[test]
+fn zookeeper_digest_credentials_never_show() {
+    const PW: &str = "Zk-Digest-Pw1";
+    const WRONG: &str = "Zk-Wrong-Pw2";
+    let Some(addr) = server("LOCKS_TEST_ZK") else {
+        return;
+    };
+    let env = Env::new();
+    let ns = format!("/locks-faults-acl-{}", std::process::id());
+    let right = env.config(
+        "right.toml",
+        Some(&format!("zookeeper://cinder:{PW}@{addr}{ns}")),
+    );
+    let wrong = env.config(
+        "wrong.toml",
+        Some(&format!("zookeeper://cinder:{WRONG}@{addr}{ns}")),
+    );
+    let (code, text) = run_once(&right, "acl");
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains(PW), "{text}");
+
+    // The owner holds the lock; a client with the wrong password meets the ACL.
+    let log = env.path("check.log");
+    let holder = Holder::start(&right, "global", "acl", Duration::from_secs(20), &log);
+    let (code, text) = run_once(&wrong, "acl");
+    assert_ne!(code, 0, "the wrong password is refused: {text}");
+    assert!(!text.contains(PW) && !text.contains(WRONG), "{text}");
+    drop(holder);
+    for config in [&right, &wrong] {
+        let shown = debug_of_client(config);
+        assert!(!shown.contains(PW) && !shown.contains(WRONG), "{shown}");
+    }
 }
