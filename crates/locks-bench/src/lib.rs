@@ -52,6 +52,15 @@ pub struct BenchOptions {
     pub python: Option<PathBuf>,
     /// `include/locks.h` and the directory holding `liblocks_ffi.a`, for the C ABI row.
     pub ffi: Option<(PathBuf, PathBuf)>,
+    /// Run only these sections (`memory`, `file`, `etcd`, `zookeeper`, `c`,
+    /// `python`); empty runs all.
+    pub only: Vec<String>,
+}
+
+impl BenchOptions {
+    fn wants(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
 }
 
 impl BenchOptions {
@@ -84,6 +93,7 @@ impl BenchOptions {
             zookeeper,
             python,
             ffi,
+            only: Vec::new(),
         })
     }
 }
@@ -304,10 +314,15 @@ pub async fn run(opts: &BenchOptions, out: &mut (dyn Write + Send)) -> Result<()
     )?;
 
     let mut ours_cycle = Vec::new();
-    memory(&plan, &dir.0, out).await?;
-    let file_cycle = file(&plan, opts, &dir.0, out).await?;
-    ours_cycle.push(("file", file_cycle));
+    if opts.wants("memory") {
+        memory(&plan, &dir.0, out).await?;
+    }
+    if opts.wants("file") || opts.wants("python") {
+        let file_cycle = file(&plan, opts, &dir.0, out).await?;
+        ours_cycle.push(("file", file_cycle));
+    }
     match &opts.etcd {
+        _ if !(opts.wants("etcd") || opts.wants("python")) => {}
         Some(ep) => {
             let c = etcd(&plan, opts, &dir.0, ep, out).await?;
             ours_cycle.push(("etcd", c));
@@ -318,6 +333,7 @@ pub async fn run(opts: &BenchOptions, out: &mut (dyn Write + Send)) -> Result<()
         )?,
     }
     match &opts.zookeeper {
+        _ if !(opts.wants("zookeeper") || opts.wants("python")) => {}
         Some(ep) => {
             let c = zookeeper(&plan, opts, &dir.0, ep, out).await?;
             ours_cycle.push(("zookeeper", c));
@@ -327,8 +343,16 @@ pub async fn run(opts: &BenchOptions, out: &mut (dyn Write + Send)) -> Result<()
             "\n[zookeeper]\n  skipped: no ZooKeeper server (set LOCKS_TEST_ZK or give --config with a zookeeper:// global)",
         )?,
     }
-    c_abi(&plan, opts, &dir.0, out).await?;
-    python(&plan, opts, &dir.0, &ours_cycle, out).await?;
+    if opts.wants("c")
+        && let Err(e) = c_abi(&plan, opts, &dir.0, out).await
+    {
+        say(out, format_args!("  failed: {e}"))?;
+    }
+    if opts.wants("python")
+        && let Err(e) = python(&plan, opts, &dir.0, &ours_cycle, out).await
+    {
+        say(out, format_args!("  failed: {e}"))?;
+    }
     say(
         out,
         format_args!("\ntotal {:.1} s", started.elapsed().as_secs_f64()),
@@ -1077,23 +1101,28 @@ async fn c_abi(
             }
         }
         let config = Config::from_toml_str(&toml, dir, "bench")?;
-        let r = tokio::task::spawn_blocking(move || -> Result<Vec<f64>> {
-            let blocking = locks::BlockingLocks::open(config)?;
-            let mut means = Vec::new();
-            for b in 0..3 {
-                let start = Instant::now();
-                for _ in 0..batch {
-                    let g = blocking.lock_name(Scope::Process, "bench-ffi", Wait::Forever)?;
-                    blocking.release(g)?;
+        // A thread of its own: BlockingLocks refuses to run inside a runtime.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send((|| -> Result<Vec<f64>> {
+                let blocking = locks::BlockingLocks::open(config)?;
+                let mut means = Vec::new();
+                for b in 0..3 {
+                    let start = Instant::now();
+                    for _ in 0..batch {
+                        let g = blocking.lock_name(Scope::Process, "bench-ffi", Wait::Forever)?;
+                        blocking.release(g)?;
+                    }
+                    if b > 0 {
+                        means.push(start.elapsed().as_secs_f64() * 1e6 / batch as f64);
+                    }
                 }
-                if b > 0 {
-                    means.push(start.elapsed().as_secs_f64() * 1e6 / batch as f64);
-                }
-            }
-            Ok(means)
-        })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))??;
+                Ok(means)
+            })());
+        });
+        let r = rx
+            .await
+            .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))??;
         for m in r {
             rust.push(m);
         }

@@ -14,6 +14,9 @@ pub(crate) struct BenchArgs {
     /// Fewer rounds and smaller sets: the whole run in under a minute.
     #[arg(long)]
     quick: bool,
+    /// Run only these sections: memory, file, etcd, zookeeper, c, python.
+    #[arg(long, value_delimiter = ',', value_name = "SECTION")]
+    only: Vec<String>,
 }
 
 /// Options of `locks bench-peer` (internal).
@@ -44,7 +47,9 @@ enum PeerScope {
 pub(crate) async fn bench(config: Option<&Path>, args: BenchArgs) -> locks::Result<ExitCode> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::io("finding the locks binary to run bench peers", e))?;
-    let opts = locks_bench::BenchOptions::from_env(args.quick, config.map(Path::to_owned), exe)?;
+    let mut opts =
+        locks_bench::BenchOptions::from_env(args.quick, config.map(Path::to_owned), exe)?;
+    opts.only = args.only;
     let mut out = std::io::stdout();
     locks_bench::run(&opts, &mut out).await?;
     Ok(ExitCode::SUCCESS)
