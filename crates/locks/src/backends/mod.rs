@@ -127,6 +127,7 @@ pub(crate) fn fold_host_list(text: &str) -> Option<String> {
 /// (tooz's lock lease TTL is `lock_timeout`, else `timeout`, else 30 s), and
 /// `kazoo://` is `zookeeper://`. Other URLs are returned unchanged.
 fn translate_tooz(key: &str, text: &str) -> Result<String> {
+    let shown = redact_text(text);
     if let Some(rest) = text.strip_prefix("kazoo://") {
         return Ok(format!("zookeeper://{rest}"));
     }
@@ -134,7 +135,7 @@ fn translate_tooz(key: &str, text: &str) -> Result<String> {
         return Err(Error::new(
             ErrorKind::Unsupported,
             format!(
-                "{key} = \"{text}\": tooz's etcd3+https (TLS) is not supported by this build; use etcd3+http or etcd://"
+                "{key} = \"{shown}\": tooz's etcd3+https (TLS) is not supported by this build; use etcd3+http or etcd://"
             ),
         ));
     }
@@ -155,7 +156,7 @@ fn translate_tooz(key: &str, text: &str) -> Result<String> {
                 return Err(Error::new(
                     ErrorKind::InvalidConfig,
                     format!(
-                        "{key} = \"{text}\": tooz option `{k}` is not understood here \
+                        "{key} = \"{shown}\": tooz option `{k}` is not understood here \
                          (known: timeout, lock_timeout, membership_timeout, api_version)"
                     ),
                 ));
@@ -166,13 +167,29 @@ fn translate_tooz(key: &str, text: &str) -> Result<String> {
     if seconds.is_empty() || !seconds.chars().all(|c| c.is_ascii_digit()) {
         return Err(Error::new(
             ErrorKind::InvalidConfig,
-            format!("{key} = \"{text}\": the tooz lock timeout `{seconds}` must be whole seconds"),
+            format!("{key} = \"{shown}\": the tooz lock timeout `{seconds}` must be whole seconds"),
         ));
     }
     Ok(format!(
         "etcd://{}?layout=tooz&ttl={seconds}s",
         authority.trim_end_matches('/')
     ))
+}
+
+/// `text` with the password of a `scheme://user:password@host` prefix replaced
+/// by `***`, for messages about text that may not parse as a URL.
+fn redact_text(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return text.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => text.to_owned(),
+    }
 }
 
 /// Opens the backend `text` names; `key` is the configuration key it came from.
@@ -188,7 +205,10 @@ pub(crate) async fn open(key: &str, text: &str) -> Result<Arc<dyn Backend>> {
     let url = Url::parse(text).map_err(|e| {
         Error::new(
             ErrorKind::InvalidConfig,
-            format!("{key} = \"{text}\": not a URL ({e}); expected e.g. memory://, file:///var/lib/locks, etcd://127.0.0.1:2379"),
+            format!(
+                "{key} = \"{}\": not a URL ({e}); expected e.g. memory://, file:///var/lib/locks, etcd://127.0.0.1:2379",
+                redact_text(text)
+            ),
         )
     })?;
     let parsed = BackendUrl { key, url };
@@ -301,6 +321,18 @@ mod tests {
             t("etcd3+https://h:2379").unwrap_err().kind(),
             ErrorKind::Unsupported
         );
+    }
+
+    #[test]
+    fn passwords_are_redacted_in_text_that_does_not_parse() {
+        assert_eq!(redact_text("etcd://u:pw@h:99999"), "etcd://u:***@h:99999");
+        assert_eq!(
+            redact_text("etcd3+http://u:p@w@h:1?x"),
+            "etcd3+http://u:***@h:1?x"
+        );
+        assert_eq!(redact_text("etcd://h:1/a@b"), "etcd://h:1/a@b");
+        assert_eq!(redact_text("etcd://user@h:1"), "etcd://user@h:1");
+        assert_eq!(redact_text("not a url"), "not a url");
     }
 
     #[test]
