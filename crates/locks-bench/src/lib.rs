@@ -706,9 +706,10 @@ async fn contention(
     for _ in 0..4 {
         peers.push(Peer::spawn(opts, node, global, scope, &name).await?);
     }
-    let deadline = monotonic_ns() + 200_000_000 + length.as_nanos() as u64;
+    let start = monotonic_ns() + 200_000_000;
+    let deadline = start + length.as_nanos() as u64;
     for p in &mut peers {
-        p.send(&format!("contend {deadline}")).await?;
+        p.send(&format!("contend {start} {deadline}")).await?;
     }
     let mut counts = Vec::new();
     for p in &mut peers {
@@ -759,8 +760,8 @@ pub struct PeerOptions {
 /// The other process of the handoff and contention rows: says `ready`, then
 /// reads commands from stdin until EOF. `acquire`: says `waiting`, acquires,
 /// prints the `CLOCK_MONOTONIC` nanoseconds at which it held the lock,
-/// releases. `contend DEADLINE_NS`: acquires and releases from now until
-/// `CLOCK_MONOTONIC` passes `DEADLINE_NS`, then prints how many cycles it did.
+/// releases. `contend START_NS END_NS`: acquires and releases from
+/// `CLOCK_MONOTONIC` `START_NS` to `END_NS`, then prints how many cycles it did.
 ///
 /// # Errors
 /// Backend errors and broken pipes.
@@ -797,10 +798,13 @@ pub async fn peer(opts: PeerOptions) -> Result<()> {
             let t1 = monotonic_ns();
             guard.release().await?;
             write(format!("{t1}\n")).await?;
-        } else if let Some(deadline) = line.strip_prefix("contend ") {
-            let deadline: u64 = deadline
-                .parse()
-                .map_err(|_| Error::new(ErrorKind::Internal, "bad deadline from the bench"))?;
+        } else if let Some(times) = line.strip_prefix("contend ") {
+            let mut times = times.split(' ').map(str::parse::<u64>);
+            let (Some(Ok(start)), Some(Ok(deadline))) = (times.next(), times.next()) else {
+                return Err(Error::new(ErrorKind::Internal, "bad times from the bench"));
+            };
+            // Everyone starts together.
+            tokio::time::sleep(Duration::from_nanos(start.saturating_sub(monotonic_ns()))).await;
             let mut count = 0u64;
             while monotonic_ns() < deadline {
                 let guard = locks
