@@ -573,8 +573,6 @@ fn etcd_restarted_with_its_data_dir_holders_keep_their_locks() {
 
 /// Waiters queued before the restart should wait through it and acquire.
 #[test]
-#[ignore = "locks-etcd: a waiter fails with Unavailable (connection refused) as soon as the server \
-            goes away instead of retrying within its timeout; see docs/reliability.md"]
 fn etcd_restarted_with_its_data_dir_waiters_acquire_afterwards() {
     etcd_restart(true);
 }

@@ -12,12 +12,13 @@ use etcd_client::{
     Compare, CompareOp, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
     TxnResponse,
 };
-use locks_core::{Backend, Error, ErrorKind, LockRequest, LockState, Result, Wait};
+use locks_core::{
+    Backend, Error, ErrorKind, LocalTurn, LockName, LockRequest, LockState, Result, Wait,
+};
 
 use crate::core::{Check, Core, OwnedKey, is_lease_not_found};
 use crate::held::{Contender, EtcdHeld};
 use crate::wait::{RETRY_PAUSE, Watched, until_deleted};
-use locks_core::{LocalTurn, LockName};
 
 /// Restarts that cost no waiting (a stale key of ours, a lease that expired
 /// just before use) before giving up.
@@ -153,7 +154,16 @@ async fn wait_for_turn(
             ),
         ]);
         let mut kv = core.client.kv_client();
-        let looked = core.call("checking the lock queue", kv.txn(txn)).await?;
+        let looked = match core.call("checking the lock queue", kv.txn(txn)).await {
+            Ok(looked) => looked,
+            // Our key keeps our place while the lease lives: ride out a
+            // server restart instead of failing the waiter.
+            Err(e) if e.kind() == ErrorKind::Unavailable && !lease.is_lost() => {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let responses = looked.op_responses();
         let mine = get_kvs(&responses, 0).first().cloned();
         match mine {

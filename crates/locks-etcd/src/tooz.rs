@@ -8,13 +8,14 @@
 use std::sync::Arc;
 
 use etcd_client::{Compare, CompareOp, PutOptions, Txn, TxnOp};
-use locks_core::{Backend, Error, ErrorKind, LockRequest, LockState, Result, Wait};
+use locks_core::{
+    Backend, Error, ErrorKind, LocalTurn, LockName, LockRequest, LockState, Result, Wait,
+};
 
 use crate::core::{Check, Core, OwnedKey, is_lease_not_found};
 use crate::held::{Contender, EtcdHeld};
 use crate::mutex::{get_kvs, revision};
 use crate::wait::{RETRY_PAUSE, Watched, until_deleted};
-use locks_core::{LocalTurn, LockName};
 
 const MAX_QUICK_RESTARTS: u32 = 5;
 
@@ -34,6 +35,7 @@ pub(crate) async fn acquire(
     let value = uuid::Uuid::new_v4().as_bytes().to_vec();
     let mut contender = Contender::new(Arc::clone(core), local);
     let mut quick_restarts = 0;
+    let mut waited = false;
     loop {
         if quick_restarts > MAX_QUICK_RESTARTS {
             return Err(Error::new(
@@ -62,6 +64,13 @@ pub(crate) async fn acquire(
         let mut kv = core.client.kv_client();
         let tried = match core.call("creating a lock key", kv.txn(txn)).await {
             Ok(tried) => tried,
+            // A waiter already in line rides out a server restart while its
+            // lease lives; a first attempt reports the outage at once.
+            Err(e) if e.kind() == ErrorKind::Unavailable && waited && !lease.is_lost() => {
+                contender.disarm();
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
             Err(e) if is_lease_not_found(&e) => {
                 lease.state.set(LockState::Lost);
                 contender.disarm();
@@ -101,6 +110,7 @@ pub(crate) async fn acquire(
             // Released between the compare and the read; try again.
             continue;
         }
+        waited = true;
         match until_deleted(core, &key, revision(&tried) + 1, &lease).await? {
             Watched::Deleted | Watched::LeaseLost => {}
             Watched::Retry => tokio::time::sleep(RETRY_PAUSE).await,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use etcd_client::{EventType, WatchFilterType, WatchOptions};
-use locks_core::Result;
+use locks_core::{ErrorKind, Result};
 
 use crate::core::{Core, Lease};
 
@@ -23,7 +23,8 @@ pub(crate) enum Watched {
 pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Waits until `key` is deleted at a revision >= `start_revision`, or `lease`
-/// is lost. Creating the watch is bounded by the request timeout; the wait
+/// is lost. A server that cannot be reached gives [`Watched::Retry`] while the
+/// lease lives, so queued waiters ride out a restart shorter than the TTL. Creating the watch is bounded by the request timeout; the wait
 /// itself is not (the caller's [`Wait`](locks_core::Wait) bounds it).
 ///
 /// Cancel safe: dropping the future drops the watch.
@@ -37,12 +38,21 @@ pub(crate) async fn until_deleted(
         .with_start_revision(start_revision)
         .with_filters([WatchFilterType::NoPut]);
     let mut watcher = core.client.watch_client();
-    let mut stream = core
+    let mut stream = match core
         .call(
             "watching a lock key",
             watcher.watch(key.to_vec(), Some(options)),
         )
-        .await?;
+        .await
+    {
+        Ok(stream) => stream,
+        // The server is restarting or briefly unreachable: the caller looks
+        // again after a pause, for as long as its lease lives.
+        Err(e) if e.kind() == ErrorKind::Unavailable && !lease.is_lost() => {
+            return Ok(Watched::Retry);
+        }
+        Err(e) => return Err(e),
+    };
     loop {
         tokio::select! {
             message = stream.message() => match message {
