@@ -774,8 +774,5 @@ async fn a_hundred_thousand_names_leave_the_table_empty() {
         guard.release().await.unwrap();
     }
     assert_eq!(backend.active_names(), 0);
-    assert!(
-        backend.table.capacity() < 64,
-        "the table never grew"
-    );
+    assert!(backend.table.capacity() < 64, "the table never grew");
 }
