@@ -487,7 +487,7 @@ async fn file(
     opts: &BenchOptions,
     dir: &Path,
     out: &mut (dyn Write + Send),
-) -> Result<f64> {
+) -> Result<Ours> {
     use std::os::fd::AsRawFd;
     say(out, "\n[file]")?;
     let locks = open_client(dir, None).await?;
@@ -579,7 +579,17 @@ async fn file(
         Some(1.0),
     )?;
     contention(opts, &node, &node, Scope::Node, plan.contend, out).await?;
-    Ok(ours.p50())
+    Ok(Ours {
+        cycle: ours.p50(),
+        handoff: hand.p50(),
+    })
+}
+
+/// Our p50s of one backend, for the rows against the Python tools.
+#[derive(Debug, Clone, Copy)]
+struct Ours {
+    cycle: f64,
+    handoff: f64,
 }
 
 // ---------------------------------------------------------------- peers
@@ -827,7 +837,7 @@ async fn etcd(
     dir: &Path,
     endpoint: &str,
     out: &mut (dyn Write + Send),
-) -> Result<f64> {
+) -> Result<Ours> {
     say(out, format_args!("\n[etcd {endpoint}]"))?;
     let url = format!("etcd://{endpoint}");
     let locks = open_client(dir, Some(&url)).await?;
@@ -898,7 +908,10 @@ async fn etcd(
     held_many(&locks, plan.held_names, "lease", out).await?;
     contention(opts, &node, &url, Scope::Global, plan.contend, out).await?;
     let _ = raw2.delete(key.as_str(), None).await;
-    Ok(ours.p50())
+    Ok(Ours {
+        cycle: ours.p50(),
+        handoff: hand.p50(),
+    })
 }
 
 /// Acquires `n` distinct Global names at once on one client, holds them all, releases them.
@@ -965,7 +978,7 @@ async fn zookeeper(
     dir: &Path,
     endpoint: &str,
     out: &mut (dyn Write + Send),
-) -> Result<f64> {
+) -> Result<Ours> {
     use zookeeper_client as zk;
     say(out, format_args!("\n[zookeeper {endpoint}]"))?;
     let url = format!("zookeeper://{endpoint}/locks-bench");
@@ -1039,7 +1052,10 @@ async fn zookeeper(
     )?;
     held_many(&locks, plan.held_names, "session", out).await?;
     contention(opts, &node, &url, Scope::Global, plan.contend, out).await?;
-    Ok(ours.p50())
+    Ok(Ours {
+        cycle: ours.p50(),
+        handoff: hand.p50(),
+    })
 }
 
 // ---------------------------------------------------------------- C ABI
@@ -1147,7 +1163,7 @@ async fn python(
     plan: &Plan,
     opts: &BenchOptions,
     dir: &Path,
-    ours: &[(&str, f64)],
+    ours: &[(&str, Ours)],
     out: &mut (dyn Write + Send),
 ) -> Result<()> {
     say(out, "\n[python anchors: ours / theirs on the same server]")?;
@@ -1174,34 +1190,52 @@ async fn python(
     }
     for (kind, target, backend) in cases {
         let Some(our) = get(backend) else { continue };
-        let iters = if backend == "file" {
-            plan.python_iters * 10
-        } else {
-            plan.python_iters
-        };
-        let output = Command::new(py)
-            .arg(&script)
-            .args([kind, &target])
-            .arg(iters.to_string())
-            .output()
-            .await
-            .map_err(io_err("running the Python anchors"))?;
-        let label = format!("{backend} cycle vs {kind} {}", scheme_of(&target));
-        let text = String::from_utf8_lossy(&output.stdout);
-        match text.trim().parse::<f64>() {
-            Ok(theirs) if output.status.success() => {
-                row(out, &label, our, "", Some(theirs), Some(0.1))?;
+        for handoff in [false, true] {
+            let iters = if backend == "file" {
+                plan.python_iters * 10
+            } else {
+                plan.python_iters
+            };
+            let mut cmd = Command::new(py);
+            cmd.arg(&script);
+            if handoff {
+                // tooz on etcd polls once a second: few rounds are plenty.
+                let rounds = match (backend, opts.quick) {
+                    ("etcd", true) => 2,
+                    ("etcd", false) => 5,
+                    (_, true) => 5,
+                    (_, false) => 15,
+                };
+                cmd.args(["handoff", kind, &target]).arg(rounds.to_string());
+            } else {
+                cmd.args([kind, &target]).arg(iters.to_string());
             }
-            _ => say(
-                out,
-                format_args!(
-                    "  {label:<46} skipped: {}",
-                    String::from_utf8_lossy(&output.stderr)
-                        .lines()
-                        .last()
-                        .unwrap_or("no output")
-                ),
-            )?,
+            let output = cmd
+                .output()
+                .await
+                .map_err(io_err("running the Python anchors"))?;
+            let (what, our) = if handoff {
+                ("handoff", our.handoff)
+            } else {
+                ("cycle", our.cycle)
+            };
+            let label = format!("{backend} {what} vs {kind} {}", scheme_of(&target));
+            let text = String::from_utf8_lossy(&output.stdout);
+            match text.trim().parse::<f64>() {
+                Ok(theirs) if output.status.success() => {
+                    row(out, &label, our, "", Some(theirs), Some(0.1))?;
+                }
+                _ => say(
+                    out,
+                    format_args!(
+                        "  {label:<46} skipped: {}",
+                        String::from_utf8_lossy(&output.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or("no output")
+                    ),
+                )?,
+            }
         }
     }
     Ok(())
