@@ -1223,7 +1223,8 @@ async fn python(
             let text = String::from_utf8_lossy(&output.stdout);
             match text.trim().parse::<f64>() {
                 Ok(theirs) if output.status.success() => {
-                    row(out, &label, our, "", Some(theirs), Some(0.1))?;
+                    let speedup = format!("speedup={:.1}x", theirs / our);
+                    row(out, &label, our, &speedup, Some(theirs), Some(0.1))?;
                 }
                 _ => say(
                     out,
