@@ -195,7 +195,11 @@ impl Default for LockStateSender {
 /// A receiver for backends whose locks cannot be lost while the process lives
 /// (memory, file): always [`LockState::Held`].
 pub fn never_lost() -> watch::Receiver<LockState> {
-    LockStateSender::new().subscribe()
+    // One sender for all such guards: it never changes, and building a channel
+    // per guard was a quarter of a memory-backend cycle.
+    static HELD: std::sync::OnceLock<watch::Sender<LockState>> = std::sync::OnceLock::new();
+    HELD.get_or_init(|| watch::Sender::new(LockState::Held))
+        .subscribe()
 }
 
 /// The backend half of a guard: what it takes to let go of one held lock.

@@ -90,10 +90,11 @@
 //! names pass through. Across processes the kernel does not promise any
 //! order, so [`Capabilities::fifo`] is `false`.
 //!
-//! Waiting does not poll: the wait happens in a blocking `F_OFD_SETLKW` (or
-//! `flock(LOCK_EX)`) call on a thread of tokio's blocking pool (a plain
-//! thread when no tokio runtime is running), and the result comes back through
-//! a channel. A [`Wait::TryOnce`] acquire uses the non-blocking call and fails
+//! A free lock is taken at once with non-blocking calls on the calling
+//! thread. Waiting for a held one does not poll: the wait happens in a
+//! blocking `F_OFD_SETLKW` (or `flock(LOCK_EX)`) call on a thread of tokio's
+//! blocking pool (a plain thread when no tokio runtime is running), and the
+//! result comes back through a channel. A [`Wait::TryOnce`] acquire uses the non-blocking call and fails
 //! with [`ErrorKind::WouldBlock`] when the lock, or the in-process mutex, is
 //! busy.
 //!
@@ -700,11 +701,29 @@ impl Backend for FileBackend {
                 .ok_or_else(|| request.would_block(self))?
         };
 
+        // Fast path: a free lock is taken with non-blocking calls on this
+        // thread (an open and an fcntl of a few microseconds), without a round
+        // trip through the blocking pool.
+        match sys::lock_path(&path, self.mechanism, false, &|| false)? {
+            Attempt::Acquired(file) => {
+                let held = FileHeld { file, _turn: turn };
+                return Ok(LockGuard::new(
+                    request,
+                    next_token(),
+                    never_lost(),
+                    Box::new(held),
+                ));
+            }
+            Attempt::Busy if !blocking => return Err(request.would_block(self)),
+            Attempt::Busy => {}
+        }
+
+        // Slow path: wait in the kernel on a blocking thread.
         let (tx, rx) = oneshot::channel::<Answer>();
         let mechanism = self.mechanism;
         let job_path = path.clone();
         run_blocking(move || {
-            let attempt = sys::lock_path(&job_path, mechanism, blocking, &|| tx.is_closed());
+            let attempt = sys::lock_path(&job_path, mechanism, true, &|| tx.is_closed());
             let answer = match attempt {
                 Ok(Attempt::Acquired(file)) => {
                     let token = next_token();
