@@ -6,6 +6,7 @@
 #   etcd-server, etcd-client            a real etcd and etcdctl for the etcd tests
 #   zookeeper                           a real ZooKeeper (Java) for the ZooKeeper tests
 #   python3                             the oslo.concurrency-style lockf interop tests
+#   openssl                             throw-away certificates for the etcd TLS test
 #   gcc, libc6-dev                      `cc` for the C examples of the C ABI (examples/c)
 #   golang-go                           the cgo package and Go examples of the C ABI (Go 1.19)
 #   valgrind                            the C examples run under valgrind
@@ -18,6 +19,7 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 [ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 command -v python3 >/dev/null || need+=(python3)
+command -v openssl >/dev/null || need+=(openssl)
 command -v cc >/dev/null || need+=(gcc)
 [ -f /usr/include/stdio.h ] || need+=(libc6-dev)
 command -v go >/dev/null || need+=(golang-go)

@@ -14,9 +14,9 @@
 //!     default 5 s.
 //!   - `endpoints`: more servers, comma-separated.
 //!   - `ca`, `cert`, `key`: PEM files for TLS (the CA certificate is required
-//!     for TLS; `cert` and `key` go together). Only in builds where
-//!     `locks-etcd` has its `tls` feature; otherwise they are an
-//!     [`ErrorKind::Unsupported`](locks_core::ErrorKind::Unsupported) error.
+//!     for TLS; `cert` and `key` go together). The facade's `etcd` feature
+//!     builds `locks-etcd` with TLS; a build without it answers these options
+//!     with an [`ErrorKind::Unsupported`](locks_core::ErrorKind::Unsupported) error.
 
 use std::path::PathBuf;
 use std::sync::Arc;
