@@ -1,12 +1,25 @@
 //! The conformance suite every backend runs (feature `testing`).
 //!
-//! Each check is a public async function taking the backend under test; they
-//! panic on failure. [`conformance_tests!`](crate::conformance_tests) expands
-//! to one `#[tokio::test]` per check, so a backend crate runs all of them with
-//! one line:
+//! Each check is a public async function taking two clients of one lock
+//! space: `backend`, the client under test, and `peer`, another client of the
+//! same locks (a second lock-file backend on the same directory, a second etcd
+//! connection with its own lease, a second ZooKeeper session; for the memory
+//! backend, whose locks live in one instance, a clone). Contenders are spread
+//! over both, so a check passes only if the mechanism itself excludes, not
+//! just the in-process queue in front of it. The checks panic on failure.
+//!
+//! [`conformance_tests!`](crate::conformance_tests) expands to one
+//! `#[tokio::test]` per check from a factory returning
+//! `Option<(Arc<dyn Backend>, Arc<dyn Backend>)>`; `None` skips the check
+//! (a server that is not configured):
 //!
 //! ```ignore
-//! locks_core::conformance_tests!(|| async { std::sync::Arc::new(MyBackend::new()) });
+//! locks_core::conformance_tests!(|| async {
+//!     let dir = std::env::temp_dir().join("x");
+//!     let a = std::sync::Arc::new(MyBackend::open(&dir)?);
+//!     let b = std::sync::Arc::new(MyBackend::open(&dir)?);
+//!     Some((a as _, b as _))
+//! });
 //! ```
 //!
 //! Lock names carry the process id and a counter, so suites of several
@@ -21,7 +34,8 @@ use crate::{
 };
 
 /// Expands to one `#[tokio::test]` per conformance check. `$factory` is a
-/// closure returning a future of `Arc<B>` (or `Arc<dyn Backend>`).
+/// closure returning a future of `Option<(Arc<dyn Backend>, Arc<dyn Backend>)>`:
+/// the client under test and a peer client of the same locks, or `None` to skip.
 #[macro_export]
 macro_rules! conformance_tests {
     ($factory:expr) => {
@@ -31,6 +45,7 @@ macro_rules! conformance_tests {
             timeout_elapses,
             release_lets_next_in,
             drop_releases,
+            cancelled_release_still_releases,
             distinct_names_are_independent,
             fencing_tokens_increase,
             fifo_order,
@@ -45,8 +60,14 @@ macro_rules! conformance_tests {
             $(
                 #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    let backend: ::std::sync::Arc<dyn $crate::Backend> = ($factory)().await;
-                    $crate::testing::$case(backend).await;
+                    let clients: ::std::option::Option<(
+                        ::std::sync::Arc<dyn $crate::Backend>,
+                        ::std::sync::Arc<dyn $crate::Backend>,
+                    )> = ($factory)().await;
+                    let ::std::option::Option::Some((backend, peer)) = clients else {
+                        return;
+                    };
+                    $crate::testing::$case(backend, peer).await;
                 }
             )*
         }
@@ -95,22 +116,39 @@ async fn take(backend: &dyn Backend, name: &LockName, wait: Wait) -> LockGuard {
 
 const PATIENCE: Wait = Wait::Timeout(Duration::from_secs(20));
 
-/// Tasks contending for one name never overlap, and tokens follow hold order.
-pub async fn mutual_exclusion(backend: Arc<dyn Backend>) {
+/// The client for contender `i`: even ones use `backend`, odd ones `peer`.
+fn client(i: usize, backend: &Arc<dyn Backend>, peer: &Arc<dyn Backend>) -> Arc<dyn Backend> {
+    if i % 2 == 0 {
+        Arc::clone(backend)
+    } else {
+        Arc::clone(peer)
+    }
+}
+
+async fn release(guard: LockGuard) {
+    guard
+        .release()
+        .await
+        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+}
+
+/// Tasks on both clients contending for one name never overlap, and tokens
+/// follow hold order.
+pub async fn mutual_exclusion(backend: Arc<dyn Backend>, peer: Arc<dyn Backend>) {
     let name = unique_name("mutex");
     let inside = Arc::new(AtomicBool::new(false));
     let tokens = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
-    for _ in 0..6 {
-        let (backend, name, inside, tokens) = (
-            backend.clone(),
+    for i in 0..6 {
+        let (client, name, inside, tokens) = (
+            client(i, &backend, &peer),
             name.clone(),
             inside.clone(),
             tokens.clone(),
         );
         tasks.push(tokio::spawn(async move {
             for _ in 0..10 {
-                let guard = take(&*backend, &name, PATIENCE).await;
+                let guard = take(&*client, &name, PATIENCE).await;
                 assert!(
                     !inside.swap(true, Ordering::SeqCst),
                     "two holders inside `{name}` at once"
@@ -121,10 +159,7 @@ pub async fn mutual_exclusion(backend: Arc<dyn Backend>) {
                     .push(guard.token());
                 tokio::time::sleep(Duration::from_millis(1)).await;
                 inside.store(false, Ordering::SeqCst);
-                guard
-                    .release()
-                    .await
-                    .unwrap_or_else(|e| panic!("release: {}", e.report()));
+                release(guard).await;
             }
         }));
     }
@@ -142,34 +177,31 @@ pub async fn mutual_exclusion(backend: Arc<dyn Backend>) {
     }
 }
 
-/// Trying once on a held name fails with `WouldBlock`; after release it succeeds.
-pub async fn try_once_on_held_name_fails(backend: Arc<dyn Backend>) {
+/// Trying once on a held name fails with `WouldBlock`, from the holding
+/// client and from the peer; after release it succeeds.
+pub async fn try_once_on_held_name_fails(backend: Arc<dyn Backend>, peer: Arc<dyn Backend>) {
     let name = unique_name("try");
     let guard = take(&*backend, &name, Wait::TryOnce).await;
     assert_eq!(guard.state(), LockState::Held);
-    let err = acquire(&*backend, &request(&*backend, &name, Wait::TryOnce))
-        .await
-        .expect_err("a held lock cannot be taken again");
-    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{}", err.report());
-    assert!(
-        err.message().contains(name.as_str()),
-        "the error names the lock: {err}"
-    );
-    guard
-        .release()
-        .await
-        .unwrap_or_else(|e| panic!("release: {}", e.report()));
-    let again = take(&*backend, &name, PATIENCE).await;
-    again
-        .release()
-        .await
-        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    for (who, client) in [("the holding client", &backend), ("the peer", &peer)] {
+        let err = acquire(&**client, &request(&**client, &name, Wait::TryOnce))
+            .await
+            .expect_err("a held lock cannot be taken again");
+        assert_eq!(err.kind(), ErrorKind::WouldBlock, "{who}: {}", err.report());
+        assert!(
+            err.message().contains(name.as_str()),
+            "the error names the lock: {err}"
+        );
+    }
+    release(guard).await;
+    release(take(&*peer, &name, PATIENCE).await).await;
 }
 
-/// A timeout on a held name elapses with `Timeout`, not earlier and not much later.
-pub async fn timeout_elapses(backend: Arc<dyn Backend>) {
+/// A timeout on a name the peer holds elapses with `Timeout`, not earlier and
+/// not much later.
+pub async fn timeout_elapses(backend: Arc<dyn Backend>, peer: Arc<dyn Backend>) {
     let name = unique_name("timeout");
-    let guard = take(&*backend, &name, Wait::TryOnce).await;
+    let guard = take(&*peer, &name, Wait::TryOnce).await;
     let limit = Duration::from_millis(300);
     let start = Instant::now();
     let err = acquire(&*backend, &request(&*backend, &name, Wait::Timeout(limit)))
@@ -185,86 +217,79 @@ pub async fn timeout_elapses(backend: Arc<dyn Backend>) {
         waited < limit + Duration::from_secs(3),
         "gave up only after {waited:?}"
     );
-    guard
-        .release()
-        .await
-        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    release(guard).await;
 }
 
-/// A waiter gets the lock once the holder releases it.
-pub async fn release_lets_next_in(backend: Arc<dyn Backend>) {
+/// A waiter on the peer gets the lock once the holder releases it.
+pub async fn release_lets_next_in(backend: Arc<dyn Backend>, peer: Arc<dyn Backend>) {
     let name = unique_name("handoff");
     let guard = take(&*backend, &name, Wait::TryOnce).await;
     let waiter = {
-        let (backend, name) = (backend.clone(), name.clone());
-        tokio::spawn(async move { take(&*backend, &name, PATIENCE).await })
+        let (peer, name) = (peer.clone(), name.clone());
+        tokio::spawn(async move { take(&*peer, &name, PATIENCE).await })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!waiter.is_finished(), "the waiter must not get a held lock");
-    guard
-        .release()
-        .await
-        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    release(guard).await;
     let next = waiter
         .await
         .unwrap_or_else(|e| panic!("waiter failed: {e}"));
     assert_eq!(next.state(), LockState::Held);
-    next.release()
-        .await
-        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    release(next).await;
 }
 
-/// Dropping a guard releases the lock (in the background for network backends).
-pub async fn drop_releases(backend: Arc<dyn Backend>) {
+/// Dropping a guard releases the lock (in the background for network
+/// backends): the peer gets it.
+pub async fn drop_releases(backend: Arc<dyn Backend>, peer: Arc<dyn Backend>) {
     let name = unique_name("drop");
     let guard = take(&*backend, &name, Wait::TryOnce).await;
     drop(guard);
-    let again = take(&*backend, &name, Wait::Timeout(Duration::from_secs(10))).await;
-    again
-        .release()
-        .await
-        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    release(take(&*peer, &name, Wait::Timeout(Duration::from_secs(10))).await).await;
+}
+
+/// A release whose future is dropped before it finishes (a timeout or a
+/// `select!` around it) still releases the lock, in the background.
+pub async fn cancelled_release_still_releases(backend: Arc<dyn Backend>, peer: Arc<dyn Backend>) {
+    let name = unique_name("cancel-release");
+    let guard = take(&*backend, &name, Wait::TryOnce).await;
+    // Polled once, then dropped: a network release is cut off mid-request.
+    let _ = tokio::time::timeout(Duration::ZERO, guard.release()).await;
+    release(take(&*peer, &name, Wait::Timeout(Duration::from_secs(10))).await).await;
+    release(take(&*backend, &name, Wait::Timeout(Duration::from_secs(10))).await).await;
 }
 
 /// Different names (different template parameters) are different locks.
-pub async fn distinct_names_are_independent(backend: Arc<dyn Backend>) {
+pub async fn distinct_names_are_independent(backend: Arc<dyn Backend>, peer: Arc<dyn Backend>) {
     let a = unique_name("array-a");
     let b = unique_name("array-b");
     let guard_a = take(&*backend, &a, Wait::TryOnce).await;
-    let guard_b = take(&*backend, &b, Wait::TryOnce).await;
+    let guard_b = take(&*peer, &b, Wait::TryOnce).await;
     assert_ne!(guard_a.name(), guard_b.name());
-    guard_b
-        .release()
-        .await
-        .unwrap_or_else(|e| panic!("release: {}", e.report()));
-    guard_a
-        .release()
-        .await
-        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    release(guard_b).await;
+    release(guard_a).await;
 }
 
-/// Each new holder of a name gets a larger token (where the backend claims fencing).
-pub async fn fencing_tokens_increase(backend: Arc<dyn Backend>) {
+/// Each new holder of a name, on either client, gets a larger token (where
+/// the backend claims fencing).
+pub async fn fencing_tokens_increase(backend: Arc<dyn Backend>, peer: Arc<dyn Backend>) {
     if !backend.capabilities().fencing {
         return;
     }
     let name = unique_name("fence");
     let mut last = None;
-    for _ in 0..5 {
-        let guard = take(&*backend, &name, PATIENCE).await;
+    for i in 0..6 {
+        let guard = take(&*client(i, &backend, &peer), &name, PATIENCE).await;
         if let Some(prev) = last {
             assert!(guard.token() > prev, "token {} after {prev}", guard.token());
         }
         last = Some(guard.token());
-        guard
-            .release()
-            .await
-            .unwrap_or_else(|e| panic!("release: {}", e.report()));
+        release(guard).await;
     }
 }
 
-/// Waiters acquire in the order they asked (where the backend claims FIFO).
-pub async fn fifo_order(backend: Arc<dyn Backend>) {
+/// Waiters on both clients acquire in the order they asked (where the
+/// backend claims FIFO).
+pub async fn fifo_order(backend: Arc<dyn Backend>, peer: Arc<dyn Backend>) {
     if !backend.capabilities().fifo {
         return;
     }
@@ -273,22 +298,16 @@ pub async fn fifo_order(backend: Arc<dyn Backend>) {
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut waiters = Vec::new();
     for i in 0..5 {
-        let (backend, name, order) = (backend.clone(), name.clone(), order.clone());
+        let (client, name, order) = (client(i + 1, &backend, &peer), name.clone(), order.clone());
         waiters.push(tokio::spawn(async move {
-            let guard = take(&*backend, &name, PATIENCE).await;
+            let guard = take(&*client, &name, PATIENCE).await;
             order.lock().unwrap_or_else(|e| e.into_inner()).push(i);
-            guard
-                .release()
-                .await
-                .unwrap_or_else(|e| panic!("release: {}", e.report()));
+            release(guard).await;
         }));
         // Let this waiter queue up before the next one asks.
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    holder
-        .release()
-        .await
-        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    release(holder).await;
     for w in waiters {
         w.await.unwrap_or_else(|e| panic!("waiter failed: {e}"));
     }
@@ -298,10 +317,14 @@ pub async fn fifo_order(backend: Arc<dyn Backend>) {
     );
 }
 
-/// An acquire that times out or is dropped leaves nothing that blocks later holders.
-pub async fn cancelled_acquire_leaves_nothing_behind(backend: Arc<dyn Backend>) {
+/// An acquire that times out or is dropped leaves nothing that blocks later
+/// holders, on its own client or the peer.
+pub async fn cancelled_acquire_leaves_nothing_behind(
+    backend: Arc<dyn Backend>,
+    peer: Arc<dyn Backend>,
+) {
     let name = unique_name("cancel");
-    let holder = take(&*backend, &name, Wait::TryOnce).await;
+    let holder = take(&*peer, &name, Wait::TryOnce).await;
     let dropped = tokio::time::timeout(
         Duration::from_millis(200),
         acquire(&*backend, &request(&*backend, &name, Wait::Forever)),
@@ -317,33 +340,23 @@ pub async fn cancelled_acquire_leaves_nothing_behind(backend: Arc<dyn Backend>) 
         timed_out.map(|_| ()).map_err(|e| e.kind()),
         Err(ErrorKind::Timeout)
     );
-    holder
-        .release()
-        .await
-        .unwrap_or_else(|e| panic!("release: {}", e.report()));
-    // Nothing left behind: the next holder gets in, and then a try-once succeeds too.
-    let next = take(&*backend, &name, Wait::Timeout(Duration::from_secs(5))).await;
-    next.release()
-        .await
-        .unwrap_or_else(|e| panic!("release: {}", e.report()));
-    let last = take(&*backend, &name, Wait::TryOnce).await;
-    last.release()
-        .await
-        .unwrap_or_else(|e| panic!("release: {}", e.report()));
+    release(holder).await;
+    // Nothing left behind: the peer gets in, then the cancelled client itself,
+    // and then a try-once succeeds too.
+    release(take(&*peer, &name, Wait::Timeout(Duration::from_secs(5))).await).await;
+    release(take(&*backend, &name, Wait::Timeout(Duration::from_secs(5))).await).await;
+    release(take(&*peer, &name, Wait::TryOnce).await).await;
 }
 
 /// Hundreds of distinct names can be held at once and all released.
-pub async fn many_names_at_once(backend: Arc<dyn Backend>) {
+pub async fn many_names_at_once(backend: Arc<dyn Backend>, peer: Arc<dyn Backend>) {
     let mut guards = Vec::new();
     for i in 0..200 {
         let name = unique_name(&format!("many{i}"));
-        guards.push(take(&*backend, &name, Wait::TryOnce).await);
+        guards.push(take(&*client(i, &backend, &peer), &name, Wait::TryOnce).await);
     }
     for guard in guards {
-        guard
-            .release()
-            .await
-            .unwrap_or_else(|e| panic!("release: {}", e.report()));
+        release(guard).await;
     }
 }
 

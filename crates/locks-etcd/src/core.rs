@@ -267,12 +267,28 @@ impl Core {
         });
     }
 
+    /// Deletes `owned` until that works or its lease is lost. An unreachable
+    /// server is retried for as long as the lease lives (the key must not
+    /// outlive a release while the keep-alive holds the lease); other errors
+    /// (say permission denied) are retried a few times, then left to the
+    /// lease.
     pub(crate) async fn delete_with_retries(&self, owned: &OwnedKey) {
-        const ATTEMPTS: u32 = 30;
-        for attempt in 0..ATTEMPTS {
+        const OTHER_ERRORS: u32 = 30;
+        let mut other_errors = 0;
+        for attempt in 0u32.. {
             // A lost lease takes its keys with it: nothing left to delete.
-            if owned.lease.is_lost() || self.delete_owned(owned).await.is_ok() {
+            if owned.lease.is_lost() {
                 return;
+            }
+            match self.delete_owned(owned).await {
+                Ok(_) => return,
+                Err(e) if e.kind() == ErrorKind::Unavailable => {}
+                Err(_) => {
+                    other_errors += 1;
+                    if other_errors >= OTHER_ERRORS {
+                        return;
+                    }
+                }
             }
             let pause = Duration::from_millis(100 * u64::from(attempt.min(10) + 1));
             tokio::select! {

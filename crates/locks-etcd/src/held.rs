@@ -67,6 +67,7 @@ impl Contender {
             name: name.clone(),
             owned,
             local: Some(local),
+            settled: false,
         })
     }
 }
@@ -87,6 +88,20 @@ pub(crate) struct EtcdHeld {
     name: LockName,
     owned: OwnedKey,
     local: Option<LocalTurn<LockName>>,
+    /// The key was deleted, handed to a background delete, or went with the
+    /// lease. Until then, dropping this (a release future cancelled half way)
+    /// deletes the key in the background.
+    settled: bool,
+}
+
+impl Drop for EtcdHeld {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.settled = true;
+            let local = self.local.take();
+            self.core.delete_in_background(self.owned.clone(), local);
+        }
+    }
 }
 
 impl EtcdHeld {
@@ -109,8 +124,8 @@ impl std::fmt::Debug for EtcdHeld {
 #[async_trait]
 impl HeldLock for EtcdHeld {
     async fn release(mut self: Box<Self>) -> Result<()> {
-        let local = self.local.take();
         if self.owned.lease.is_lost() {
+            self.settled = true;
             // The key went (or is about to go) with the lease; a request
             // would only wait for a server that may be gone.
             return Err(Error::new(
@@ -123,7 +138,10 @@ impl HeldLock for EtcdHeld {
                 ),
             ));
         }
-        match self.core.delete_owned(&self.owned).await {
+        let deleted = self.core.delete_owned(&self.owned).await;
+        self.settled = true;
+        let local = self.local.take();
+        match deleted {
             Ok(true) => Ok(()),
             Ok(false) => Err(Error::new(
                 ErrorKind::Lost,
@@ -150,9 +168,8 @@ impl HeldLock for EtcdHeld {
         }
     }
 
-    fn release_on_drop(mut self: Box<Self>) {
-        let local = self.local.take();
-        let owned = self.owned.clone();
-        self.core.delete_in_background(owned, local);
+    fn release_on_drop(self: Box<Self>) {
+        // `Drop` hands the key to a background delete.
+        drop(self);
     }
 }

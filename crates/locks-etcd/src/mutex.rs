@@ -176,7 +176,15 @@ async fn wait_for_turn(
         let Some(ahead) = get_kvs(&responses, 1).first().cloned() else {
             return Ok(Turn::Ours);
         };
-        match until_deleted(core, ahead.key(), revision(&looked) + 1, lease).await? {
+        match until_deleted(
+            core,
+            ahead.key(),
+            ahead.create_revision(),
+            revision(&looked),
+            lease,
+        )
+        .await?
+        {
             Watched::Deleted => {}
             Watched::Retry => tokio::time::sleep(RETRY_PAUSE).await,
             Watched::LeaseLost => return Ok(Turn::LeaseLost),

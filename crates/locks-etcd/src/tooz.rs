@@ -67,7 +67,10 @@ pub(crate) async fn acquire(
             // A waiter already in line rides out a server restart while its
             // lease lives; a first attempt reports the outage at once.
             Err(e) if e.kind() == ErrorKind::Unavailable && waited && !lease.is_lost() => {
-                contender.disarm();
+                // The put may have been applied before the connection broke:
+                // stay armed (the check is our value), so a cancellation
+                // during the pause deletes the key, and the next attempt
+                // finds it as our own stale key.
                 tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             }
@@ -106,12 +109,20 @@ pub(crate) async fn acquire(
         if request.wait == Wait::TryOnce {
             return Err(request.would_block(backend));
         }
-        if holder.is_none() {
+        let Some(holder) = holder else {
             // Released between the compare and the read; try again.
             continue;
-        }
+        };
         waited = true;
-        match until_deleted(core, &key, revision(&tried) + 1, &lease).await? {
+        match until_deleted(
+            core,
+            &key,
+            holder.create_revision(),
+            revision(&tried),
+            &lease,
+        )
+        .await?
+        {
             Watched::Deleted | Watched::LeaseLost => {}
             Watched::Retry => tokio::time::sleep(RETRY_PAUSE).await,
         }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchFilterType, WatchOptions};
+use etcd_client::{EventType, GetOptions, WatchFilterType, WatchOptions};
 use locks_core::{ErrorKind, Result};
 
 use crate::core::{Core, Lease};
@@ -22,30 +22,40 @@ pub(crate) enum Watched {
 /// not hammered.
 pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Waits until `key` is deleted at a revision >= `start_revision`, or `lease`
-/// is lost. A server that cannot be reached gives [`Watched::Retry`] while the
-/// lease lives, so queued waiters ride out a restart shorter than the TTL. Creating the watch is bounded by the request timeout; the wait
-/// itself is not (the caller's [`Wait`](locks_core::Wait) bounds it).
+/// Waits until `key`, seen with create revision `create_revision` at
+/// revision `seen_revision`, is deleted (or replaced), or `lease` is lost. A
+/// server that cannot be reached gives [`Watched::Retry`] while the lease
+/// lives, so queued waiters ride out a restart shorter than the TTL. Creating
+/// the watch is bounded by the request timeout; the wait itself is not (the
+/// caller's [`Wait`](locks_core::Wait) bounds it).
+///
+/// The watch starts at the server's current revision, not at
+/// `seen_revision + 1`: etcd puts a watch whose start revision is already
+/// past into its "unsynced" group, which it catches up only every 100 ms, so
+/// under contention (other contenders writing between our read and the
+/// watch) the delete would arrive up to 100 ms late. If the server moved on
+/// between `seen_revision` and the watch, one read closes the gap: the key
+/// gone or recreated then counts as deleted.
 ///
 /// Cancel safe: dropping the future drops the watch.
 pub(crate) async fn until_deleted(
     core: &Core,
     key: &[u8],
-    start_revision: i64,
+    create_revision: i64,
+    seen_revision: i64,
     lease: &Lease,
 ) -> Result<Watched> {
-    let options = WatchOptions::new()
-        .with_start_revision(start_revision)
-        .with_filters([WatchFilterType::NoPut]);
+    let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
     let mut watcher = core.client.watch_client();
-    let mut stream = match core
-        .call(
-            "watching a lock key",
-            watcher.watch(key.to_vec(), Some(options)),
-        )
-        .await
-    {
-        Ok(stream) => stream,
+    let opened = async {
+        let mut stream = watcher.watch(key.to_vec(), Some(options)).await?;
+        // The first message confirms the watch, with the revision from which
+        // on it reports every delete.
+        let created = stream.message().await?;
+        Ok::<_, etcd_client::Error>((stream, created))
+    };
+    let (mut stream, created) = match core.call("watching a lock key", opened).await {
+        Ok(opened) => opened,
         // The server is restarting or briefly unreachable: the caller looks
         // again after a pause, for as long as its lease lives.
         Err(e) if e.kind() == ErrorKind::Unavailable && !lease.is_lost() => {
@@ -53,15 +63,43 @@ pub(crate) async fn until_deleted(
         }
         Err(e) => return Err(e),
     };
+    let Some(created) = created else {
+        return Ok(Watched::Retry);
+    };
+    if has_delete(&created) {
+        return Ok(Watched::Deleted);
+    }
+    if created.canceled() || !created.created() {
+        return Ok(Watched::Retry);
+    }
+    let watched_from = created.header().map_or(i64::MAX, |h| h.revision());
+    if watched_from > seen_revision {
+        // Writes happened between our read and the watch: the key may have
+        // gone in that gap, where the watch does not look.
+        let mut kv = core.client.kv_client();
+        let got = match core
+            .call(
+                "checking a lock key",
+                kv.get(key.to_vec(), Some(GetOptions::new().with_keys_only())),
+            )
+            .await
+        {
+            Ok(got) => got,
+            Err(e) if e.kind() == ErrorKind::Unavailable && !lease.is_lost() => {
+                return Ok(Watched::Retry);
+            }
+            Err(e) => return Err(e),
+        };
+        match got.kvs().first() {
+            Some(kv) if kv.create_revision() == create_revision => {}
+            _ => return Ok(Watched::Deleted),
+        }
+    }
     loop {
         tokio::select! {
             message = stream.message() => match message {
                 Ok(Some(response)) => {
-                    if response
-                        .events()
-                        .iter()
-                        .any(|event| event.event_type() == EventType::Delete)
-                    {
+                    if has_delete(&response) {
                         return Ok(Watched::Deleted);
                     }
                     if response.canceled() {
@@ -73,4 +111,11 @@ pub(crate) async fn until_deleted(
             () = lease.lost() => return Ok(Watched::LeaseLost),
         }
     }
+}
+
+fn has_delete(response: &etcd_client::WatchResponse) -> bool {
+    response
+        .events()
+        .iter()
+        .any(|event| event.event_type() == EventType::Delete)
 }

@@ -193,26 +193,36 @@ fn block_on<F: Future>(fut: F) -> F::Output {
 }
 
 mod ofd_conformance {
+    // Two backends on one directory: they exclude each other only through the kernel.
     locks_core::conformance_tests!(|| async {
-        std::sync::Arc::new(
-            crate::FileBackend::open(crate::FileConfig {
-                mechanism: crate::Mechanism::Ofd,
-                ..crate::FileConfig::new(crate::tests::leaked_dir())
-            })
-            .unwrap(),
-        )
+        let dir = crate::tests::leaked_dir();
+        let open = || {
+            std::sync::Arc::new(
+                crate::FileBackend::open(crate::FileConfig {
+                    mechanism: crate::Mechanism::Ofd,
+                    ..crate::FileConfig::new(&dir)
+                })
+                .unwrap(),
+            ) as std::sync::Arc<dyn locks_core::Backend>
+        };
+        Some((open(), open()))
     });
 }
 
 mod tree_conformance {
+    // Two backends on one directory: they exclude each other only through the kernel.
     locks_core::conformance_tests!(|| async {
-        std::sync::Arc::new(
-            crate::FileBackend::open(crate::FileConfig {
-                layout: crate::Layout::Tree,
-                ..crate::FileConfig::new(crate::tests::leaked_dir())
-            })
-            .unwrap(),
-        )
+        let dir = crate::tests::leaked_dir();
+        let open = || {
+            std::sync::Arc::new(
+                crate::FileBackend::open(crate::FileConfig {
+                    layout: crate::Layout::Tree,
+                    ..crate::FileConfig::new(&dir)
+                })
+                .unwrap(),
+            ) as std::sync::Arc<dyn locks_core::Backend>
+        };
+        Some((open(), open()))
     });
 }
 
@@ -249,14 +259,19 @@ async fn tree_layout_makes_subdirectories_like_tooz_and_stays_inside() {
 }
 
 mod flock_conformance {
+    // Two backends on one directory: they exclude each other only through the kernel.
     locks_core::conformance_tests!(|| async {
-        std::sync::Arc::new(
-            crate::FileBackend::open(crate::FileConfig {
-                mechanism: crate::Mechanism::Flock,
-                ..crate::FileConfig::new(crate::tests::leaked_dir())
-            })
-            .unwrap(),
-        )
+        let dir = crate::tests::leaked_dir();
+        let open = || {
+            std::sync::Arc::new(
+                crate::FileBackend::open(crate::FileConfig {
+                    mechanism: crate::Mechanism::Flock,
+                    ..crate::FileConfig::new(&dir)
+                })
+                .unwrap(),
+            ) as std::sync::Arc<dyn locks_core::Backend>
+        };
+        Some((open(), open()))
     });
 }
 

@@ -118,7 +118,12 @@ mod tests {
     use super::*;
     use locks_core::acquire;
 
-    locks_core::conformance_tests!(|| async { std::sync::Arc::new(crate::MemoryBackend::new()) });
+    // The memory backend's locks live in one instance: the peer is a clone.
+    locks_core::conformance_tests!(|| async {
+        let backend = std::sync::Arc::new(crate::MemoryBackend::new());
+        let peer: std::sync::Arc<dyn locks_core::Backend> = backend.clone();
+        Some((backend as std::sync::Arc<dyn locks_core::Backend>, peer))
+    });
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_million_names_leave_the_table_empty() {

@@ -397,7 +397,8 @@ impl Backend for ZkBackend {
             session,
             path,
             handle: self.inner.handle.clone(),
-            _turn: turn,
+            turn: Some(turn),
+            settled: false,
         };
         Ok(LockGuard::new(request, token, state, Box::new(held)))
     }
@@ -799,7 +800,11 @@ struct ZkHeld {
     session: Arc<Session>,
     path: String,
     handle: Handle,
-    _turn: LocalTurn<LockName>,
+    turn: Option<LocalTurn<LockName>>,
+    /// The node was deleted (or found gone). Until then, dropping this (a
+    /// release future cancelled half way, or a dropped guard) deletes it in
+    /// the background.
+    settled: bool,
 }
 
 impl fmt::Debug for ZkHeld {
@@ -812,50 +817,72 @@ impl fmt::Debug for ZkHeld {
     }
 }
 
+/// Deletes our lock node, retrying a lost connection while the session lives.
+async fn delete_node(session: &Session, path: &str) -> Result<()> {
+    let gone = |why: &dyn fmt::Display| {
+        Error::new(
+            ErrorKind::Lost,
+            format!(
+                "lock node {path} on {} was gone at release ({why}): the session ended or somebody deleted the node, so another holder may have run concurrently",
+                session.endpoint
+            ),
+        )
+    };
+    let client = session.client().map_err(|e| gone(&e))?;
+    let mut retried = false;
+    loop {
+        return match client.delete(path, None).await {
+            Ok(()) => Ok(()),
+            // The first attempt may have deleted it before the connection broke.
+            Err(zk::Error::NoNode) if retried => Ok(()),
+            Err(zk::Error::ConnectionLoss) if session.usable() => {
+                retried = true;
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            Err(
+                e @ (zk::Error::NoNode
+                | zk::Error::SessionExpired
+                | zk::Error::ClientClosed
+                | zk::Error::ConnectionLoss),
+            ) => Err(gone(&e).with_source(e)),
+            Err(e) => Err(session.error(format_args!("releasing lock node {path}"), e)),
+        };
+    }
+}
+
+impl Drop for ZkHeld {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let (session, path, turn) = (
+            Arc::clone(&self.session),
+            self.path.clone(),
+            self.turn.take(),
+        );
+        self.handle.spawn(async move {
+            let _ = delete_node(&session, &path).await;
+            // The next task of this client queues only after our node is gone.
+            drop(turn);
+        });
+    }
+}
+
 #[async_trait]
 impl HeldLock for ZkHeld {
-    async fn release(self: Box<Self>) -> Result<()> {
-        let session = &self.session;
-        let path = &self.path;
-        let gone = |why: &dyn fmt::Display| {
-            Error::new(
-                ErrorKind::Lost,
-                format!(
-                    "lock node {path} on {} was gone at release ({why}): the session ended or somebody deleted the node, so another holder may have run concurrently",
-                    session.endpoint
-                ),
-            )
-        };
-        let client = session.client().map_err(|e| gone(&e))?;
-        let mut retried = false;
-        // Delete before the in-process claim goes, so the next task of this
+    async fn release(mut self: Box<Self>) -> Result<()> {
+        // Delete before the in-process turn ends, so the next task of this
         // client does not queue behind our own node.
-        loop {
-            return match client.delete(path, None).await {
-                Ok(()) => Ok(()),
-                // The first attempt may have deleted it before the connection broke.
-                Err(zk::Error::NoNode) if retried => Ok(()),
-                Err(zk::Error::ConnectionLoss) if session.usable() => {
-                    retried = true;
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                    continue;
-                }
-                Err(
-                    e @ (zk::Error::NoNode
-                    | zk::Error::SessionExpired
-                    | zk::Error::ClientClosed
-                    | zk::Error::ConnectionLoss),
-                ) => Err(gone(&e).with_source(e)),
-                Err(e) => Err(session.error(format_args!("releasing lock node {path}"), e)),
-            };
-        }
+        let result = delete_node(&self.session, &self.path).await;
+        self.settled = true;
+        result
     }
 
     fn release_on_drop(self: Box<Self>) {
-        let handle = self.handle.clone();
-        handle.spawn(async move {
-            let _ = self.release().await;
-        });
+        // `Drop` deletes the node in the background.
+        drop(self);
     }
 }
 

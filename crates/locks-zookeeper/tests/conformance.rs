@@ -1,32 +1,19 @@
 //! The conformance suite of `locks-core`, against the ZooKeeper server in
-//! `LOCKS_TEST_ZK` (skipped when unset, failing when `CI=true`).
+//! `LOCKS_TEST_ZK`, with two sessions contending on one private namespace
+//! (skipped when unset, failing when `CI=true`).
 
 mod common;
 
 use std::sync::Arc;
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $case() {
-                let Some(addr) = common::server() else { return };
-                let backend = common::connect(common::config(&addr, stringify!($case))).await;
-                locks_core::testing::$case(Arc::new(backend)).await;
-            }
-        )*
-    };
+use locks_core::Backend;
+
+async fn pair() -> Option<(Arc<dyn Backend>, Arc<dyn Backend>)> {
+    let addr = common::server()?;
+    let config = common::config(&addr, "conformance");
+    let backend: Arc<dyn Backend> = Arc::new(common::connect(config.clone()).await);
+    let peer: Arc<dyn Backend> = Arc::new(common::connect(config).await);
+    Some((backend, peer))
 }
 
-conformance!(
-    mutual_exclusion,
-    try_once_on_held_name_fails,
-    timeout_elapses,
-    release_lets_next_in,
-    drop_releases,
-    distinct_names_are_independent,
-    fencing_tokens_increase,
-    fifo_order,
-    cancelled_acquire_leaves_nothing_behind,
-    many_names_at_once,
-);
+locks_core::conformance_tests!(pair);

@@ -32,6 +32,15 @@ pub async fn connect_with(config: EtcdConfig) -> EtcdBackend {
         .unwrap_or_else(|e| panic!("connecting with {config:?}: {}", e.report()))
 }
 
+/// Two clients (two leases) on the shared server, or `None` when it is not configured.
+pub async fn backend_pair(layout: Layout) -> Option<(Arc<dyn Backend>, Arc<dyn Backend>)> {
+    let addr = server()?;
+    Some((
+        Arc::new(connect(&addr, layout).await),
+        Arc::new(connect(&addr, layout).await),
+    ))
+}
+
 /// A backend on the shared server, or `None` when it is not configured.
 pub async fn backend(layout: Layout) -> Option<Arc<dyn Backend>> {
     let addr = server()?;
