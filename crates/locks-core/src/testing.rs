@@ -118,7 +118,7 @@ const PATIENCE: Wait = Wait::Timeout(Duration::from_secs(20));
 
 /// The client for contender `i`: even ones use `backend`, odd ones `peer`.
 fn client(i: usize, backend: &Arc<dyn Backend>, peer: &Arc<dyn Backend>) -> Arc<dyn Backend> {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         Arc::clone(backend)
     } else {
         Arc::clone(peer)
