@@ -74,9 +74,11 @@ impl ReentryRegistry {
         Ok(me)
     }
 
-    /// Records that `holder` now holds the guard's lock, until the guard is released or dropped.
-    pub fn track(&self, holder: HolderId, guard: &mut LockGuard) {
-        let key = (guard.scope(), guard.name().clone());
+    /// Records that `holder` now holds the guard's lock, until the guard is
+    /// released or dropped. `scope` is the scope passed to [`check`](Self::check)
+    /// (a client whose scopes share one backend checks them as one).
+    pub fn track(&self, holder: HolderId, scope: Scope, guard: &mut LockGuard) {
+        let key = (scope, guard.name().clone());
         self.held
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

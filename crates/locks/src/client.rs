@@ -9,8 +9,8 @@ use locks_core::{
     Params, ReentryRegistry, Result, Scope, Wait, canonical_order,
 };
 
-use crate::backends;
-use crate::config::Config;
+use crate::backends::{self, redact_text};
+use crate::config::{Compat, Config};
 
 /// A client for the locks of one catalog: renders names, picks the backend of
 /// each scope, detects self-deadlock, and takes sets of locks in one order.
@@ -28,6 +28,10 @@ struct Inner {
     backends: [Arc<dyn Backend>; 3],
     urls: [String; 3],
     registry: ReentryRegistry,
+    /// For each scope, the narrowest scope served by the same backend: scopes
+    /// that share a backend (one `file://` URL for node and global) share
+    /// their locks, so re-entry and duplicates are judged across them.
+    lock_space: [Scope; 3],
     warnings: Vec<String>,
 }
 
@@ -84,8 +88,9 @@ impl Locks {
                 return Err(Error::new(
                     ErrorKind::InvalidConfig,
                     format!(
-                        "{key} = \"{url}\": the {} backend cannot honour the {scope} scope (it serves {}); \
+                        "{key} = \"{}\": the {} backend cannot honour the {scope} scope (it serves {}); \
                          use {}",
+                        redact_text(url),
                         backend.kind(),
                         backend
                             .capabilities()
@@ -102,19 +107,36 @@ impl Locks {
                     ),
                 ));
             }
-            if scope == Scope::Global && config.embedded_defaults && backend.kind() == "file" {
+            // Under OpenStack compatibility a file:// Global backend is the
+            // tooz file driver the service itself uses: no surprise to warn of.
+            if scope == Scope::Global
+                && backend.kind() == "file"
+                && config.compat != Compat::Openstack
+            {
+                let why = if config.embedded_defaults {
+                    "no configuration given, so global locks use".to_owned()
+                } else {
+                    format!("{key} is")
+                };
                 warnings.push(format!(
-                    "warning: no configuration given, so global locks use {} and exclude only processes \
-                     on this host; set backends.global to an etcd:// or zookeeper:// URL for a cluster",
+                    "warning: {why} {}, which excludes only processes on this host; set {key} to an \
+                     etcd:// or zookeeper:// URL for a cluster",
                     backend.describe()
                 ));
             }
             backends.push(backend);
-            urls.push(url.to_owned());
+            urls.push(redact_text(url));
         }
         let backends: [Arc<dyn Backend>; 3] = backends
             .try_into()
             .map_err(|_| Error::new(ErrorKind::Internal, "expected one backend per scope"))?;
+        let lock_space = Scope::ALL.map(|scope| {
+            let backend = &backends[index(scope)];
+            Scope::ALL
+                .into_iter()
+                .find(|other| Arc::ptr_eq(&backends[index(*other)], backend))
+                .unwrap_or(scope)
+        });
         let urls: [String; 3] = urls
             .try_into()
             .map_err(|_| Error::new(ErrorKind::Internal, "expected one URL per scope"))?;
@@ -125,6 +147,7 @@ impl Locks {
                 backends,
                 urls,
                 registry: ReentryRegistry::new(),
+                lock_space,
                 warnings,
             }),
         })
@@ -153,7 +176,8 @@ impl Locks {
         &self.inner.backends[index(scope)]
     }
 
-    /// The URL serving `scope`, with defaults and compatibility rules applied.
+    /// The URL serving `scope`, with defaults and compatibility rules applied
+    /// and any password masked.
     pub fn backend_url(&self, scope: Scope) -> &str {
         &self.inner.urls[index(scope)]
     }
@@ -230,10 +254,11 @@ impl Locks {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn acquire(&self, request: LockRequest) -> Result<LockGuard> {
-        let holder = self.inner.registry.check(request.scope, &request.name)?;
+        let space = self.inner.lock_space[index(request.scope)];
+        let holder = self.inner.registry.check(space, &request.name)?;
         let backend = self.backend(request.scope);
         let mut guard = locks_core::acquire(backend.as_ref(), &request).await?;
-        self.inner.registry.track(holder, &mut guard);
+        self.inner.registry.track(holder, space, &mut guard);
         Ok(guard)
     }
 
@@ -248,12 +273,18 @@ impl Locks {
     /// # Cancel safety
     /// Cancel safe: locks taken so far are released on drop.
     pub async fn lock_many(&self, requests: Vec<LockRequest>, wait: Wait) -> Result<MultiGuard> {
-        let ordered = canonical_order(requests);
+        let mut ordered = canonical_order(requests);
+        // Scopes that share a backend share their locks: take such a name once.
+        let space = |scope: Scope| self.inner.lock_space[index(scope)];
+        ordered.dedup_by(|a, b| a.name == b.name && space(a.scope) == space(b.scope));
         for request in &ordered {
-            self.inner.registry.check(request.scope, &request.name)?;
+            self.inner
+                .registry
+                .check(space(request.scope), &request.name)?;
         }
         let deadline = match wait {
-            Wait::Timeout(d) => Some((Instant::now() + d, d)),
+            // A timeout too large for the clock is no deadline at all.
+            Wait::Timeout(d) => Instant::now().checked_add(d).map(|at| (at, d)),
             _ => None,
         };
         let mut guards = Vec::with_capacity(ordered.len());

@@ -44,9 +44,16 @@ async fn catalog_locks_render_prefix_and_pick_the_scope_backend() {
     assert_eq!(guard.name().as_str(), "cinder-BlkioCgroup");
     assert_eq!(locks.backend(Scope::Process).kind(), "memory");
     guard.release().await.unwrap();
+    assert_eq!(
+        locks.warnings().len(),
+        1,
+        "global on lock files is host-local: {:?}",
+        locks.warnings()
+    );
     assert!(
-        locks.warnings().is_empty(),
-        "an explicit config gives no warning"
+        locks.warnings()[0].contains("backends.global is file://"),
+        "{:?}",
+        locks.warnings()
     );
 }
 
@@ -220,6 +227,60 @@ async fn a_backend_that_cannot_honour_its_scope_is_a_config_error_naming_the_key
             "{err}"
         );
     }
+}
+
+#[tokio::test]
+async fn scope_mismatch_errors_and_urls_never_show_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_toml_str(
+        "[backends]\nprocess = \"file://u:s3cret@localhost/tmp/x\"\n",
+        dir.path(),
+        "t",
+    )
+    .unwrap();
+    let err = Locks::open(config).await.unwrap_err();
+    assert!(!err.report().contains("s3cret"), "{}", err.report());
+}
+
+#[tokio::test]
+async fn scopes_sharing_a_backend_share_their_locks() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[backends]\nnode = \"file://{0}\"\nglobal = \"file://{0}\"\n",
+        dir.path().display()
+    );
+    let locks = Locks::open(Config::from_toml_str(&text, dir.path(), "t").unwrap())
+        .await
+        .unwrap();
+    let node = locks
+        .lock_name(Scope::Node, "x", Wait::TryOnce)
+        .await
+        .unwrap();
+    // The same file: asking for it as a Global lock would wait for ourselves.
+    let err = locks
+        .lock_name(Scope::Global, "x", Wait::Forever)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldDeadlock);
+    node.release().await.unwrap();
+    let both = vec![
+        locks.raw_request(Scope::Global, "x").unwrap(),
+        locks.raw_request(Scope::Node, "x").unwrap(),
+    ];
+    let many = locks
+        .lock_many(both, Wait::Timeout(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    assert_eq!(many.guards().len(), 1, "one lock, taken once");
+    many.release().await.unwrap();
+    let huge = locks
+        .lock_many(
+            vec![locks.raw_request(Scope::Node, "y").unwrap()],
+            Wait::Timeout(Duration::MAX),
+        )
+        .await
+        .unwrap();
+    huge.release().await.unwrap();
 }
 
 #[tokio::test]
