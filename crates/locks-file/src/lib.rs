@@ -763,10 +763,11 @@ impl Backend for FileBackend {
         }
     }
 
-    /// Removes every lock file in the directory that nobody holds.
+    /// Removes every lock file directly in the directory that nobody holds.
     ///
-    /// Only regular files are considered (symlinks, directories and anything
-    /// else are left alone). Each is opened without following symlinks and
+    /// Only regular files at the top of the directory are considered
+    /// (symlinks, directories and anything else are left alone), so lock files
+    /// in the subdirectories of [`Layout::Tree`] are not cleaned. Each is opened without following symlinks and
     /// try-locked with every mechanism this platform has (OFD and `flock` on
     /// Linux), so a holder of either kind keeps its file. A file that is free
     /// is unlinked while this call still holds its lock, and only if the path

@@ -287,6 +287,17 @@ impl ZkBackend {
                     }
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
+                Err(zk::Error::NoNode) => {
+                    return Err(Error::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "lock directory {dir} on {} kept disappearing while a contender for `{}` was \
+                             created ({CREATE_ATTEMPTS} attempts): something is deleting lock directories \
+                             (a `locks clean` loop?); try again",
+                            session.endpoint, request.name
+                        ),
+                    ));
+                }
                 Err(e) => {
                     return Err(session.error(
                         format_args!("creating a contender for lock `{}` in {dir}", request.name),
