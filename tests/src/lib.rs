@@ -24,18 +24,7 @@ pub const PYTHON_ENV: &str = "LOCKS_TEST_PYTHON";
 /// # Panics
 /// When the variable is unset and `CI=true`.
 pub fn python_from_env() -> Option<PathBuf> {
-    match std::env::var(PYTHON_ENV) {
-        Ok(path) if !path.trim().is_empty() => Some(PathBuf::from(path.trim())),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => panic!(
-            "{PYTHON_ENV} is not set but CI=true: run `bash ci/python.sh` and export what it prints (see ci/test.sh)"
-        ),
-        _ => {
-            eprintln!(
-                "skipping: {PYTHON_ENV} is not set (run ci/test.sh, or export the line `bash ci/python.sh` prints)"
-            );
-            None
-        }
-    }
+    locks_core::testing::server_from_env(PYTHON_ENV).map(PathBuf::from)
 }
 
 /// `tests/python/<script>`.

@@ -7,16 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn server(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(addr) if !addr.trim().is_empty() => Some(addr.trim().to_owned()),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{var} is not set but CI=true: start the servers with ci/test.sh")
-        }
-        _ => {
-            eprintln!("skipping: {var} is not set (run ci/test.sh)");
-            None
-        }
-    }
+    locks_core::testing::server_from_env(var)
 }
 
 fn config(dir: &Path, global: Option<String>) -> PathBuf {

@@ -360,8 +360,9 @@ pub async fn many_names_at_once(backend: Arc<dyn Backend>, peer: Arc<dyn Backend
     }
 }
 
-/// The address of a test server from the environment variable `var`
-/// (`LOCKS_TEST_ETCD`, `LOCKS_TEST_ZK`), as the `ci/` scripts export it.
+/// What a test needs from the environment variable `var`, as `ci/test.sh`
+/// exports it: a server address (`LOCKS_TEST_ETCD`, `LOCKS_TEST_ZK`) or a
+/// tool (`LOCKS_TEST_PYTHON`).
 ///
 /// Without it, tests of that server are skipped with a printed notice, except
 /// when `CI=true`: there a missing server fails the test, so a suite that ran
@@ -371,12 +372,12 @@ pub fn server_from_env(var: &str) -> Option<String> {
         Ok(addr) if !addr.trim().is_empty() => Some(addr.trim().to_owned()),
         _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
             panic!(
-                "{var} is not set but CI=true: start the server with the ci/ scripts (see ci/test.sh)"
+                "{var} is not set but CI=true: ci/test.sh sets it up (its servers, ci/python.sh)"
             )
         }
         _ => {
             eprintln!(
-                "skipping: {var} is not set (run ci/test.sh, or start the server and export {var})"
+                "skipping: {var} is not set (run ci/test.sh, or set up what it names and export {var})"
             );
             None
         }

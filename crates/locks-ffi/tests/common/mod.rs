@@ -268,16 +268,5 @@ pub fn valgrind() -> Command {
 /// as ci/etcd.sh and ci/zookeeper.sh export it. Without one the test is
 /// skipped with a notice, except under `CI=true`, where that is a failure.
 pub fn server(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(addr) if !addr.trim().is_empty() => Some(addr.trim().to_owned()),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{var} is not set but CI=true: start the server with the ci/ scripts")
-        }
-        _ => {
-            eprintln!(
-                "skipping: {var} is not set (run ci/test.sh, or start the server and export {var})"
-            );
-            None
-        }
-    }
+    locks_core::testing::server_from_env(var)
 }
