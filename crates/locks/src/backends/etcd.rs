@@ -20,12 +20,11 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use locks_core::{Backend, Error, ErrorKind, Result};
 use locks_etcd::{EtcdBackend, EtcdConfig, Layout, TLS_SUPPORTED, TlsConfig};
 
-use super::BackendUrl;
+use super::{BackendUrl, percent_decode};
 
 /// Query options of `etcd://` URLs.
 const OPTIONS: &[&str] = &[
@@ -90,10 +89,10 @@ pub(super) fn parse(url: &BackendUrl<'_>) -> Result<EtcdConfig> {
     let mut config = EtcdConfig::new(endpoints);
 
     if let Some(value) = query.get("ttl") {
-        config.ttl = duration(url, "ttl", value)?;
+        config.ttl = url.duration("ttl", value)?;
     }
     if let Some(value) = query.get("connect_timeout") {
-        config.connect_timeout = duration(url, "connect_timeout", value)?;
+        config.connect_timeout = url.duration("connect_timeout", value)?;
     }
     if let Some(prefix) = query.get("prefix") {
         config.prefix = prefix.clone();
@@ -166,49 +165,11 @@ fn with_port(host: &str, port: u16) -> String {
     format!("{host}:{port}")
 }
 
-/// `10`, `2.5` (seconds), `1500ms`, `10s`: a positive duration.
-fn duration(url: &BackendUrl<'_>, key: &str, value: &str) -> Result<Duration> {
-    let (number, millis) = match value.strip_suffix("ms") {
-        Some(n) => (n, true),
-        None => (value.strip_suffix('s').unwrap_or(value), false),
-    };
-    let seconds = number
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .map(|n| if millis { n / 1000.0 } else { n });
-    seconds
-        .filter(|n| n.is_finite() && *n > 0.0)
-        .and_then(|n| Duration::try_from_secs_f64(n).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            url.invalid(format_args!(
-                "option `{key}`: `{value}` is not a positive duration (write seconds such as `10`, or `1500ms`)"
-            ))
-        })
-}
-
-/// Decodes `%XX` escapes; `None` for a malformed escape or invalid UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(text.len());
-    let mut rest = text.as_bytes();
-    while let Some((&first, tail)) = rest.split_first() {
-        if first == b'%' {
-            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            rest = &tail[2..];
-        } else {
-            out.push(first);
-            rest = tail;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backends::fold_host_list;
+    use std::time::Duration;
 
     fn parse_str(text: &str) -> Result<EtcdConfig> {
         let folded = fold_host_list(text);

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use locks_core::{Backend, Error, ErrorKind, Result};
 use url::Url;
@@ -52,6 +53,28 @@ impl BackendUrl<'_> {
         Ok(out)
     }
 
+    /// A positive duration option: seconds (`10`, `2.5`, `10s`) or
+    /// milliseconds (`1500ms`).
+    pub(crate) fn duration(&self, key: &str, value: &str) -> Result<Duration> {
+        let (number, scale) = if let Some(ms) = value.strip_suffix("ms") {
+            (ms, 1e-3)
+        } else {
+            (value.strip_suffix('s').unwrap_or(value), 1.0)
+        };
+        number
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n > 0.0)
+            .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                self.invalid(format_args!(
+                    "option `{key}`: `{value}` is not a positive duration (write seconds such as `10` or `2.5`, or `1500ms`)"
+                ))
+            })
+    }
+
     /// Fails on the first query key not in `known`, listing the known ones.
     pub(crate) fn reject_unknown_keys(
         &self,
@@ -68,6 +91,24 @@ impl BackendUrl<'_> {
         }
         Ok(())
     }
+}
+
+/// Decodes `%XX` escapes (user names and passwords in URLs); `None` for a
+/// malformed escape or text that is not UTF-8.
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut rest = text.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        if first == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            out.push(first);
+            rest = tail;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The URL with any password replaced by `***`, for messages.

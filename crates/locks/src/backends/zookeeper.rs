@@ -13,12 +13,11 @@
 //!   `10s`); `hosts` (more servers, comma-separated); `namespace`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use locks_core::{Backend, Result};
 use locks_zookeeper::{ZkBackend, ZkConfig};
 
-use super::BackendUrl;
+use super::{BackendUrl, percent_decode};
 
 /// Query options of `zookeeper://` URLs.
 const OPTIONS: &[&str] = &[
@@ -85,12 +84,12 @@ pub(super) fn parse(url: &BackendUrl<'_>) -> Result<ZkConfig> {
                 "`session_timeout` and `timeout` (its tooz spelling) are both given: keep one",
             ));
         }
-        (Some(value), None) => config.session_timeout = duration(url, "session_timeout", value)?,
-        (None, Some(value)) => config.session_timeout = duration(url, "timeout", value)?,
+        (Some(value), None) => config.session_timeout = url.duration("session_timeout", value)?,
+        (None, Some(value)) => config.session_timeout = url.duration("timeout", value)?,
         (None, None) => {}
     }
     if let Some(value) = query.get("connect_timeout") {
-        config.connect_timeout = duration(url, "connect_timeout", value)?;
+        config.connect_timeout = url.duration("connect_timeout", value)?;
     }
 
     let user = url.url.username();
@@ -116,52 +115,12 @@ pub(super) fn parse(url: &BackendUrl<'_>) -> Result<ZkConfig> {
     Ok(config)
 }
 
-/// `10`, `2.5` (seconds), `1500ms`, `10s`: a positive duration.
-fn duration(url: &BackendUrl<'_>, key: &str, value: &str) -> Result<Duration> {
-    let (number, scale) = if let Some(ms) = value.strip_suffix("ms") {
-        (ms, 1e-3)
-    } else if let Some(s) = value.strip_suffix('s') {
-        (s, 1.0)
-    } else {
-        (value, 1.0)
-    };
-    number
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|n| n.is_finite() && *n > 0.0)
-        .and_then(|n| Duration::try_from_secs_f64(n * scale).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| {
-            url.invalid(format_args!(
-                "option `{key}`: `{value}` is not a positive duration (write seconds such as `10` or `2.5`, or `1500ms`)"
-            ))
-        })
-}
-
-/// Decodes `%XX` escapes; `None` for a malformed escape or invalid UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::backends::fold_host_list;
     use locks_core::ErrorKind;
+    use std::time::Duration;
 
     fn parse_str(text: &str) -> Result<ZkConfig> {
         let folded = fold_host_list(text);
