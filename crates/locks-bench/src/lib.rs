@@ -867,15 +867,6 @@ async fn etcd(
         },
     )
     .await?;
-    row(
-        out,
-        "cycle vs raw put+delete",
-        ours.p50(),
-        &format!("p99={:.2}", ours.p99()),
-        Some(floor.p50()),
-        Some(1.3),
-    )?;
-
     let mut rtt = Dist::default();
     for _ in 0..plan.server_handoffs * 2 {
         let t = Instant::now();
@@ -884,14 +875,56 @@ async fn etcd(
             .map_err(|e| unavailable(format_args!("etcd put: {e}")))?;
         rtt.push(t.elapsed().as_secs_f64() * 1e6);
     }
+    let _ = raw2.delete(key.as_str(), None).await;
+    let server = Server {
+        locks: &locks,
+        url: &url,
+        name: "bench-etcd-handoff",
+        cycle_label: "cycle vs raw put+delete",
+        held_in: "lease",
+    };
+    server_rows(plan, opts, dir, &server, &floor, &ours, &rtt, out).await
+}
+
+/// A coordination server under measurement, for [`server_rows`].
+struct Server<'a> {
+    locks: &'a Locks,
+    url: &'a str,
+    name: &'a str,
+    cycle_label: &'a str,
+    held_in: &'a str,
+}
+
+/// The rows every server section shares: the cycle against the floor
+/// measured by the caller, the handoff between processes against one write
+/// round trip (`rtt`), many names held at once, and contention.
+#[allow(clippy::too_many_arguments)]
+async fn server_rows(
+    plan: &Plan,
+    opts: &BenchOptions,
+    dir: &Path,
+    server: &Server<'_>,
+    floor: &Dist,
+    ours: &Dist,
+    rtt: &Dist,
+    out: &mut (dyn Write + Send),
+) -> Result<Ours> {
+    row(
+        out,
+        server.cycle_label,
+        ours.p50(),
+        &format!("p99={:.2}", ours.p99()),
+        Some(floor.p50()),
+        Some(1.3),
+    )?;
     let node = format!("file://{}", dir.display());
     let hand = handoff(
         opts,
-        &locks,
+        server.locks,
         &node,
-        &url,
+        server.url,
         Scope::Global,
-        "bench-etcd-handoff",
+        server.name,
         plan.server_handoffs,
         Duration::from_millis(30),
     )
@@ -905,9 +938,8 @@ async fn etcd(
         Some(one),
         Some((one + 1000.0) / one),
     )?;
-    held_many(&locks, plan.held_names, "lease", out).await?;
-    contention(opts, &node, &url, Scope::Global, plan.contend, out).await?;
-    let _ = raw2.delete(key.as_str(), None).await;
+    held_many(server.locks, plan.held_names, server.held_in, out).await?;
+    contention(opts, &node, server.url, Scope::Global, plan.contend, out).await?;
     Ok(Ours {
         cycle: ours.p50(),
         handoff: hand.p50(),
@@ -1009,15 +1041,6 @@ async fn zookeeper(
         },
     )
     .await?;
-    row(
-        out,
-        "cycle vs raw create+delete",
-        ours.p50(),
-        &format!("p99={:.2}", ours.p99()),
-        Some(floor.p50()),
-        Some(1.3),
-    )?;
-
     let mut rtt = Dist::default();
     for _ in 0..plan.server_handoffs * 2 {
         let t = Instant::now();
@@ -1029,33 +1052,14 @@ async fn zookeeper(
             .await
             .map_err(|e| unavailable(format_args!("ZooKeeper delete: {e}")))?;
     }
-    let node = format!("file://{}", dir.display());
-    let hand = handoff(
-        opts,
-        &locks,
-        &node,
-        &url,
-        Scope::Global,
-        "bench-zk-handoff",
-        plan.server_handoffs,
-        Duration::from_millis(30),
-    )
-    .await?;
-    let one = rtt.p50();
-    row(
-        out,
-        "handoff p50 vs one write round trip",
-        hand.p50(),
-        &format!("p99={:.2}", hand.p99()),
-        Some(one),
-        Some((one + 1000.0) / one),
-    )?;
-    held_many(&locks, plan.held_names, "session", out).await?;
-    contention(opts, &node, &url, Scope::Global, plan.contend, out).await?;
-    Ok(Ours {
-        cycle: ours.p50(),
-        handoff: hand.p50(),
-    })
+    let server = Server {
+        locks: &locks,
+        url: &url,
+        name: "bench-zk-handoff",
+        cycle_label: "cycle vs raw create+delete",
+        held_in: "session",
+    };
+    server_rows(plan, opts, dir, &server, &floor, &ours, &rtt, out).await
 }
 
 // ---------------------------------------------------------------- C ABI
