@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+#[cfg(any(feature = "etcd", feature = "zookeeper"))]
 use std::time::Duration;
 
 use locks_core::{Backend, Error, ErrorKind, Result};
@@ -55,6 +56,7 @@ impl BackendUrl<'_> {
 
     /// A positive duration option: seconds (`10`, `2.5`, `10s`) or
     /// milliseconds (`1500ms`).
+    #[cfg(any(feature = "etcd", feature = "zookeeper"))]
     pub(crate) fn duration(&self, key: &str, value: &str) -> Result<Duration> {
         let (number, scale) = if let Some(ms) = value.strip_suffix("ms") {
             (ms, 1e-3)
@@ -95,6 +97,7 @@ impl BackendUrl<'_> {
 
 /// Decodes `%XX` escapes (user names and passwords in URLs); `None` for a
 /// malformed escape or text that is not UTF-8.
+#[cfg(any(feature = "etcd", feature = "zookeeper"))]
 pub(crate) fn percent_decode(text: &str) -> Option<String> {
     let mut out = Vec::with_capacity(text.len());
     let mut rest = text.as_bytes();
