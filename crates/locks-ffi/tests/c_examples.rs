@@ -118,8 +118,11 @@ fn infinidat_takes_the_global_lock_around_the_call() {
     ] {
         assert!(ran.stdout.contains(expected), "{expected:?} in {ran:?}");
     }
-    // The embedded-defaults warning is not shown for an explicit configuration.
-    assert!(!ran.stderr.contains("warning"), "{ran:?}");
+    // Global on lock files is host-local: the client's warnings say so.
+    assert!(
+        ran.stderr.contains("excludes only processes on this host"),
+        "{ran:?}"
+    );
 
     // Another array is another lock; the same array waits, then times out.
     let _holder = Holder::new(&config, "infinidat", &["management_address"], &["10.0.0.1"]);

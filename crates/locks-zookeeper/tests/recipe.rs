@@ -293,7 +293,14 @@ async fn cancelled_and_timed_out_waiters_leave_no_contender() {
     )
     .await;
     holder.release().await.unwrap();
-    let next = other.acquire(&global(&lock, Wait::TryOnce)).await.unwrap();
+    // A cancelled waiter's cleanup deletes its node, then ends its in-process
+    // turn: wait for both rather than racing them with a try-once.
+    let next = acquire(
+        &other,
+        &global(&lock, Wait::Timeout(Duration::from_secs(3))),
+    )
+    .await
+    .unwrap();
     next.release().await.unwrap();
     assert_eq!(other.active_names(), 0);
 }
