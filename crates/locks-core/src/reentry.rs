@@ -66,7 +66,7 @@ impl ReentryRegistry {
             return Err(Error::new(
                 ErrorKind::WouldDeadlock,
                 format!(
-                    "this task already holds lock `{name}` ({scope} scope); acquiring it again would wait \
+                    "this task already holds lock `{name}`; acquiring it again would wait \
                      for itself forever. Release it first, or call the unlocked variant of the operation"
                 ),
             ));

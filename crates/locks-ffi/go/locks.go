@@ -391,6 +391,9 @@ func (c *Client) acquire(ctx context.Context, what string, call acquireFunc) (*G
 			return nil, err
 		}
 		if final {
+			// The last slice ends at the context's deadline; the library's
+			// clock may get there a moment before ctx.Err() reports it.
+			err.cause = context.DeadlineExceeded
 			return nil, err
 		}
 	}
