@@ -24,7 +24,7 @@ use std::sync::Arc;
 use locks_core::{Backend, Error, ErrorKind, Result};
 use locks_etcd::{EtcdBackend, EtcdConfig, Layout, TLS_SUPPORTED, TlsConfig};
 
-use super::{BackendUrl, percent_decode};
+use super::BackendUrl;
 
 /// Query options of `etcd://` URLs.
 const OPTIONS: &[&str] = &[
@@ -103,26 +103,9 @@ pub(super) fn parse(url: &BackendUrl<'_>) -> Result<EtcdConfig> {
             .map_err(|e| url.invalid(format_args!("option `layout`: {}", e.message())))?;
     }
 
-    let user = url.url.username();
-    match (user.is_empty(), url.url.password()) {
-        (true, None) => {}
-        (false, Some(password)) => {
-            let decode = |s: &str, what: &str| {
-                percent_decode(s).ok_or_else(|| {
-                    url.invalid(format_args!(
-                        "the {what} is not valid percent-encoded UTF-8"
-                    ))
-                })
-            };
-            config.user = Some(decode(user, "user name")?);
-            config.password = Some(decode(password, "password")?);
-        }
-        (false, None) => {
-            return Err(url.invalid("credentials need a password: etcd://USER:PASSWORD@HOST"));
-        }
-        (true, Some(_)) => {
-            return Err(url.invalid("credentials need a user name: etcd://USER:PASSWORD@HOST"));
-        }
+    if let Some((user, password)) = url.credentials()? {
+        config.user = Some(user);
+        config.password = Some(password);
     }
 
     let tls_file = |key: &str| query.get(key).map(PathBuf::from);

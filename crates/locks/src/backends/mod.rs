@@ -77,6 +77,39 @@ impl BackendUrl<'_> {
             })
     }
 
+    /// The `USER:PASSWORD@` of the URL, percent-decoded; `None` without one.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`] for a user without a password or the
+    /// other way round, or escapes that are not UTF-8.
+    #[cfg(any(feature = "etcd", feature = "zookeeper"))]
+    pub(crate) fn credentials(&self) -> Result<Option<(String, String)>> {
+        let scheme = self.url.scheme();
+        let user = self.url.username();
+        match (user.is_empty(), self.url.password()) {
+            (true, None) => Ok(None),
+            (false, Some(password)) => {
+                let decode = |s: &str, what: &str| {
+                    percent_decode(s).ok_or_else(|| {
+                        self.invalid(format_args!(
+                            "the {what} is not valid percent-encoded UTF-8"
+                        ))
+                    })
+                };
+                Ok(Some((
+                    decode(user, "user name")?,
+                    decode(password, "password")?,
+                )))
+            }
+            (false, None) => Err(self.invalid(format_args!(
+                "credentials need a password: {scheme}://USER:PASSWORD@HOST"
+            ))),
+            (true, Some(_)) => Err(self.invalid(format_args!(
+                "credentials need a user name: {scheme}://USER:PASSWORD@HOST"
+            ))),
+        }
+    }
+
     /// Fails on the first query key not in `known`, listing the known ones.
     pub(crate) fn reject_unknown_keys(
         &self,

@@ -92,26 +92,7 @@ pub(super) fn parse(url: &BackendUrl<'_>) -> Result<ZkConfig> {
         config.connect_timeout = url.duration("connect_timeout", value)?;
     }
 
-    let user = url.url.username();
-    match (user.is_empty(), url.url.password()) {
-        (true, None) => {}
-        (false, Some(password)) => {
-            let decode = |s: &str, what: &str| {
-                percent_decode(s).ok_or_else(|| {
-                    url.invalid(format_args!(
-                        "the {what} is not valid percent-encoded UTF-8"
-                    ))
-                })
-            };
-            config.credentials = Some((decode(user, "user name")?, decode(password, "password")?));
-        }
-        (false, None) => {
-            return Err(url.invalid("credentials need a password: zookeeper://USER:PASSWORD@HOST"));
-        }
-        (true, Some(_)) => {
-            return Err(url.invalid("credentials need a user name: zookeeper://USER:PASSWORD@HOST"));
-        }
-    }
+    config.credentials = url.credentials()?;
     Ok(config)
 }
 
