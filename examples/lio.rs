@@ -221,24 +221,14 @@ fn other_volumes() -> impl Iterator<Item = String> {
 
 /// The second process: `lio --child MODE DIR START_MS`.
 async fn child(args: Vec<String>) -> ExitCode {
-    let [flag, dir, start] = args.as_slice() else {
-        eprintln!("usage: lio --child --locked|--unlocked DIR START_MS");
-        return ExitCode::from(2);
+    let child = match locks_examples::ChildArgs::parse("lio", &args).await {
+        Ok(child) => child,
+        Err(status) => return status,
     };
-    let (Some(mode), Ok(start)) = (Mode::from_flag(flag), start.parse::<f64>()) else {
-        eprintln!("lio --child: bad arguments {args:?}");
-        return ExitCode::from(2);
-    };
-    let locks = match locks_examples::open_locks(true).await {
-        Ok(locks) => locks,
-        Err(e) => {
-            eprintln!("lio --child: {}", e.report());
-            return ExitCode::from(2);
-        }
-    };
+    let (mode, start) = (child.mode, child.start);
     let lio = Arc::new(LioAdm {
-        locks,
-        rtstool: RtsTool::open(Path::new(dir)),
+        locks: child.locks,
+        rtstool: RtsTool::open(&child.dir),
     });
     let volumes: Vec<String> = other_volumes().collect();
     let failures = export_all(Arc::clone(&lio), mode, &volumes, start).await;

@@ -263,24 +263,14 @@ async fn scenario(locks: Locks, mode: Mode) -> Result<Vec<String>, BoxError> {
 
 /// The second process: `nvmet --child MODE DIR START_MS` deletes the old targets.
 async fn child(args: Vec<String>) -> ExitCode {
-    let [flag, dir, start] = args.as_slice() else {
-        eprintln!("usage: nvmet --child --locked|--unlocked DIR START_MS");
-        return ExitCode::from(2);
+    let child = match locks_examples::ChildArgs::parse("nvmet", &args).await {
+        Ok(child) => child,
+        Err(status) => return status,
     };
-    let (Some(mode), Ok(start)) = (Mode::from_flag(flag), start.parse::<f64>()) else {
-        eprintln!("nvmet --child: bad arguments {args:?}");
-        return ExitCode::from(2);
-    };
-    let locks = match locks_examples::open_locks(true).await {
-        Ok(locks) => locks,
-        Err(e) => {
-            eprintln!("nvmet --child: {}", e.report());
-            return ExitCode::from(2);
-        }
-    };
+    let (mode, start) = (child.mode, child.start);
     let nvmet = Arc::new(Nvmet {
-        locks,
-        cli: NvmetCli::open(Path::new(dir)),
+        locks: child.locks,
+        cli: NvmetCli::open(&child.dir),
     });
     let failures = all(&nvmet, &DELETED, start, move |n, v| async move {
         n.delete(mode, &format!("p2:{v}"), v).await

@@ -125,6 +125,47 @@ pub async fn until(at_ms: f64) {
 // ---------------------------------------------------------------------------
 // Locks
 
+/// The arguments of an example's second process (`NAME --child MODE DIR
+/// START_MS`), and the client it opens from `$LOCKS_CONFIG`.
+#[derive(Debug)]
+pub struct ChildArgs {
+    /// With or without the lock.
+    pub mode: Mode,
+    /// The simulated device's state directory, shared with the first process.
+    pub dir: PathBuf,
+    /// The first process's start, in milliseconds since the epoch.
+    pub start: f64,
+    /// The lock client.
+    pub locks: Locks,
+}
+
+impl ChildArgs {
+    /// Parses `MODE DIR START_MS` and opens the client; on failure prints why
+    /// (naming the example `name`) and gives the exit status to return.
+    pub async fn parse(name: &str, args: &[String]) -> Result<ChildArgs, ExitCode> {
+        let [flag, dir, start] = args else {
+            eprintln!("usage: {name} --child --locked|--unlocked DIR START_MS");
+            return Err(ExitCode::from(2));
+        };
+        let (Some(mode), Ok(start)) = (Mode::from_flag(flag), start.parse::<f64>()) else {
+            eprintln!("{name} --child: bad arguments {args:?}");
+            return Err(ExitCode::from(2));
+        };
+        match open_locks(true).await {
+            Ok(locks) => Ok(ChildArgs {
+                mode,
+                dir: PathBuf::from(dir),
+                start,
+                locks,
+            }),
+            Err(e) => {
+                eprintln!("{name} --child: {}", e.report());
+                Err(ExitCode::from(2))
+            }
+        }
+    }
+}
+
 /// Opens [`Locks`] as a driver would: the file named by `$LOCKS_CONFIG`, or
 /// the embedded defaults. Prints the backend of each scope, and the
 /// configuration's warnings on stderr.

@@ -260,18 +260,9 @@ fn check_all(global: Option<&str>, what: &str) {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// The server address in `var`, or `None` (skip) when it is unset outside CI.
+/// The server address in `var`: skipped when unset, a failure under `CI=true`.
 fn server(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(addr) if !addr.is_empty() => Some(addr),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("{var} is unset under CI: start the test servers (ci/test.sh)")
-        }
-        _ => {
-            eprintln!("skipped: set {var} to a test server's HOST:PORT to run the examples on it");
-            None
-        }
-    }
+    locks_core::testing::server_from_env(var)
 }
 
 #[test]
