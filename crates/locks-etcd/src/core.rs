@@ -39,12 +39,26 @@ pub(crate) struct Core {
 pub(crate) struct Lease {
     pub(crate) id: i64,
     pub(crate) state: LockStateSender,
+    /// The earliest moment the server may expire the lease: the send time of
+    /// the last keep-alive the server answered, plus the TTL it granted.
+    expiry: Arc<Mutex<Instant>>,
+    ttl: Duration,
     _stop: oneshot::Sender<()>,
 }
 
 impl Lease {
     pub(crate) fn is_lost(&self) -> bool {
         self.state.get() == LockState::Lost
+    }
+
+    /// Whether the server provably still has the lease, and so every key on
+    /// it: the last answered keep-alive leaves more than a quarter of the TTL
+    /// before the server could expire it. Keys on the lease can still go by
+    /// a revoke or a delete from outside, which the keep-alive or the guard
+    /// notices later; this is the same trust a held lock puts in its lease.
+    pub(crate) fn surely_alive(&self) -> bool {
+        let expiry = *self.expiry.lock().unwrap_or_else(PoisonError::into_inner);
+        !self.is_lost() && Instant::now() + self.ttl / 4 < expiry
     }
 
     /// Resolves once the lease is known to be lost.
@@ -181,17 +195,21 @@ impl Core {
             ));
         }
         let (stop, stopped) = oneshot::channel();
+        let ttl = Duration::from_secs(u64::try_from(granted.ttl()).unwrap_or(1));
+        let expiry = Arc::new(Mutex::new(sent + ttl));
         let lease = Arc::new(Lease {
             id: granted.id(),
             state: LockStateSender::new(),
+            expiry: Arc::clone(&expiry),
+            ttl,
             _stop: stop,
         });
-        let ttl = Duration::from_secs(u64::try_from(granted.ttl()).unwrap_or(1));
         self.handle.spawn(keep_alive(KeepAlive {
             client: self.client.clone(),
             id: lease.id,
             ttl,
             deadline: sent + ttl,
+            expiry,
             state: lease.state.clone(),
             stopped,
             timeout: self.timeout,
@@ -394,6 +412,8 @@ struct KeepAlive {
     ttl: Duration,
     /// When the server may expire the lease if no ping gets through.
     deadline: Instant,
+    /// The same moment, shared with the [`Lease`].
+    expiry: Arc<Mutex<Instant>>,
     state: LockStateSender,
     stopped: oneshot::Receiver<()>,
     timeout: Duration,
@@ -469,6 +489,7 @@ async fn keep_alive(mut task: KeepAlive) {
         match outcome {
             Ok(Ping::Alive(ttl)) => {
                 task.deadline = sent + ttl.min(task.ttl);
+                *task.expiry.lock().unwrap_or_else(PoisonError::into_inner) = task.deadline;
                 task.state.set(LockState::Held);
             }
             Ok(Ping::Gone) => {

@@ -130,6 +130,11 @@ enum Turn {
 /// Waits until no key created before ours is left under `pfx`, checking each
 /// time that our own key still exists on our lease (etcd 3.4 would otherwise
 /// hand a lock to a waiter whose lease expired, etcd issue 9921).
+///
+/// When the key we wait on was the only one ahead, its delete event ends the
+/// wait without another read, provided the keep-alive proves our lease (and
+/// so our key) still alive at the server: a handoff then costs the release's
+/// write and the watch event, nothing more.
 async fn wait_for_turn(
     core: &Core,
     key: &[u8],
@@ -176,6 +181,10 @@ async fn wait_for_turn(
         let Some(ahead) = get_kvs(&responses, 1).first().cloned() else {
             return Ok(Turn::Ours);
         };
+        // `more` is false when the key ahead was the only one created before
+        // ours: keys created later have higher revisions, so once it goes
+        // nobody is left ahead of us.
+        let only_one_ahead = !more_keys(&responses, 1);
         match until_deleted(
             core,
             ahead.key(),
@@ -185,6 +194,10 @@ async fn wait_for_turn(
         )
         .await?
         {
+            // Our key was there when we looked and lives with our lease: the
+            // turn is ours without reading the queue again (saves a round
+            // trip on every handoff).
+            Watched::Deleted if only_one_ahead && lease.surely_alive() => return Ok(Turn::Ours),
             Watched::Deleted => {}
             Watched::Retry => tokio::time::sleep(RETRY_PAUSE).await,
             Watched::LeaseLost => return Ok(Turn::LeaseLost),
@@ -209,6 +222,14 @@ pub(crate) fn get_kvs(responses: &[TxnOpResponse], index: usize) -> &[etcd_clien
     match responses.get(index) {
         Some(TxnOpResponse::Get(get)) => get.kvs(),
         _ => &[],
+    }
+}
+
+/// Whether the range read at `index` had more keys than its limit returned.
+fn more_keys(responses: &[TxnOpResponse], index: usize) -> bool {
+    match responses.get(index) {
+        Some(TxnOpResponse::Get(get)) => get.more(),
+        _ => true,
     }
 }
 

@@ -394,6 +394,53 @@ async fn clients_queue_in_order() {
     assert!(order.windows(2).all(|w| w[0].1 < w[1].1), "{order:?}");
 }
 
+/// A waiter whose predecessor gives up keeps waiting for the holder: the
+/// predecessor's delete hands over the turn only when nobody else is ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_behind_a_quitter_still_waits_for_the_holder() {
+    let Some(addr) = server() else { return };
+    let holder = connect(&addr, Layout::Mutex).await;
+    let quitter = connect(&addr, Layout::Mutex).await;
+    let waiter = connect(&addr, Layout::Mutex).await;
+    let name = name("quitter");
+    let guard = acquire(&holder, &request(&name, Wait::TryOnce))
+        .await
+        .expect("acquire");
+    let quit_name = name.clone();
+    let quitting = tokio::spawn(async move {
+        acquire(
+            &quitter,
+            &request(&quit_name, Wait::Timeout(Duration::from_millis(400))),
+        )
+        .await
+        .map(drop)
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let wait_name = name.clone();
+    let waiting = tokio::spawn(async move {
+        let guard = acquire(&waiter, &request(&wait_name, Wait::Forever))
+            .await
+            .expect("waiter acquires");
+        let at = Instant::now();
+        guard.release().await.expect("release");
+        at
+    });
+    let quit = quitting.await.expect("quitter task");
+    assert_eq!(
+        quit.expect_err("quitter times out").kind(),
+        ErrorKind::Timeout
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the waiter got the lock while it was held"
+    );
+    let released = Instant::now();
+    guard.release().await.expect("release");
+    let acquired = waiting.await.expect("waiter task");
+    assert!(acquired >= released);
+}
+
 /// The lease goes away with the backend once no guard needs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_backend_revokes_its_lease() {
