@@ -1076,6 +1076,43 @@ async fn zookeeper(
         },
     )
     .await?;
+    // The lock recipe of kazoo (which ours follows, node for node) done with
+    // raw calls: a sequential create with a holder identity and the listing
+    // of the directory in one round trip, then the delete. The gap between
+    // this and the floor is the recipe's; the gap between ours and this is
+    // ours.
+    let recipe_dir = format!("/locks-bench-recipe-{}", std::process::id());
+    let recipe_node = format!("{recipe_dir}/{}__lock__", "0".repeat(32));
+    let sequential = zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    raw.mkdir(&recipe_dir, &persistent)
+        .await
+        .map_err(|e| unavailable(format_args!("ZooKeeper mkdir: {e}")))?;
+    let identity = vec![b'h'; 48];
+    let (recipe, ours_again) = paired(
+        plan.rounds,
+        plan.server_batch,
+        async |_| {
+            let create = raw.create(&recipe_node, &identity, &sequential);
+            let list = raw.list_children(&recipe_dir);
+            let (created, listed) = tokio::join!(create, list);
+            let (_, sequence) =
+                created.map_err(|e| unavailable(format_args!("ZooKeeper create: {e}")))?;
+            listed.map_err(|e| unavailable(format_args!("ZooKeeper list: {e}")))?;
+            raw.delete(&format!("{recipe_node}{sequence}"), None)
+                .await
+                .map_err(|e| unavailable(format_args!("ZooKeeper delete: {e}")))
+        },
+        async |_| {
+            locks
+                .lock_name(Scope::Global, "bench-zk", Wait::Forever)
+                .await?
+                .release()
+                .await
+        },
+    )
+    .await?;
+    let _ = raw.delete(&recipe_dir, None).await;
     let mut rtt = RoundTrips::default();
     for i in 0..plan.server_handoffs * 2 {
         let t = rtt.start(i).await;
@@ -1094,7 +1131,16 @@ async fn zookeeper(
         cycle_label: "cycle vs raw create+delete",
         held_in: "session",
     };
-    server_rows(plan, opts, dir, &server, &floor, &ours, &rtt, out).await
+    let rows = server_rows(plan, opts, dir, &server, &floor, &ours, &rtt, out).await?;
+    row(
+        out,
+        "cycle vs kazoo's recipe done raw (no target)",
+        ours_again.p50(),
+        &format!("recipe/floor={:.2}", recipe.p50() / floor.p50()),
+        Some(recipe.p50()),
+        None,
+    )?;
+    Ok(rows)
 }
 
 // ---------------------------------------------------------------- C ABI
