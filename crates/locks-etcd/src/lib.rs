@@ -13,7 +13,12 @@
 //!   lease; the key with the lowest create revision holds the lock; every other
 //!   contender watches only the key created just before its own. Waiters are
 //!   served in the order they asked (FIFO), and a release wakes exactly one of
-//!   them. With the default empty prefix, `etcdctl lock <name>` and this backend
+//!   them. A waiter that had only the holder ahead of it takes the lock on the
+//!   holder's delete event without reading the queue again, as long as its
+//!   own lease is provably alive (the last keep-alive answered leaves more
+//!   than a quarter of the TTL); otherwise it reads the queue once more, as
+//!   `concurrency.Mutex` does. A handoff thus costs the release's write and
+//!   the watch event. With the default empty prefix, `etcdctl lock <name>` and this backend
 //!   exclude each other. As in etcd, the range of a name includes the keys of
 //!   names that extend it with a `/` (lock `a` also sees contenders for `a/b`),
 //!   which can only make `a` wait longer, never let two holders in.
