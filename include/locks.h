@@ -33,7 +33,8 @@
  *
  * The numbers are pinned: they are only ever added, never renumbered or
  * reused. 1 to 16 follow the Rust `ErrorKind` one to one, in its order; 100
- * and up are failures of the C boundary itself.
+ * and up belong to the C boundary itself (its failures, and cancellation
+ * through a `locks_cancel` handle).
  */
 typedef enum {
   /**
@@ -125,6 +126,11 @@ typedef enum {
    * value, or the same parameter key given twice.
    */
   LOCKS_STATUS_INVALID_ARGUMENT = 104,
+  /**
+   * The acquire was cancelled: its `locks_cancel` handle was triggered
+   * (`locks_cancel_trigger`) before or while it waited. Nothing is held.
+   */
+  LOCKS_STATUS_CANCELLED = 105,
 } locks_status;
 
 /**
@@ -168,6 +174,19 @@ typedef enum {
    */
   LOCKS_LOCK_STATE_RELEASED = 3,
 } locks_lock_state;
+
+/**
+ * A cancellation handle for `locks_client_lock_cancellable` and
+ * `locks_client_lock_name_cancellable`.
+ *
+ * Created by `locks_cancel_new`; owned by the caller, who frees it with
+ * `locks_cancel_free`. `locks_cancel_trigger`, from any thread, makes every
+ * acquire waiting with the handle return `LOCKS_STATUS_CANCELLED`, and every
+ * later one return it at once. A triggered handle stays triggered: use a new
+ * handle for the next operation. One handle may be shared by any number of
+ * acquires on any threads.
+ */
+typedef struct locks_cancel locks_cancel;
 
 /**
  * One declared lock of the client's catalog.
@@ -373,7 +392,8 @@ const char *locks_client_warning(const locks_client *client,
  * Acquires catalog lock `id`, its name rendered from the parameters given as
  * two parallel arrays of `n_params` keys and values (`keys[i]` = `values[i]`).
  * Blocks the calling thread: `timeout_ms` < 0 waits as long as it takes, 0
- * tries once, > 0 waits at most that many milliseconds.
+ * tries once, > 0 waits at most that many milliseconds. To be able to stop
+ * the wait from another thread, use `locks_client_lock_cancellable`.
  *
  * On success stores a new guard in `*guard_out`, owned by the caller, who
  * releases it with `locks_guard_release` and frees it with `locks_guard_free`.
@@ -405,7 +425,8 @@ locks_status locks_client_lock(const locks_client *client,
 /**
  * Acquires a raw lock `name` (no catalog entry; the configured prefix is
  * put before it) in `scope`, a `LOCKS_SCOPE_*` value. Blocks the calling
- * thread; `timeout_ms` as in `locks_client_lock`.
+ * thread; `timeout_ms` as in `locks_client_lock`. To be able to stop the
+ * wait from another thread, use `locks_client_lock_name_cancellable`.
  *
  * On success stores a new guard in `*guard_out`, owned by the caller (see
  * `locks_client_lock`). `name` is borrowed for the call.
@@ -424,6 +445,53 @@ locks_status locks_client_lock_name(const locks_client *client,
                                     int64_t timeout_ms,
                                     locks_guard **guard_out,
                                     locks_error **err_out);
+
+/**
+ * `locks_client_lock`, which another thread can cancel: when `cancel` is
+ * triggered (`locks_cancel_trigger`) before or while the call waits, it
+ * returns `LOCKS_STATUS_CANCELLED` promptly, with a message naming the
+ * lock, and leaves nothing held or queued; its place in the lock's queue
+ * is given up only then. A handle triggered before the call makes it
+ * return at once without trying the lock. `cancel` NULL is
+ * `locks_client_lock`: not cancellable. `timeout_ms` applies as well;
+ * whichever ends the wait first decides the status.
+ *
+ * # Errors
+ * Those of `locks_client_lock`, and `LOCKS_STATUS_CANCELLED`.
+ *
+ * # Safety
+ * As `locks_client_lock`; `cancel` is NULL or a live handle, which must not
+ * be freed before this call returns.
+ */
+locks_status locks_client_lock_cancellable(const locks_client *client,
+                                           const char *id,
+                                           const char *const *keys,
+                                           const char *const *values,
+                                           size_t n_params,
+                                           int64_t timeout_ms,
+                                           const locks_cancel *cancel,
+                                           locks_guard **guard_out,
+                                           locks_error **err_out);
+
+/**
+ * `locks_client_lock_name`, which another thread can cancel through
+ * `cancel`, as `locks_client_lock_cancellable` describes. `cancel` NULL is
+ * `locks_client_lock_name`: not cancellable.
+ *
+ * # Errors
+ * Those of `locks_client_lock_name`, and `LOCKS_STATUS_CANCELLED`.
+ *
+ * # Safety
+ * As `locks_client_lock_name`; `cancel` is NULL or a live handle, which
+ * must not be freed before this call returns.
+ */
+locks_status locks_client_lock_name_cancellable(const locks_client *client,
+                                                int scope,
+                                                const char *name,
+                                                int64_t timeout_ms,
+                                                const locks_cancel *cancel,
+                                                locks_guard **guard_out,
+                                                locks_error **err_out);
 
 /**
  * The number of entries in the client's catalog; 0 when `client` is NULL.
@@ -600,6 +668,60 @@ locks_status locks_guard_release(locks_guard *guard,
  * from it) and not in use by another thread.
  */
 void locks_guard_free(locks_guard *guard);
+
+/**
+ * Creates a cancellation handle, not triggered.
+ *
+ * On success stores the new handle in `*cancel_out`, owned by the caller,
+ * who frees it with `locks_cancel_free`.
+ *
+ * # Errors
+ * `LOCKS_STATUS_NULL_ARGUMENT`.
+ *
+ * # Safety
+ * `cancel_out` and `err_out` are NULL or valid for writes.
+ */
+locks_status locks_cancel_new(locks_cancel **cancel_out,
+                              locks_error **err_out);
+
+/**
+ * Triggers a cancellation handle: every acquire waiting with it returns
+ * `LOCKS_STATUS_CANCELLED` promptly, from whichever thread it is blocked
+ * in, leaving nothing held or queued; every later acquire given it returns
+ * `LOCKS_STATUS_CANCELLED` at once, without trying the lock. An acquire
+ * that got its lock before the trigger is not affected: its guard is held.
+ *
+ * May be called from any thread, concurrently with the acquires using the
+ * handle, and any number of times (triggering again does nothing). Not
+ * async-signal-safe: do not call it from a signal handler.
+ *
+ * # Errors
+ * `LOCKS_STATUS_NULL_ARGUMENT`.
+ *
+ * # Safety
+ * `cancel` is NULL or a live handle (not freed, and not being freed by
+ * another thread); `err_out` is NULL or valid for writes.
+ */
+locks_status locks_cancel_trigger(const locks_cancel *cancel,
+                                  locks_error **err_out);
+
+/**
+ * Whether the handle was triggered. False when `cancel` is NULL.
+ *
+ * # Safety
+ * `cancel` is NULL or a live handle.
+ */
+bool locks_cancel_is_triggered(const locks_cancel *cancel);
+
+/**
+ * Frees a cancellation handle. `locks_cancel_free(NULL)` does nothing.
+ *
+ * # Safety
+ * `cancel` is NULL or a live handle, not used afterwards: no acquire that
+ * was given it may still be running, and no other thread may trigger it
+ * any more.
+ */
+void locks_cancel_free(locks_cancel *cancel);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -113,6 +113,14 @@ int main(int argc, char **argv) {
     EXPECT(locks_client_lock_name(client, LOCKS_SCOPE_NODE, "x", 0, NULL, err_out),
            LOCKS_STATUS_NULL_ARGUMENT, "`guard_out`");
     EXPECT(locks_guard_release(NULL, err_out), LOCKS_STATUS_NULL_ARGUMENT, "`guard`");
+    EXPECT(locks_cancel_new(NULL, err_out), LOCKS_STATUS_NULL_ARGUMENT, "`cancel_out`");
+    EXPECT(locks_cancel_trigger(NULL, err_out), LOCKS_STATUS_NULL_ARGUMENT, "`cancel`");
+    EXPECT(locks_client_lock_cancellable(NULL, "infinidat", keys, values, 1, 0, NULL, &guard, err_out),
+           LOCKS_STATUS_NULL_ARGUMENT, "`client`");
+    EXPECT(locks_client_lock_cancellable(client, "infinidat", keys, values, 1, 0, NULL, NULL, err_out),
+           LOCKS_STATUS_NULL_ARGUMENT, "`guard_out`");
+    EXPECT(locks_client_lock_name_cancellable(client, LOCKS_SCOPE_NODE, NULL, 0, NULL, &guard, err_out),
+           LOCKS_STATUS_NULL_ARGUMENT, "`name`");
 
     /* Arrays missing while the count says they hold parameters. */
     EXPECT(locks_client_lock(client, "infinidat", NULL, NULL, 1, 0, &guard, err_out),
@@ -215,6 +223,7 @@ int main(int argc, char **argv) {
     CHECK(locks_guard_scope(NULL) == LOCKS_SCOPE_PROCESS);
     CHECK(locks_guard_state(NULL) == LOCKS_LOCK_STATE_RELEASED);
     CHECK(!locks_guard_is_lost(NULL));
+    CHECK(!locks_cancel_is_triggered(NULL));
     CHECK(locks_client_catalog_len(NULL) == 0);
     CHECK(locks_client_catalog_entry(NULL, 0) == NULL);
     CHECK(locks_client_catalog_entry(client, locks_client_catalog_len(client)) == NULL);
@@ -233,6 +242,7 @@ int main(int argc, char **argv) {
     CHECK(strcmp(locks_status_name(LOCKS_STATUS_ALREADY_RELEASED), "already_released") == 0);
     locks_error_free(NULL);
     locks_guard_free(NULL);
+    locks_cancel_free(NULL);
     locks_client_free(NULL);
 
     locks_client_free(client);

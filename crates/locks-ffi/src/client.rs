@@ -1,17 +1,17 @@
 //! `locks_client`: opening a client, acquiring locks, and the scope enum.
 
 use std::ffi::{CStr, CString, OsStr, c_char, c_int};
-use std::future::Future;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use locks::{Config, Error, ErrorKind, LockGuard, Locks, Params, Scope, Wait};
+use locks::{Config, Error, ErrorKind, LockGuard, LockRequest, Locks, Params, Scope, Wait};
 use tokio::runtime::Runtime;
 
 use crate::boundary::{Call, Failure, FfiResult, c_string, fallible, infallible};
+use crate::cancel::locks_cancel;
 use crate::catalog::locks_catalog_entry;
 use crate::guard::locks_guard;
 use crate::status::{locks_error, locks_status};
@@ -150,19 +150,54 @@ impl ClientInner {
     }
 
     /// Runs an acquire: on the calling thread (re-entry detected per thread)
-    /// or, with the check off, as a task of its own (never detected).
-    fn acquire<F>(&self, future: impl FnOnce(Locks) -> F) -> FfiResult<LockGuard>
-    where
-        F: Future<Output = locks::Result<LockGuard>> + Send + 'static,
-    {
+    /// or, with the check off, as a task of its own (never detected). With a
+    /// cancellation handle the acquire future is raced against it, inside
+    /// whichever of the two runs it, and dropped when the handle wins (the
+    /// backends leave nothing held or queued then).
+    fn acquire(
+        &self,
+        call: &Call,
+        request: LockRequest,
+        cancel: Option<&locks_cancel>,
+    ) -> FfiResult<LockGuard> {
         not_in_runtime()?;
         let runtime = self.runtime()?;
-        let future = future(self.locks.clone());
+        // The handle's state, and the failure it ends the wait with.
+        let cancel = match cancel {
+            None => None,
+            Some(cancel) => {
+                let cancelled = call.fail(
+                    locks_status::Cancelled,
+                    format_args!(
+                        "acquiring lock `{}` ({} scope) was cancelled through its \
+                         locks_cancel handle",
+                        request.name.as_str(),
+                        request.scope
+                    ),
+                );
+                if cancel.inner.is_triggered() {
+                    return Err(cancelled);
+                }
+                Some((Arc::clone(&cancel.inner), cancelled))
+            }
+        };
+        let locks = self.locks.clone();
+        let future = async move {
+            let Some((cancel, cancelled)) = cancel else {
+                return Ok(locks.acquire(request).await?);
+            };
+            tokio::select! {
+                // The handle first: once triggered, the acquire is not polled again.
+                biased;
+                () = cancel.cancelled() => Err(cancelled),
+                acquired = locks.acquire(request) => Ok(acquired?),
+            }
+        };
         if self.reentry_per_thread.load(Ordering::Relaxed) {
-            return Ok(runtime.block_on(future)?);
+            return runtime.block_on(future);
         }
         match runtime.block_on(runtime.spawn(future)) {
-            Ok(result) => Ok(result?),
+            Ok(result) => result,
             Err(e) if e.is_panic() => Err(Failure {
                 status: locks_status::Panic,
                 message: "the acquire task panicked; this is a bug in locks".to_owned(),
@@ -428,10 +463,72 @@ fn hand_out_guard(client: &Arc<ClientInner>, guard: LockGuard, guard_out: *mut *
     unsafe { guard_out.write(Box::into_raw(guard)) };
 }
 
+/// The body of `locks_client_lock` and `locks_client_lock_cancellable`.
+///
+/// # Safety
+/// As `locks_client_lock_cancellable`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn lock_catalog(
+    call: &Call,
+    client: *const locks_client,
+    id: *const c_char,
+    keys: *const *const c_char,
+    values: *const *const c_char,
+    n_params: usize,
+    timeout_ms: i64,
+    cancel: *const locks_cancel,
+    guard_out: *mut *mut locks_guard,
+) -> FfiResult {
+    // SAFETY (all four): per the contract.
+    let client = unsafe { call.arg(client, "client") }?;
+    let id = unsafe { call.str(id, "id") }?;
+    let params = unsafe { read_params(call, keys, values, n_params) }?;
+    let cancel = unsafe { cancel.as_ref() };
+    call.out(guard_out, "guard_out")?;
+    let request = client
+        .inner
+        .locks
+        .request(id, &params)?
+        .wait(Wait::from_millis(timeout_ms));
+    let guard = client.inner.acquire(call, request, cancel)?;
+    hand_out_guard(&client.inner, guard, guard_out);
+    Ok(())
+}
+
+/// The body of `locks_client_lock_name` and `locks_client_lock_name_cancellable`.
+///
+/// # Safety
+/// As `locks_client_lock_name_cancellable`.
+unsafe fn lock_raw(
+    call: &Call,
+    client: *const locks_client,
+    scope: c_int,
+    name: *const c_char,
+    timeout_ms: i64,
+    cancel: *const locks_cancel,
+    guard_out: *mut *mut locks_guard,
+) -> FfiResult {
+    // SAFETY (all three): per the contract.
+    let client = unsafe { call.arg(client, "client") }?;
+    let name = unsafe { call.str(name, "name") }?;
+    let cancel = unsafe { cancel.as_ref() };
+    let scope = scope_from_int(call, scope)?;
+    call.out(guard_out, "guard_out")?;
+    let request = client
+        .inner
+        .locks
+        .raw_request(scope, name)?
+        .wait(Wait::from_millis(timeout_ms));
+    let guard = client.inner.acquire(call, request, cancel)?;
+    hand_out_guard(&client.inner, guard, guard_out);
+    Ok(())
+}
+
 /// Acquires catalog lock `id`, its name rendered from the parameters given as
 /// two parallel arrays of `n_params` keys and values (`keys[i]` = `values[i]`).
 /// Blocks the calling thread: `timeout_ms` < 0 waits as long as it takes, 0
-/// tries once, > 0 waits at most that many milliseconds.
+/// tries once, > 0 waits at most that many milliseconds. To be able to stop
+/// the wait from another thread, use `locks_client_lock_cancellable`.
 ///
 /// On success stores a new guard in `*guard_out`, owned by the caller, who
 /// releases it with `locks_guard_release` and frees it with `locks_guard_free`.
@@ -463,23 +560,27 @@ pub unsafe extern "C" fn locks_client_lock(
     err_out: *mut *mut locks_error,
 ) -> locks_status {
     fallible("locks_client_lock", err_out, |call| {
-        // SAFETY (all four): per the contract.
-        let client = unsafe { call.arg(client, "client") }?;
-        let id = unsafe { call.str(id, "id") }?.to_owned();
-        let params = unsafe { read_params(call, keys, values, n_params) }?;
-        call.out(guard_out, "guard_out")?;
-        let wait = Wait::from_millis(timeout_ms);
-        let guard = client
-            .inner
-            .acquire(move |locks| async move { locks.lock_with(&id, &params, wait).await })?;
-        hand_out_guard(&client.inner, guard, guard_out);
-        Ok(())
+        // SAFETY: the same contract, and no cancellation handle.
+        unsafe {
+            lock_catalog(
+                call,
+                client,
+                id,
+                keys,
+                values,
+                n_params,
+                timeout_ms,
+                std::ptr::null(),
+                guard_out,
+            )
+        }
     })
 }
 
 /// Acquires a raw lock `name` (no catalog entry; the configured prefix is
 /// put before it) in `scope`, a `LOCKS_SCOPE_*` value. Blocks the calling
-/// thread; `timeout_ms` as in `locks_client_lock`.
+/// thread; `timeout_ms` as in `locks_client_lock`. To be able to stop the
+/// wait from another thread, use `locks_client_lock_name_cancellable`.
 ///
 /// On success stores a new guard in `*guard_out`, owned by the caller (see
 /// `locks_client_lock`). `name` is borrowed for the call.
@@ -501,16 +602,81 @@ pub unsafe extern "C" fn locks_client_lock_name(
     err_out: *mut *mut locks_error,
 ) -> locks_status {
     fallible("locks_client_lock_name", err_out, |call| {
-        // SAFETY (both): per the contract.
-        let client = unsafe { call.arg(client, "client") }?;
-        let name = unsafe { call.str(name, "name") }?.to_owned();
-        let scope = scope_from_int(call, scope)?;
-        call.out(guard_out, "guard_out")?;
-        let wait = Wait::from_millis(timeout_ms);
-        let guard = client
-            .inner
-            .acquire(move |locks| async move { locks.lock_name(scope, &name, wait).await })?;
-        hand_out_guard(&client.inner, guard, guard_out);
-        Ok(())
+        // SAFETY: the same contract, and no cancellation handle.
+        unsafe {
+            lock_raw(
+                call,
+                client,
+                scope,
+                name,
+                timeout_ms,
+                std::ptr::null(),
+                guard_out,
+            )
+        }
+    })
+}
+
+/// `locks_client_lock`, which another thread can cancel: when `cancel` is
+/// triggered (`locks_cancel_trigger`) before or while the call waits, it
+/// returns `LOCKS_STATUS_CANCELLED` promptly, with a message naming the
+/// lock, and leaves nothing held or queued; its place in the lock's queue
+/// is given up only then. A handle triggered before the call makes it
+/// return at once without trying the lock. `cancel` NULL is
+/// `locks_client_lock`: not cancellable. `timeout_ms` applies as well;
+/// whichever ends the wait first decides the status.
+///
+/// # Errors
+/// Those of `locks_client_lock`, and `LOCKS_STATUS_CANCELLED`.
+///
+/// # Safety
+/// As `locks_client_lock`; `cancel` is NULL or a live handle, which must not
+/// be freed before this call returns.
+#[unsafe(no_mangle)]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn locks_client_lock_cancellable(
+    client: *const locks_client,
+    id: *const c_char,
+    keys: *const *const c_char,
+    values: *const *const c_char,
+    n_params: usize,
+    timeout_ms: i64,
+    cancel: *const locks_cancel,
+    guard_out: *mut *mut locks_guard,
+    err_out: *mut *mut locks_error,
+) -> locks_status {
+    fallible("locks_client_lock_cancellable", err_out, |call| {
+        // SAFETY: the same contract.
+        unsafe {
+            lock_catalog(
+                call, client, id, keys, values, n_params, timeout_ms, cancel, guard_out,
+            )
+        }
+    })
+}
+
+/// `locks_client_lock_name`, which another thread can cancel through
+/// `cancel`, as `locks_client_lock_cancellable` describes. `cancel` NULL is
+/// `locks_client_lock_name`: not cancellable.
+///
+/// # Errors
+/// Those of `locks_client_lock_name`, and `LOCKS_STATUS_CANCELLED`.
+///
+/// # Safety
+/// As `locks_client_lock_name`; `cancel` is NULL or a live handle, which
+/// must not be freed before this call returns.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn locks_client_lock_name_cancellable(
+    client: *const locks_client,
+    scope: c_int,
+    name: *const c_char,
+    timeout_ms: i64,
+    cancel: *const locks_cancel,
+    guard_out: *mut *mut locks_guard,
+    err_out: *mut *mut locks_error,
+) -> locks_status {
+    fallible("locks_client_lock_name_cancellable", err_out, |call| {
+        // SAFETY: the same contract.
+        unsafe { lock_raw(call, client, scope, name, timeout_ms, cancel, guard_out) }
     })
 }

@@ -23,8 +23,14 @@ mod catalog;
 
 mod guard;
 
+mod cancel;
+
 mod boundary;
 
+pub use cancel::{
+    locks_cancel, locks_cancel_free, locks_cancel_is_triggered, locks_cancel_new,
+    locks_cancel_trigger,
+};
 pub use catalog::{
     locks_catalog_entry, locks_catalog_entry_critical_section, locks_catalog_entry_driver,
     locks_catalog_entry_id, locks_catalog_entry_parameter, locks_catalog_entry_parameter_count,
@@ -32,7 +38,8 @@ pub use catalog::{
     locks_client_catalog_find, locks_client_catalog_len,
 };
 pub use client::{
-    LOCKS_MAX_PARAMS, locks_client, locks_client_free, locks_client_lock, locks_client_lock_name,
+    LOCKS_MAX_PARAMS, locks_client, locks_client_free, locks_client_lock,
+    locks_client_lock_cancellable, locks_client_lock_name, locks_client_lock_name_cancellable,
     locks_client_open_default, locks_client_open_file, locks_client_open_string,
     locks_client_set_reentry_check, locks_client_warning, locks_client_warnings_len, locks_scope,
 };

@@ -10,7 +10,8 @@ use crate::boundary::infallible;
 ///
 /// The numbers are pinned: they are only ever added, never renumbered or
 /// reused. 1 to 16 follow the Rust `ErrorKind` one to one, in its order; 100
-/// and up are failures of the C boundary itself.
+/// and up belong to the C boundary itself (its failures, and cancellation
+/// through a `locks_cancel` handle).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum locks_status {
@@ -59,11 +60,14 @@ pub enum locks_status {
     /// An argument is out of range: a scope that is not a `LOCKS_SCOPE_*`
     /// value, or the same parameter key given twice.
     InvalidArgument = 104,
+    /// The acquire was cancelled: its `locks_cancel` handle was triggered
+    /// (`locks_cancel_trigger`) before or while it waited. Nothing is held.
+    Cancelled = 105,
 }
 
 impl locks_status {
     /// Every status, in numeric order.
-    const ALL: [locks_status; 22] = [
+    const ALL: [locks_status; 23] = [
         locks_status::Ok,
         locks_status::InvalidTemplate,
         locks_status::MissingParameter,
@@ -86,6 +90,7 @@ impl locks_status {
         locks_status::Panic,
         locks_status::AlreadyReleased,
         locks_status::InvalidArgument,
+        locks_status::Cancelled,
     ];
 
     /// The status for `kind`. A kind added to the Rust enum after this crate
@@ -147,6 +152,7 @@ impl locks_status {
             locks_status::Panic => c"panic",
             locks_status::AlreadyReleased => c"already_released",
             locks_status::InvalidArgument => c"invalid_argument",
+            locks_status::Cancelled => c"cancelled",
         }
     }
 

@@ -739,7 +739,7 @@ fn status_names_and_unknown_numbers() {
 /// The numbers are part of the ABI: pinned here, so renumbering fails a test.
 #[test]
 fn status_numbers_are_pinned() {
-    let pinned: [(&str, c_int); 22] = [
+    let pinned: [(&str, c_int); 23] = [
         ("ok", 0),
         ("invalid_template", 1),
         ("missing_parameter", 2),
@@ -762,6 +762,7 @@ fn status_numbers_are_pinned() {
         ("panic", 102),
         ("already_released", 103),
         ("invalid_argument", 104),
+        ("cancelled", 105),
     ];
     let actual: Vec<(&str, c_int)> = locks_status::all()
         .map(|s| (s.as_str(), s as c_int))
@@ -874,4 +875,327 @@ fn global_locks_on_etcd_and_zookeeper() {
             locks_client_free(b);
         }
     }
+}
+
+/// A cancellation handle that frees itself; shared by reference between threads.
+struct Cancel(*mut locks_cancel);
+
+// SAFETY: the handle is documented as usable from any thread; it is freed
+// only on drop, after every thread that used it was joined.
+unsafe impl Send for Cancel {}
+// SAFETY: as above.
+unsafe impl Sync for Cancel {}
+
+impl Cancel {
+    fn new() -> Self {
+        let mut cancel = null_mut();
+        // SAFETY: valid out-pointer; no error is expected.
+        let status = unsafe { locks_cancel_new(&mut cancel, null_mut()) };
+        assert_eq!(status, locks_status::Ok);
+        assert!(!cancel.is_null());
+        Cancel(cancel)
+    }
+
+    fn trigger(&self) {
+        // SAFETY: live handle.
+        assert_eq!(
+            unsafe { locks_cancel_trigger(self.0, null_mut()) },
+            locks_status::Ok
+        );
+    }
+
+    fn is_triggered(&self) -> bool {
+        // SAFETY: live handle.
+        unsafe { locks_cancel_is_triggered(self.0) }
+    }
+}
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        // SAFETY: freed once.
+        unsafe { locks_cancel_free(self.0) };
+    }
+}
+
+fn lock_name_cancellable(
+    client: &locks_client,
+    scope: c_int,
+    name: &str,
+    timeout_ms: i64,
+    cancel: Option<&Cancel>,
+) -> Result<Guard, (locks_status, String)> {
+    let name = cstring(name);
+    let mut guard = null_mut();
+    let mut err = null_mut();
+    // SAFETY: valid arguments.
+    let status = unsafe {
+        locks_client_lock_name_cancellable(
+            client,
+            scope,
+            name.as_ptr(),
+            timeout_ms,
+            cancel.map_or(null(), |c| c.0.cast_const()),
+            &mut guard,
+            &mut err,
+        )
+    };
+    if status == locks_status::Ok {
+        assert!(err.is_null() && !guard.is_null());
+        Ok(Guard(guard))
+    } else {
+        assert!(guard.is_null(), "guard written on failure");
+        Err(take_error(status, err))
+    }
+}
+
+fn lock_cancellable(
+    client: &locks_client,
+    id: &str,
+    params: &[(&str, &str)],
+    timeout_ms: i64,
+    cancel: &Cancel,
+) -> Result<Guard, (locks_status, String)> {
+    let id = cstring(id);
+    let keys: Vec<CString> = params.iter().map(|(k, _)| cstring(k)).collect();
+    let values: Vec<CString> = params.iter().map(|(_, v)| cstring(v)).collect();
+    let key_ptrs: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr()).collect();
+    let value_ptrs: Vec<*const c_char> = values.iter().map(|v| v.as_ptr()).collect();
+    let mut guard = null_mut();
+    let mut err = null_mut();
+    // SAFETY: valid arguments.
+    let status = unsafe {
+        locks_client_lock_cancellable(
+            client,
+            id.as_ptr(),
+            key_ptrs.as_ptr(),
+            value_ptrs.as_ptr(),
+            params.len(),
+            timeout_ms,
+            cancel.0,
+            &mut guard,
+            &mut err,
+        )
+    };
+    if status == locks_status::Ok {
+        Ok(Guard(guard))
+    } else {
+        assert!(guard.is_null(), "guard written on failure");
+        Err(take_error(status, err))
+    }
+}
+
+const LOCKS_SCOPE_PROCESS: c_int = locks_scope::Process as c_int;
+
+/// A waiter blocked in another thread returns CANCELLED soon after the
+/// trigger, in both re-entry modes (the acquire on the calling thread, and
+/// as a task of its own) and on the memory and lock-file backends; it leaves
+/// nothing behind, so the next waiter gets the lock when the holder lets go.
+#[test]
+fn a_triggered_handle_ends_a_blocked_acquire() {
+    for per_thread in [true, false] {
+        for scope in [LOCKS_SCOPE_PROCESS, LOCKS_SCOPE_NODE] {
+            let what = format!("per_thread {per_thread}, scope {scope}");
+            let f = Fixture::new();
+            // SAFETY: no other thread uses the client yet.
+            let status =
+                unsafe { locks_client_set_reentry_check(f.client, per_thread, null_mut()) };
+            assert_eq!(status, locks_status::Ok);
+            let held = lock_name(f.client(), scope, "busy", 0).unwrap();
+            let cancel = Cancel::new();
+            assert!(!cancel.is_triggered());
+            std::thread::scope(|s| {
+                let cancelled = s.spawn(|| {
+                    let start = Instant::now();
+                    let result =
+                        lock_name_cancellable(f.client(), scope, "busy", -1, Some(&cancel));
+                    (status_of(result), start.elapsed())
+                });
+                // A second waiter, behind the first: it must get the lock
+                // once the holder lets go, the cancelled waiter notwithstanding.
+                let next = s.spawn(|| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    lock_name(f.client(), scope, "busy", 10_000)
+                });
+                std::thread::sleep(Duration::from_millis(300));
+                let triggered = Instant::now();
+                cancel.trigger();
+                cancel.trigger(); // idempotent
+                assert!(cancel.is_triggered());
+                let ((status, message), waited) = cancelled.join().unwrap();
+                assert_eq!(status, locks_status::Cancelled, "{what}: {message}");
+                assert!(
+                    message.contains("locks_client_lock_name_cancellable")
+                        && message.contains("`busy`")
+                        && message.contains("cancelled"),
+                    "{what}: {message}"
+                );
+                assert!(waited >= Duration::from_millis(250), "{what}: {waited:?}");
+                assert!(
+                    triggered.elapsed() < Duration::from_secs(2),
+                    "{what}: cancellation took {:?}",
+                    triggered.elapsed()
+                );
+                held.release().unwrap();
+                let next = next
+                    .join()
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+                next.release().unwrap();
+            });
+            // Free again: the cancelled waiter holds nothing.
+            lock_name(f.client(), scope, "busy", 5_000)
+                .unwrap_or_else(|e| panic!("{what}: {e:?}"))
+                .release()
+                .unwrap();
+        }
+    }
+}
+
+/// A handle triggered before the call: CANCELLED at once, even on a free
+/// lock, which stays free; a handle never triggered changes nothing.
+#[test]
+fn a_pre_triggered_handle_returns_at_once() {
+    let f = Fixture::new();
+    let cancel = Cancel::new();
+    cancel.trigger();
+    for scope in [LOCKS_SCOPE_PROCESS, LOCKS_SCOPE_NODE] {
+        let start = Instant::now();
+        let (status, message) = status_of(lock_name_cancellable(
+            f.client(),
+            scope,
+            "free",
+            -1,
+            Some(&cancel),
+        ));
+        assert_eq!(status, locks_status::Cancelled, "{message}");
+        assert!(start.elapsed() < Duration::from_millis(500));
+        lock_name(f.client(), scope, "free", 0)
+            .unwrap()
+            .release()
+            .unwrap();
+    }
+    let (status, message) = status_of(lock_cancellable(
+        f.client(),
+        "infinidat",
+        &[("management_address", "10.0.0.1")],
+        -1,
+        &cancel,
+    ));
+    assert_eq!(status, locks_status::Cancelled, "{message}");
+    assert!(
+        message.contains("locks_client_lock_cancellable")
+            && message.contains("`infinidat-10.0.0.1-lock`"),
+        "{message}"
+    );
+    // Template errors still come first.
+    let (status, _) = status_of(lock_cancellable(f.client(), "infinidat", &[], -1, &cancel));
+    assert_eq!(status, locks_status::MissingParameter);
+
+    let idle = Cancel::new();
+    let g = lock_cancellable(
+        f.client(),
+        "infinidat",
+        &[("management_address", "10.0.0.1")],
+        -1,
+        &idle,
+    )
+    .unwrap();
+    assert_eq!(g.name(), "infinidat-10.0.0.1-lock");
+    // The per-thread re-entry check applies to a cancellable acquire...
+    let (status, _) = status_of(lock_cancellable(
+        f.client(),
+        "infinidat",
+        &[("management_address", "10.0.0.1")],
+        -1,
+        &idle,
+    ));
+    assert_eq!(status, locks_status::WouldDeadlock);
+    // ...and so do the timeouts, in another thread.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for (timeout_ms, want) in [(0, locks_status::WouldBlock), (100, locks_status::Timeout)]
+            {
+                let (status, _) = status_of(lock_cancellable(
+                    f.client(),
+                    "infinidat",
+                    &[("management_address", "10.0.0.1")],
+                    timeout_ms,
+                    &idle,
+                ));
+                assert_eq!(status, want);
+            }
+        });
+    });
+    // NULL: not cancellable.
+    let g2 = lock_name_cancellable(f.client(), LOCKS_SCOPE_PROCESS, "plain", 0, None).unwrap();
+    g2.release().unwrap();
+    g.release().unwrap();
+    assert!(!idle.is_triggered());
+}
+
+#[test]
+fn cancel_handle_null_arguments() {
+    let f = Fixture::new();
+    let name = cstring("x");
+    let mut guard = null_mut();
+    // SAFETY: NULL is what is being tested.
+    unsafe {
+        let mut err = null_mut();
+        let (s, m) = take_error(locks_cancel_new(null_mut(), &mut err), err);
+        assert_eq!(s, locks_status::NullArgument);
+        assert!(m.contains("`cancel_out`"), "{m}");
+        let mut err = null_mut();
+        let (s, m) = take_error(locks_cancel_trigger(null(), &mut err), err);
+        assert_eq!(s, locks_status::NullArgument);
+        assert!(m.contains("`cancel`"), "{m}");
+        assert!(!locks_cancel_is_triggered(null()));
+        locks_cancel_free(null_mut());
+
+        let cancel = Cancel::new();
+        let mut err = null_mut();
+        let s = locks_client_lock_name_cancellable(
+            null(),
+            LOCKS_SCOPE_NODE,
+            name.as_ptr(),
+            0,
+            cancel.0,
+            &mut guard,
+            &mut err,
+        );
+        let (s, m) = take_error(s, err);
+        assert_eq!(s, locks_status::NullArgument);
+        assert!(m.contains("`client`"), "{m}");
+        let mut err = null_mut();
+        let s = locks_client_lock_name_cancellable(
+            f.client(),
+            LOCKS_SCOPE_NODE,
+            name.as_ptr(),
+            0,
+            cancel.0,
+            null_mut(),
+            &mut err,
+        );
+        let (s, m) = take_error(s, err);
+        assert_eq!(s, locks_status::NullArgument);
+        assert!(m.contains("`guard_out`"), "{m}");
+        let mut err = null_mut();
+        let s = locks_client_lock_cancellable(
+            f.client(),
+            null(),
+            null(),
+            null(),
+            0,
+            0,
+            cancel.0,
+            &mut guard,
+            &mut err,
+        );
+        let (s, m) = take_error(s, err);
+        assert_eq!(s, locks_status::NullArgument);
+        assert!(
+            m.contains("locks_client_lock_cancellable") && m.contains("`id`"),
+            "{m}"
+        );
+    }
+    assert!(guard.is_null());
 }

@@ -146,6 +146,18 @@ fn bad_input_gets_a_status_and_a_message_every_time() {
     assert!(ran.stdout.contains(" checks, 0 failed"), "{ran:?}");
 }
 
+#[test]
+fn cancel_ends_a_blocked_acquire_from_another_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let mut cmd = Command::new(compile_c("cancel"));
+    cmd.arg(&config);
+    let ran = run(&mut cmd, LIMIT);
+    assert_eq!(ran.code(), 0, "{}\n{}", ran.stdout, ran.stderr);
+    assert!(ran.stdout.contains(" checks, 0 failed"), "{ran:?}");
+    assert!(ran.stdout.contains("waiter: cancelled after "), "{ran:?}");
+}
+
 /// Every C program under valgrind: no invalid reads or writes, no use of
 /// uninitialised memory, no definite or indirect leaks.
 #[test]
@@ -154,7 +166,7 @@ fn c_programs_are_clean_under_valgrind() {
         return;
     }
     // One lock directory each: they run side by side.
-    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
     let config = |i: usize| write_config(dirs[i].path()).display().to_string();
     let runs: Vec<(&str, Vec<String>, i32)> = vec![
         (
@@ -180,6 +192,7 @@ fn c_programs_are_clean_under_valgrind() {
             ],
             0,
         ),
+        ("cancel", vec![config(4)], 0),
     ];
     // The Global lock on the server backends too, when the servers are there.
     let mut runs = runs;
