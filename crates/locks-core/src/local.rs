@@ -7,21 +7,105 @@
 //! ZooKeeper node) per name. The memory backend is nothing else. Entries exist
 //! only while somebody holds or waits for their key, so any number of
 //! distinct names can pass through without memory growing.
+//!
+//! # How it works
+//! The table is split in [`SHARDS`] shards, each a [`std::sync::Mutex`] around
+//! a hash table (foldhash, randomly seeded) of *slots*. A slot is the mutex of
+//! one key: the key (stored once), the ticket that owns the turn, and the
+//! queue of waiting tickets. Taking a free key is one critical section that
+//! inserts a slot; ending the turn is one that hands the slot to the first
+//! waiter or removes it. There is no per-key allocation besides the slot in
+//! the table (and the waiter queue, only under contention).
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fmt;
-use std::hash::Hash;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::future::Future;
+use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
-struct Slot {
-    mutex: Arc<AsyncMutex<()>>,
-    /// Holders plus waiters; the slot goes away when this reaches zero.
-    users: usize,
+/// How many independently locked parts the table has: tasks on different
+/// threads working on different keys rarely wait for each other.
+const SHARDS: usize = 16;
+
+/// The mutex of one key.
+struct Slot<K> {
+    key: K,
+    hash: u64,
+    /// Identifies the slot in its shard: a key that comes back after its slot
+    /// went away gets a new slot with a new id.
+    id: u64,
+    /// The ticket that owns the turn: the holder, or the first waiter, handed
+    /// the turn and not yet polled.
+    owner: u64,
+    /// Tickets waiting, first come first served.
+    waiters: VecDeque<Waiter>,
 }
 
-type Table<K> = Arc<Mutex<HashMap<K, Slot>>>;
+struct Waiter {
+    ticket: u64,
+    waker: Option<Waker>,
+}
+
+struct ShardState<K> {
+    slots: HashTable<Slot<K>>,
+    /// The next ticket (and slot id): unique within the shard.
+    next_ticket: u64,
+}
+
+/// One shard on its own cache line, so that threads on different shards do
+/// not share one.
+#[repr(align(128))]
+struct Shard<K>(Mutex<ShardState<K>>);
+
+struct Shared<K> {
+    hasher: foldhash::fast::RandomState,
+    shards: [Shard<K>; SHARDS],
+}
+
+impl<K> Shared<K> {
+    fn shard(&self, hash: u64) -> MutexGuard<'_, ShardState<K>> {
+        // Bits the hash table itself does not use (it takes the low bits for
+        // the bucket and the top seven for its tags).
+        let index = (hash >> 40) as usize % SHARDS;
+        self.shards[index]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn shards(&self) -> impl Iterator<Item = MutexGuard<'_, ShardState<K>>> {
+        self.shards
+            .iter()
+            .map(|s| s.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Ends the turn of slot `id`: hands it to the first waiter, or removes
+    /// the slot. Returns what to wake and drop once the shard is unlocked.
+    fn pass_on(state: &mut ShardState<K>, hash: u64, id: u64) -> (Option<Waker>, Option<Slot<K>>) {
+        match state.slots.find_entry(hash, |s| s.id == id) {
+            Ok(mut entry) => {
+                let slot = entry.get_mut();
+                match slot.waiters.pop_front() {
+                    Some(next) => {
+                        slot.owner = next.ticket;
+                        (next.waker, None)
+                    }
+                    None => (None, Some(entry.remove().0)),
+                }
+            }
+            Err(_) => {
+                debug_assert!(false, "a live turn's slot is in the table");
+                (None, None)
+            }
+        }
+    }
+}
 
 /// A table of per-key FIFO async mutexes; cheap to clone, clones share it.
 ///
@@ -35,13 +119,13 @@ type Table<K> = Arc<Mutex<HashMap<K, Slot>>>;
 /// # });
 /// ```
 pub struct LocalLocks<K> {
-    table: Table<K>,
+    shared: Arc<Shared<K>>,
 }
 
 impl<K> Clone for LocalLocks<K> {
     fn clone(&self) -> Self {
         LocalLocks {
-            table: Arc::clone(&self.table),
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -49,22 +133,32 @@ impl<K> Clone for LocalLocks<K> {
 impl<K> Default for LocalLocks<K> {
     fn default() -> Self {
         LocalLocks {
-            table: Arc::default(),
+            shared: Arc::new(Shared {
+                hasher: foldhash::fast::RandomState::default(),
+                shards: std::array::from_fn(|_| {
+                    Shard(Mutex::new(ShardState {
+                        slots: HashTable::new(),
+                        next_ticket: 0,
+                    }))
+                }),
+            }),
         }
     }
 }
 
 impl<K> fmt::Debug for LocalLocks<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let active = self
-            .table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
+        let active: usize = self.shared.shards().map(|s| s.slots.len()).sum();
         f.debug_struct("LocalLocks")
             .field("active", &active)
             .finish()
     }
+}
+
+/// The outcome of asking for a key: the turn, or a place in its queue.
+enum Entered<K> {
+    Turn(LocalTurn<K>),
+    Queued { slot: u64, ticket: u64 },
 }
 
 impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
@@ -76,43 +170,47 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
     /// Waits for the turn on `key`, after everyone who asked before.
     ///
     /// # Cancel safety
-    /// Cancel safe: a dropped future leaves the queue, and the entry goes
-    /// away if nobody else uses it.
+    /// Cancel safe: a dropped future leaves the queue (passing the turn on if
+    /// it had just been handed it), and the entry goes away if nobody else
+    /// uses it.
     pub async fn lock(&self, key: &K) -> LocalTurn<K> {
-        let membership = self.enter(key);
-        let guard = Arc::clone(&membership.mutex).lock_owned().await;
-        LocalTurn {
-            _guard: guard,
-            _membership: membership,
+        let hash = self.shared.hasher.hash_one(key);
+        match self.enter(key, hash, true) {
+            Some(Entered::Turn(turn)) => turn,
+            Some(Entered::Queued { slot, ticket }) => {
+                Waiting {
+                    shared: &self.shared,
+                    hash,
+                    slot,
+                    ticket,
+                    done: false,
+                }
+                .await
+            }
+            None => unreachable!("a waiting enter always enters"),
         }
     }
 
-    /// Takes the turn on `key` if nobody holds it right now; `None` otherwise.
+    /// Takes the turn on `key` if nobody holds or waits for it right now;
+    /// `None` otherwise.
     pub fn try_lock(&self, key: &K) -> Option<LocalTurn<K>> {
-        let membership = self.enter(key);
-        let guard = Arc::clone(&membership.mutex).try_lock_owned().ok()?;
-        Some(LocalTurn {
-            _guard: guard,
-            _membership: membership,
-        })
+        let hash = self.shared.hasher.hash_one(key);
+        match self.enter(key, hash, false)? {
+            Entered::Turn(turn) => Some(turn),
+            Entered::Queued { .. } => None,
+        }
     }
 
     /// How many keys are held or waited for right now (for leak checks).
     pub fn len(&self) -> usize {
-        self.table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.shared.shards().map(|s| s.slots.len()).sum()
     }
 
     /// How many keys the table has room for without growing (for tests that
     /// memory stays flat).
     #[doc(hidden)]
     pub fn capacity(&self) -> usize {
-        self.table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .capacity()
+        self.shared.shards().map(|s| s.slots.capacity()).sum()
     }
 
     /// Whether no key is held or waited for.
@@ -120,53 +218,144 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
         self.len() == 0
     }
 
-    fn enter(&self, key: &K) -> Membership<K> {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = table.entry(key.clone()).or_insert_with(|| Slot {
-            mutex: Arc::new(AsyncMutex::new(())),
-            users: 0,
-        });
-        slot.users += 1;
-        Membership {
-            table: Arc::clone(&self.table),
-            key: key.clone(),
-            mutex: Arc::clone(&slot.mutex),
-        }
+    /// Takes the turn if the key is free; otherwise queues (when `queue`) or
+    /// gives up (`None`).
+    fn enter(&self, key: &K, hash: u64, queue: bool) -> Option<Entered<K>> {
+        let mut shard = self.shared.shard(hash);
+        let ShardState { slots, next_ticket } = &mut *shard;
+        let ticket = *next_ticket;
+        let entered = match slots.entry(hash, |s| s.hash == hash && s.key == *key, |s| s.hash) {
+            Entry::Occupied(mut entry) => {
+                if !queue {
+                    return None;
+                }
+                let slot = entry.get_mut();
+                slot.waiters.push_back(Waiter {
+                    ticket,
+                    waker: None,
+                });
+                Entered::Queued {
+                    slot: slot.id,
+                    ticket,
+                }
+            }
+            Entry::Vacant(entry) => {
+                entry.insert(Slot {
+                    key: key.clone(),
+                    hash,
+                    id: ticket,
+                    owner: ticket,
+                    waiters: VecDeque::new(),
+                });
+                Entered::Turn(LocalTurn {
+                    shared: Arc::clone(&self.shared),
+                    hash,
+                    id: ticket,
+                    _key: PhantomData,
+                })
+            }
+        };
+        *next_ticket = ticket + 1;
+        drop(shard);
+        Some(entered)
     }
 }
 
-/// Keeps a slot in the table while it lives.
-struct Membership<K: Hash + Eq> {
-    table: Table<K>,
-    key: K,
-    mutex: Arc<AsyncMutex<()>>,
+/// A place in the queue of one key; resolves to the turn.
+struct Waiting<'a, K> {
+    shared: &'a Arc<Shared<K>>,
+    hash: u64,
+    slot: u64,
+    ticket: u64,
+    /// The turn was taken: nothing left to undo on drop.
+    done: bool,
 }
 
-impl<K: Hash + Eq> Drop for Membership<K> {
+impl<K> Future for Waiting<'_, K> {
+    type Output = LocalTurn<K>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<LocalTurn<K>> {
+        let this = &mut *self;
+        let mut shard = this.shared.shard(this.hash);
+        let Some(slot) = shard.slots.find_mut(this.hash, |s| s.id == this.slot) else {
+            unreachable!("a waiter's slot stays in the table")
+        };
+        if slot.owner == this.ticket {
+            drop(shard);
+            this.done = true;
+            return Poll::Ready(LocalTurn {
+                shared: Arc::clone(this.shared),
+                hash: this.hash,
+                id: this.slot,
+                _key: PhantomData,
+            });
+        }
+        let Some(me) = slot.waiters.iter_mut().find(|w| w.ticket == this.ticket) else {
+            unreachable!("a waiter that does not own the turn is queued")
+        };
+        match &me.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            _ => me.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl<K> Drop for Waiting<'_, K> {
     fn drop(&mut self) {
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = table.get_mut(&self.key) {
-            slot.users = slot.users.saturating_sub(1);
-            if slot.users == 0 {
-                table.remove(&self.key);
+        if self.done {
+            return;
+        }
+        let mut shard = self.shared.shard(self.hash);
+        let Some(slot) = shard.slots.find_mut(self.hash, |s| s.id == self.slot) else {
+            return;
+        };
+        if slot.owner == self.ticket {
+            // Handed the turn but dropped before taking it: pass it on.
+            let (waker, gone) = Shared::pass_on(&mut shard, self.hash, self.slot);
+            drop(shard);
+            drop(gone);
+            if let Some(waker) = waker {
+                waker.wake();
             }
+        } else if let Some(at) = slot.waiters.iter().position(|w| w.ticket == self.ticket) {
+            let _left = slot.waiters.remove(at);
+            drop(shard);
         }
     }
 }
 
 /// The turn on one key. Dropping it lets the next task in.
 #[must_use = "the turn ends when this is dropped"]
-pub struct LocalTurn<K: Hash + Eq> {
-    // Field order matters: the mutex is unlocked before the slot may be removed.
-    _guard: OwnedMutexGuard<()>,
-    _membership: Membership<K>,
+pub struct LocalTurn<K> {
+    shared: Arc<Shared<K>>,
+    hash: u64,
+    /// The slot this turn owns.
+    id: u64,
+    _key: PhantomData<fn() -> K>,
 }
 
-impl<K: Hash + Eq + fmt::Debug> fmt::Debug for LocalTurn<K> {
+impl<K> Drop for LocalTurn<K> {
+    fn drop(&mut self) {
+        let mut shard = self.shared.shard(self.hash);
+        let (waker, gone) = Shared::pass_on(&mut shard, self.hash, self.id);
+        drop(shard);
+        drop(gone);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl<K: fmt::Debug> fmt::Debug for LocalTurn<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalTurn")
-            .field("key", &self._membership.key)
-            .finish()
+        let shard = self.shared.shard(self.hash);
+        let mut d = f.debug_struct("LocalTurn");
+        if let Some(slot) = shard.slots.find(self.hash, |s| s.id == self.id) {
+            d.field("key", &slot.key)
+                .field("waiters", &slot.waiters.len());
+        }
+        d.finish()
     }
 }
 
@@ -209,6 +398,100 @@ mod tests {
                 .is_err()
         );
         drop(held);
+        assert!(locks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_waiter_dropped_after_being_handed_the_turn_passes_it_on() {
+        let locks = LocalLocks::<u32>::new();
+        let held = locks.lock(&3).await;
+        let mut first = Box::pin(locks.lock(&3));
+        let mut second = Box::pin(locks.lock(&3));
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        drop(held); // hands the turn to `first`, which never takes it
+        drop(first);
+        let Poll::Ready(turn) = second.as_mut().poll(&mut cx) else {
+            panic!("the turn passed on to the second waiter")
+        };
+        assert!(locks.try_lock(&3).is_none());
+        drop(turn);
+        drop(second);
+        assert!(locks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_waiter_in_the_middle_keeps_the_order() {
+        let locks = LocalLocks::<u32>::new();
+        let held = locks.lock(&5).await;
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut futs: Vec<_> = (0..3).map(|_| Box::pin(locks.lock(&5))).collect();
+        for f in &mut futs {
+            assert!(f.as_mut().poll(&mut cx).is_pending());
+        }
+        let mut last = futs.pop().unwrap();
+        let middle = futs.pop().unwrap();
+        let mut head = futs.pop().unwrap();
+        drop(middle);
+        drop(held);
+        assert!(
+            last.as_mut().poll(&mut cx).is_pending(),
+            "still behind the head"
+        );
+        let Poll::Ready(turn) = head.as_mut().poll(&mut cx) else {
+            panic!("the head of the queue goes first")
+        };
+        drop(turn);
+        let Poll::Ready(turn) = last.as_mut().poll(&mut cx) else {
+            panic!("then the last one")
+        };
+        drop(turn);
+        drop((head, last));
+        assert!(locks.is_empty());
+        assert_eq!(format!("{locks:?}"), "LocalLocks { active: 0 }");
+    }
+
+    #[test]
+    fn many_threads_many_keys_exclude_and_leave_nothing() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_time()
+            .build()
+            .unwrap();
+        let locks = LocalLocks::<u32>::new();
+        let inside: Arc<[std::sync::atomic::AtomicU32; 8]> = Arc::new(Default::default());
+        rt.block_on(async {
+            let mut tasks = Vec::new();
+            for t in 0..16u32 {
+                let (locks, inside) = (locks.clone(), inside.clone());
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..2_000u32 {
+                        let key = (t * 7 + i) % 8;
+                        let turn = if i % 3 == 0 {
+                            match tokio::time::timeout(Duration::from_micros(50), locks.lock(&key))
+                                .await
+                            {
+                                Ok(turn) => turn,
+                                Err(_) => continue,
+                            }
+                        } else {
+                            locks.lock(&key).await
+                        };
+                        let n = &inside[key as usize];
+                        assert_eq!(n.fetch_add(1, std::sync::atomic::Ordering::SeqCst), 0);
+                        tokio::task::yield_now().await;
+                        n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        drop(turn);
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+        });
         assert!(locks.is_empty());
     }
 }
