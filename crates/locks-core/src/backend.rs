@@ -195,11 +195,15 @@ impl Default for LockStateSender {
 /// A receiver for backends whose locks cannot be lost while the process lives
 /// (memory, file): always [`LockState::Held`].
 pub fn never_lost() -> watch::Receiver<LockState> {
-    // One sender for all such guards: it never changes, and building a channel
-    // per guard was a quarter of a memory-backend cycle.
-    static HELD: std::sync::OnceLock<watch::Sender<LockState>> = std::sync::OnceLock::new();
-    HELD.get_or_init(|| watch::Sender::new(LockState::Held))
-        .subscribe()
+    // One channel for all such guards: it never changes, and building a channel
+    // per guard was a quarter of a memory-backend cycle. The receiver kept here
+    // means a guard's receiver is never the last one, whose drop would wake
+    // the (nonexistent) waiters on the sender.
+    static HELD: std::sync::OnceLock<(watch::Sender<LockState>, watch::Receiver<LockState>)> =
+        std::sync::OnceLock::new();
+    HELD.get_or_init(|| watch::channel(LockState::Held))
+        .1
+        .clone()
 }
 
 /// The backend half of a guard: what it takes to let go of one held lock.
@@ -315,7 +319,9 @@ impl LockGuard {
     pub async fn release(mut self) -> Result<()> {
         let lost = *self.state.borrow() == LockState::Lost;
         let held = self.held.take();
-        drop(self.ticket.take());
+        if let Some(ticket) = self.ticket.take() {
+            ticket.forget(&self.name);
+        }
         let result = match held {
             Some(held) => held.release().await,
             None => Ok(()),
@@ -348,6 +354,9 @@ impl Drop for LockGuard {
     fn drop(&mut self) {
         if let Some(held) = self.held.take() {
             held.release_on_drop();
+        }
+        if let Some(ticket) = self.ticket.take() {
+            ticket.forget(&self.name);
         }
     }
 }

@@ -26,6 +26,7 @@ mod local;
 mod multi;
 mod reentry;
 mod scope;
+mod shard;
 mod template;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -9,7 +9,7 @@
 //! distinct names can pass through without memory growing.
 //!
 //! # How it works
-//! The table is split in [`SHARDS`] shards, each a [`std::sync::Mutex`] around
+//! The table is split in `SHARDS` (16) shards, each a [`std::sync::Mutex`] around
 //! a hash table (foldhash, randomly seeded) of *slots*. A slot is the mutex of
 //! one key: the key (stored once), the ticket that owns the turn, and the
 //! queue of waiting tickets. Taking a free key is one critical section that
@@ -20,18 +20,16 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
-/// How many independently locked parts the table has: tasks on different
-/// threads working on different keys rarely wait for each other.
-const SHARDS: usize = 16;
+use crate::shard::Sharded;
 
 /// The mutex of one key.
 struct Slot<K> {
@@ -58,37 +56,13 @@ struct ShardState<K> {
     next_ticket: u64,
 }
 
-/// One shard on its own cache line, so that threads on different shards do
-/// not share one.
-#[repr(align(128))]
-struct Shard<K>(Mutex<ShardState<K>>);
+type Shared<K> = Sharded<ShardState<K>>;
 
-struct Shared<K> {
-    hasher: foldhash::fast::RandomState,
-    shards: [Shard<K>; SHARDS],
-}
-
-impl<K> Shared<K> {
-    fn shard(&self, hash: u64) -> MutexGuard<'_, ShardState<K>> {
-        // Bits the hash table itself does not use (it takes the low bits for
-        // the bucket and the top seven for its tags).
-        let index = (hash >> 40) as usize % SHARDS;
-        self.shards[index]
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn shards(&self) -> impl Iterator<Item = MutexGuard<'_, ShardState<K>>> {
-        self.shards
-            .iter()
-            .map(|s| s.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
+impl<K> ShardState<K> {
     /// Ends the turn of slot `id`: hands it to the first waiter, or removes
     /// the slot. Returns what to wake and drop once the shard is unlocked.
-    fn pass_on(state: &mut ShardState<K>, hash: u64, id: u64) -> (Option<Waker>, Option<Slot<K>>) {
-        match state.slots.find_entry(hash, |s| s.id == id) {
+    fn pass_on(&mut self, hash: u64, id: u64) -> (Option<Waker>, Option<Slot<K>>) {
+        match self.slots.find_entry(hash, |s| s.id == id) {
             Ok(mut entry) => {
                 let slot = entry.get_mut();
                 match slot.waiters.pop_front() {
@@ -133,22 +107,17 @@ impl<K> Clone for LocalLocks<K> {
 impl<K> Default for LocalLocks<K> {
     fn default() -> Self {
         LocalLocks {
-            shared: Arc::new(Shared {
-                hasher: foldhash::fast::RandomState::default(),
-                shards: std::array::from_fn(|_| {
-                    Shard(Mutex::new(ShardState {
-                        slots: HashTable::new(),
-                        next_ticket: 0,
-                    }))
-                }),
-            }),
+            shared: Arc::new(Sharded::new(|| ShardState {
+                slots: HashTable::new(),
+                next_ticket: 0,
+            })),
         }
     }
 }
 
 impl<K> fmt::Debug for LocalLocks<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let active: usize = self.shared.shards().map(|s| s.slots.len()).sum();
+        let active: usize = self.shared.each().map(|s| s.slots.len()).sum();
         f.debug_struct("LocalLocks")
             .field("active", &active)
             .finish()
@@ -174,7 +143,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
     /// it had just been handed it), and the entry goes away if nobody else
     /// uses it.
     pub async fn lock(&self, key: &K) -> LocalTurn<K> {
-        let hash = self.shared.hasher.hash_one(key);
+        let hash = self.shared.hash(key);
         match self.enter(key, hash, true) {
             Some(Entered::Turn(turn)) => turn,
             Some(Entered::Queued { slot, ticket }) => {
@@ -194,7 +163,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
     /// Takes the turn on `key` if nobody holds or waits for it right now;
     /// `None` otherwise.
     pub fn try_lock(&self, key: &K) -> Option<LocalTurn<K>> {
-        let hash = self.shared.hasher.hash_one(key);
+        let hash = self.shared.hash(key);
         match self.enter(key, hash, false)? {
             Entered::Turn(turn) => Some(turn),
             Entered::Queued { .. } => None,
@@ -203,14 +172,14 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
 
     /// How many keys are held or waited for right now (for leak checks).
     pub fn len(&self) -> usize {
-        self.shared.shards().map(|s| s.slots.len()).sum()
+        self.shared.each().map(|s| s.slots.len()).sum()
     }
 
     /// How many keys the table has room for without growing (for tests that
     /// memory stays flat).
     #[doc(hidden)]
     pub fn capacity(&self) -> usize {
-        self.shared.shards().map(|s| s.slots.capacity()).sum()
+        self.shared.each().map(|s| s.slots.capacity()).sum()
     }
 
     /// Whether no key is held or waited for.
@@ -221,7 +190,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
     /// Takes the turn if the key is free; otherwise queues (when `queue`) or
     /// gives up (`None`).
     fn enter(&self, key: &K, hash: u64, queue: bool) -> Option<Entered<K>> {
-        let mut shard = self.shared.shard(hash);
+        let mut shard = self.shared.lock(hash);
         let ShardState { slots, next_ticket } = &mut *shard;
         let ticket = *next_ticket;
         let entered = match slots.entry(hash, |s| s.hash == hash && s.key == *key, |s| s.hash) {
@@ -276,7 +245,7 @@ impl<K> Future for Waiting<'_, K> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<LocalTurn<K>> {
         let this = &mut *self;
-        let mut shard = this.shared.shard(this.hash);
+        let mut shard = this.shared.lock(this.hash);
         let Some(slot) = shard.slots.find_mut(this.hash, |s| s.id == this.slot) else {
             unreachable!("a waiter's slot stays in the table")
         };
@@ -306,13 +275,13 @@ impl<K> Drop for Waiting<'_, K> {
         if self.done {
             return;
         }
-        let mut shard = self.shared.shard(self.hash);
+        let mut shard = self.shared.lock(self.hash);
         let Some(slot) = shard.slots.find_mut(self.hash, |s| s.id == self.slot) else {
             return;
         };
         if slot.owner == self.ticket {
             // Handed the turn but dropped before taking it: pass it on.
-            let (waker, gone) = Shared::pass_on(&mut shard, self.hash, self.slot);
+            let (waker, gone) = shard.pass_on(self.hash, self.slot);
             drop(shard);
             drop(gone);
             if let Some(waker) = waker {
@@ -337,8 +306,8 @@ pub struct LocalTurn<K> {
 
 impl<K> Drop for LocalTurn<K> {
     fn drop(&mut self) {
-        let mut shard = self.shared.shard(self.hash);
-        let (waker, gone) = Shared::pass_on(&mut shard, self.hash, self.id);
+        let mut shard = self.shared.lock(self.hash);
+        let (waker, gone) = shard.pass_on(self.hash, self.id);
         drop(shard);
         drop(gone);
         if let Some(waker) = waker {
@@ -349,7 +318,7 @@ impl<K> Drop for LocalTurn<K> {
 
 impl<K: fmt::Debug> fmt::Debug for LocalTurn<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let shard = self.shared.shard(self.hash);
+        let shard = self.shared.lock(self.hash);
         let mut d = f.debug_struct("LocalTurn");
         if let Some(slot) = shard.slots.find(self.hash, |s| s.id == self.id) {
             d.field("key", &slot.key)
@@ -370,7 +339,7 @@ mod tests {
         let first = locks.lock(&1).await;
         assert!(locks.try_lock(&1).is_none());
         assert!(locks.try_lock(&2).is_some(), "other keys are independent");
-        let order = Arc::new(Mutex::new(Vec::new()));
+        let order = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut waiters = Vec::new();
         for i in 0..3 {
             let (locks, order) = (locks.clone(), order.clone());

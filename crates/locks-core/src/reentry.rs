@@ -12,10 +12,14 @@
 //! order), and re-entry through two separate clients. A guard moved to another
 //! task still counts for the task that acquired it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::fmt;
+
+use std::sync::Arc;
 use std::thread::ThreadId;
 
+use hashbrown::HashTable;
+
+use crate::shard::Sharded;
 use crate::{Error, ErrorKind, LockGuard, LockName, Result, Scope};
 
 /// Who is asking: a tokio task, or a thread outside any task.
@@ -27,22 +31,57 @@ pub enum HolderId {
     Thread(ThreadId),
 }
 
+thread_local! {
+    static THREAD: ThreadId = std::thread::current().id();
+}
+
 impl HolderId {
     /// The caller running now.
     pub fn current() -> Self {
         match tokio::task::try_id() {
             Some(id) => HolderId::Task(id),
-            None => HolderId::Thread(std::thread::current().id()),
+            None => HolderId::Thread(THREAD.with(|id| *id)),
         }
     }
 }
 
-type Held = HashMap<(Scope, LockName), Vec<HolderId>>;
+/// The holders of one (scope, name). Almost always one: a second appears only
+/// for the moment between a dropped guard letting the next holder in and its
+/// own entry going away.
+struct Entry {
+    scope: Scope,
+    name: LockName,
+    hash: u64,
+    first: HolderId,
+    more: Vec<HolderId>,
+}
+
+type Shared = Sharded<HashTable<Entry>>;
+
+fn hash(shared: &Shared, scope: Scope, name: &str) -> u64 {
+    shared.hash(&(scope, name))
+}
 
 /// Remembers which caller holds which lock, per client.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct ReentryRegistry {
-    held: Arc<Mutex<Held>>,
+    held: Arc<Shared>,
+}
+
+impl Default for ReentryRegistry {
+    fn default() -> Self {
+        ReentryRegistry {
+            held: Arc::new(Sharded::new(HashTable::new)),
+        }
+    }
+}
+
+impl fmt::Debug for ReentryRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReentryRegistry")
+            .field("held", &self.held_count())
+            .finish()
+    }
 }
 
 impl ReentryRegistry {
@@ -58,11 +97,15 @@ impl ReentryRegistry {
     /// [`ErrorKind::WouldDeadlock`].
     pub fn check(&self, scope: Scope, name: &LockName) -> Result<HolderId> {
         let me = HolderId::current();
-        let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        if held
-            .get(&(scope, name.clone()))
-            .is_some_and(|holders| holders.contains(&me))
-        {
+        let hash = hash(&self.held, scope, name.as_str());
+        let held = self.held.lock(hash);
+        let mine = held
+            .find(hash, |e| {
+                e.hash == hash && e.scope == scope && e.name == *name
+            })
+            .is_some_and(|e| e.first == me || e.more.contains(&me));
+        drop(held);
+        if mine {
             return Err(Error::new(
                 ErrorKind::WouldDeadlock,
                 format!(
@@ -78,46 +121,77 @@ impl ReentryRegistry {
     /// released or dropped. `scope` is the scope passed to [`check`](Self::check)
     /// (a client whose scopes share one backend checks them as one).
     pub fn track(&self, holder: HolderId, scope: Scope, guard: &mut LockGuard) {
-        let key = (scope, guard.name().clone());
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(key.clone())
-            .or_default()
-            .push(holder);
+        let name = guard.name();
+        let hash = hash(&self.held, scope, name.as_str());
+        let mut held = self.held.lock(hash);
+        match held.entry(
+            hash,
+            |e| e.hash == hash && e.scope == scope && e.name == *name,
+            |e| e.hash,
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut entry) => entry.get_mut().more.push(holder),
+            hashbrown::hash_table::Entry::Vacant(entry) => {
+                entry.insert(Entry {
+                    scope,
+                    name: name.clone(),
+                    hash,
+                    first: holder,
+                    more: Vec::new(),
+                });
+            }
+        }
+        drop(held);
         guard.attach_ticket(ReentryTicket {
             registry: Arc::clone(&self.held),
-            key,
+            scope,
+            hash,
             holder,
         });
     }
 
     /// How many (scope, name) pairs are currently held through this registry.
     pub fn held_count(&self) -> usize {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.held.each().map(|shard| shard.len()).sum()
     }
 }
 
-/// Removes a registry entry when its guard goes away.
-#[derive(Debug)]
+/// A guard's entry in the registry; the guard hands it back, with its name,
+/// when it is released or dropped.
 pub(crate) struct ReentryTicket {
-    registry: Arc<Mutex<Held>>,
-    key: (Scope, LockName),
+    registry: Arc<Shared>,
+    scope: Scope,
+    hash: u64,
     holder: HolderId,
 }
 
-impl Drop for ReentryTicket {
-    fn drop(&mut self) {
-        let mut held = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(holders) = held.get_mut(&self.key) {
-            if let Some(pos) = holders.iter().position(|h| *h == self.holder) {
-                holders.swap_remove(pos);
-            }
-            if holders.is_empty() {
-                held.remove(&self.key);
+impl fmt::Debug for ReentryTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReentryTicket")
+            .field("scope", &self.scope)
+            .field("holder", &self.holder)
+            .finish()
+    }
+}
+
+impl ReentryTicket {
+    /// Removes the entry of `name`, the name of the guard holding the ticket.
+    pub(crate) fn forget(self, name: &LockName) {
+        let mut held = self.registry.lock(self.hash);
+        if let Ok(mut entry) = held.find_entry(self.hash, |e| {
+            e.hash == self.hash && e.scope == self.scope && e.name == *name
+        }) {
+            let e = entry.get_mut();
+            if e.first == self.holder {
+                match e.more.pop() {
+                    Some(next) => e.first = next,
+                    None => {
+                        let (gone, _) = entry.remove();
+                        drop(held);
+                        drop(gone);
+                    }
+                }
+            } else if let Some(pos) = e.more.iter().position(|h| *h == self.holder) {
+                e.more.swap_remove(pos);
             }
         }
     }

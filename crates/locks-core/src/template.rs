@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::{Error, ErrorKind};
 
@@ -417,8 +418,10 @@ fn is_parameter_name(name: &str) -> bool {
 /// assert!(LockName::new("bad\0name").is_err());
 /// # Ok::<(), locks_core::Error>(())
 /// ```
+///
+/// Cheap to clone: clones share one immutable string.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LockName(String);
+pub struct LockName(Arc<str>);
 
 impl LockName {
     /// Validates `name`.
@@ -429,7 +432,27 @@ impl LockName {
     pub fn new(name: impl Into<String>) -> Result<Self, Error> {
         let name = name.into();
         validate_name(&name).map_err(|e| e.into_error(format_args!("lock name {name:?}")))?;
-        Ok(LockName(name))
+        Ok(LockName(Arc::from(name)))
+    }
+
+    /// `prefix` followed by `name`, in one step: the same result and errors as
+    /// `LockName::new(name)?.with_prefix(prefix)`, without the intermediate name.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidName`], as [`new`](Self::new) for `name` and then
+    /// as [`with_prefix`](Self::with_prefix).
+    ///
+    /// ```
+    /// use locks_core::LockName;
+    /// assert_eq!(LockName::prefixed("cinder-", "lioadm")?.as_str(), "cinder-lioadm");
+    /// # Ok::<(), locks_core::Error>(())
+    /// ```
+    pub fn prefixed(prefix: &str, name: &str) -> Result<Self, Error> {
+        validate_name(name).map_err(|e| e.into_error(format_args!("lock name {name:?}")))?;
+        if prefix.is_empty() {
+            return Ok(LockName(Arc::from(name)));
+        }
+        LockName::new(format!("{prefix}{name}"))
     }
 
     /// The name with `prefix` put in front, validated again.
@@ -471,6 +494,10 @@ fn validate_name(name: &str) -> Result<(), TemplateError> {
             len: name.len(),
             max: MAX_NAME_LEN,
         });
+    }
+    // Printable ASCII, the usual case, needs no decoding.
+    if name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Ok(());
     }
     if let Some((position, character)) = name.char_indices().find(|(_, c)| c.is_control()) {
         return Err(TemplateError::ControlCharacter {
@@ -631,6 +658,34 @@ mod tests {
             short.with_prefix("cinder-").unwrap().as_str(),
             "cinder-lioadm"
         );
+    }
+
+    #[test]
+    fn prefixed_is_new_then_with_prefix() {
+        let long = "a".repeat(MAX_NAME_LEN);
+        for (prefix, name) in [
+            ("", "lioadm"),
+            ("cinder-", "lioadm"),
+            ("", ""),
+            ("p-", ""),
+            ("p-", long.as_str()),
+            ("", long.as_str()),
+            ("bad\n", "x"),
+            ("", "bad\u{7f}"),
+            ("é-", "ünïcode"),
+            ("p-", "tab\there"),
+        ] {
+            let one = LockName::prefixed(prefix, name);
+            let two = LockName::new(name).and_then(|n| n.with_prefix(prefix));
+            match (one, two) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.kind(), b.kind());
+                    assert_eq!(a.message(), b.message());
+                }
+                (a, b) => panic!("{prefix:?} {name:?}: {a:?} vs {b:?}"),
+            }
+        }
     }
 
     #[test]

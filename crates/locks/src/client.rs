@@ -205,7 +205,7 @@ impl Locks {
     /// [`ErrorKind::InvalidName`].
     pub fn raw_request(&self, scope: Scope, name: &str) -> Result<LockRequest> {
         Ok(LockRequest::new(
-            LockName::new(name)?.with_prefix(&self.inner.prefix)?,
+            LockName::prefixed(&self.inner.prefix, name)?,
             scope,
         ))
     }
