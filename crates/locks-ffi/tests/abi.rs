@@ -859,6 +859,17 @@ fn global_locks_on_etcd_and_zookeeper() {
         );
         let (status, message) = status_of(lock(cb, "infinidat", &params, 0));
         assert_eq!(status, locks_status::WouldBlock, "{scheme}: {message}");
+        // A queued waiter cancelled from another thread leaves its queue
+        // entry behind on neither server: the next waiter is not stuck behind it.
+        let cancel = Cancel::new();
+        std::thread::scope(|s| {
+            let waiter =
+                s.spawn(|| status_of(lock_cancellable(cb, "infinidat", &params, -1, &cancel)));
+            std::thread::sleep(Duration::from_millis(300));
+            cancel.trigger();
+            let (status, message) = waiter.join().unwrap();
+            assert_eq!(status, locks_status::Cancelled, "{scheme}: {message}");
+        });
         first.release().unwrap();
         let second = lock(cb, "infinidat", &params, 10_000).unwrap();
         // SAFETY: live guard.
