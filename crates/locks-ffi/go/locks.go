@@ -24,13 +24,14 @@
 //
 // # Waiting
 //
-// Each acquire blocks an OS thread inside the C call (Go starts more threads
-// as needed). Contexts are honoured: a deadline becomes the C call's timeout,
-// and a context that can be cancelled is checked at least every
-// [PollInterval], by waiting in slices of that length. Between two slices the
-// waiter gives up its place in the queue, so waiting is not first come,
-// first served. With context.Background (no deadline, no cancellation) the
-// call waits in one piece until it gets the lock.
+// Each acquire blocks an OS thread inside one C call (Go starts more threads
+// as needed), and waits in the lock's queue like any other waiter, first
+// come, first served where the backend is (memory, etcd, ZooKeeper), under
+// any context. A deadline becomes the C call's timeout. A context that can
+// be cancelled is given a C cancellation handle (locks_cancel), which a
+// goroutine triggers when the context ends: the waiter then leaves the
+// queue at once and Lock returns an error matching the context's error. A
+// Lock that got the lock at the moment its context ended returns the guard.
 //
 // # Re-entry
 //
@@ -64,10 +65,6 @@ const Version = C.LOCKS_VERSION
 // LibraryVersion is the version of the linked library; it equals Version
 // unless the header and the library come from different builds.
 func LibraryVersion() string { return C.GoString(C.locks_version()) }
-
-// PollInterval bounds how long a Lock call waits in the C library before it
-// checks its context again, for contexts that can be cancelled.
-var PollInterval = 200 * time.Millisecond
 
 // Scope says how far a lock reaches.
 type Scope int
@@ -130,6 +127,7 @@ const (
 	StatusPanic            Status = C.LOCKS_STATUS_PANIC
 	StatusAlreadyReleased  Status = C.LOCKS_STATUS_ALREADY_RELEASED
 	StatusInvalidArgument  Status = C.LOCKS_STATUS_INVALID_ARGUMENT
+	StatusCancelled        Status = C.LOCKS_STATUS_CANCELLED
 )
 
 // String is the status's short name ("would_block").
@@ -138,8 +136,9 @@ func (s Status) String() string { return C.GoString(C.locks_status_name(C.int(s)
 // Error is a failure reported by the library: its status and message.
 //
 // Compare with the sentinels: errors.Is(err, locks.ErrTimeout). A Lock that
-// ends because its context ended also matches the context's error
-// (errors.Is(err, context.DeadlineExceeded)).
+// ends because its context ended also matches the context's error: at its
+// deadline ErrTimeout and context.DeadlineExceeded, when cancelled
+// ErrCancelled and context.Canceled.
 type Error struct {
 	Status  Status
 	Message string
@@ -176,6 +175,7 @@ var (
 	ErrInvalidName      = &Error{Status: StatusInvalidName}
 	ErrInvalidConfig    = &Error{Status: StatusInvalidConfig}
 	ErrAlreadyReleased  = &Error{Status: StatusAlreadyReleased}
+	ErrCancelled        = &Error{Status: StatusCancelled}
 )
 
 // ErrClosed is returned by calls on a closed Client.
@@ -340,8 +340,8 @@ func (c *Client) Lock(ctx context.Context, id string, params map[string]string) 
 			C.free(unsafe.Pointer(values[i]))
 		}
 	}()
-	return c.acquire(ctx, id, func(client *C.locks_client, timeoutMs C.int64_t, out **C.locks_guard, errOut **C.locks_error) C.locks_status {
-		return C.locks_client_lock(client, cid, &keys[0], &values[0], C.size_t(n), timeoutMs, out, errOut)
+	return c.acquire(ctx, id, func(client *C.locks_client, timeoutMs C.int64_t, cancel *C.locks_cancel, out **C.locks_guard, errOut **C.locks_error) C.locks_status {
+		return C.locks_client_lock_cancellable(client, cid, &keys[0], &values[0], C.size_t(n), timeoutMs, cancel, out, errOut)
 	})
 }
 
@@ -350,12 +350,12 @@ func (c *Client) Lock(ctx context.Context, id string, params map[string]string) 
 func (c *Client) LockName(ctx context.Context, scope Scope, name string) (*Guard, error) {
 	cname := C.CString(name)
 	defer C.free(unsafe.Pointer(cname))
-	return c.acquire(ctx, name, func(client *C.locks_client, timeoutMs C.int64_t, out **C.locks_guard, errOut **C.locks_error) C.locks_status {
-		return C.locks_client_lock_name(client, C.int(scope), cname, timeoutMs, out, errOut)
+	return c.acquire(ctx, name, func(client *C.locks_client, timeoutMs C.int64_t, cancel *C.locks_cancel, out **C.locks_guard, errOut **C.locks_error) C.locks_status {
+		return C.locks_client_lock_name_cancellable(client, C.int(scope), cname, timeoutMs, cancel, out, errOut)
 	})
 }
 
-type acquireFunc func(*C.locks_client, C.int64_t, **C.locks_guard, **C.locks_error) C.locks_status
+type acquireFunc func(*C.locks_client, C.int64_t, *C.locks_cancel, **C.locks_guard, **C.locks_error) C.locks_status
 
 func (c *Client) acquire(ctx context.Context, what string, call acquireFunc) (*Guard, error) {
 	if err := ctx.Err(); err != nil {
@@ -366,57 +366,84 @@ func (c *Client) acquire(ctx context.Context, what string, call acquireFunc) (*G
 	if c.c == nil {
 		return nil, ErrClosed
 	}
-	for {
-		timeoutMs, final := waitSlice(ctx)
-		var g *C.locks_guard
+	timeoutMs := timeoutOf(ctx)
+	var cancel *C.locks_cancel
+	if ctx.Done() != nil {
 		var cerr *C.locks_error
-		status := call(c.c, C.int64_t(timeoutMs), &g, &cerr)
-		if status == C.LOCKS_STATUS_OK {
-			return newGuard(g), nil
+		if status := C.locks_cancel_new(&cancel, &cerr); status != C.LOCKS_STATUS_OK {
+			return nil, takeError(status, cerr)
 		}
-		err := takeError(status, cerr)
-		if err.Status != StatusTimeout && err.Status != StatusWouldBlock {
-			return nil, err
-		}
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			if err.Status == StatusWouldBlock || final {
-				err.cause = ctxErr
-			} else {
-				err = &Error{
-					Status:  StatusTimeout,
-					Message: fmt.Sprintf("gave up waiting for lock `%s`: %v", what, ctxErr),
-					cause:   ctxErr,
-				}
+		stop := make(chan struct{})
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			select {
+			case <-ctx.Done():
+				C.locks_cancel_trigger(cancel, nil)
+			case <-stop:
 			}
-			return nil, err
-		}
-		if final {
-			// The last slice ends at the context's deadline; the library's
-			// clock may get there a moment before ctx.Err() reports it.
-			err.cause = context.DeadlineExceeded
-			return nil, err
-		}
+		}()
+		// Freed only once the goroutine has returned: it may be triggering
+		// the handle right now.
+		defer func() {
+			close(stop)
+			<-stopped
+			C.locks_cancel_free(cancel)
+		}()
 	}
+	var g *C.locks_guard
+	var cerr *C.locks_error
+	status := call(c.c, C.int64_t(timeoutMs), cancel, &g, &cerr)
+	if status == C.LOCKS_STATUS_OK {
+		// Even if the context ended meanwhile: the lock is held, as with
+		// a sync.Mutex that was handed over.
+		return newGuard(g), nil
+	}
+	err := takeError(status, cerr)
+	switch err.Status {
+	case StatusCancelled, StatusTimeout, StatusWouldBlock:
+	default:
+		return nil, err
+	}
+	ctxErr := ctx.Err()
+	if ctxErr == nil {
+		if err.Status == StatusCancelled {
+			// Only the context triggers the handle.
+			return nil, err
+		}
+		if timeoutMs < 0 {
+			return nil, err
+		}
+		// The C call's timeout is the context's deadline; the library's
+		// clock may get there a moment before ctx.Err() reports it.
+		ctxErr = context.DeadlineExceeded
+	}
+	err.cause = ctxErr
+	if err.Status == StatusCancelled {
+		// The handle is this package's own: say what ended the wait. A
+		// deadline that got there before the C call's own timer is the
+		// timeout it would have been.
+		if errors.Is(ctxErr, context.DeadlineExceeded) {
+			err.Status = StatusTimeout
+		}
+		err.Message = fmt.Sprintf("gave up waiting for lock `%s`: %v", what, ctxErr)
+	}
+	return nil, err
 }
 
-// waitSlice returns the timeout for the next C call, and whether it is the
-// last one (the deadline is reached by then, or there is nothing to check).
-func waitSlice(ctx context.Context) (timeoutMs int64, final bool) {
-	if ctx.Done() == nil {
-		return -1, true
+// timeoutOf returns the C call's timeout for ctx: the time to its deadline,
+// rounded up so that the call does not end just before it; 0 (try once) if
+// the deadline has passed; -1 (no timeout) without a deadline.
+func timeoutOf(ctx context.Context) int64 {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return -1
 	}
-	slice := PollInterval
-	if deadline, ok := ctx.Deadline(); ok {
-		left := time.Until(deadline)
-		if left <= slice {
-			if left <= 0 {
-				return 0, true
-			}
-			// Round up so that the C call does not end just before the deadline.
-			return int64((left + time.Millisecond - 1) / time.Millisecond), true
-		}
+	left := time.Until(deadline)
+	if left <= 0 {
+		return 0
 	}
-	return int64(slice / time.Millisecond), false
+	return int64((left + time.Millisecond - 1) / time.Millisecond)
 }
 
 // Guard is a held lock. Release it exactly once; a guard that is garbage

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -135,7 +136,7 @@ func TestDeadlineIsTheTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Release()
-	for _, wait := range []time.Duration{50 * time.Millisecond, 3 * locks.PollInterval / 2} {
+	for _, wait := range []time.Duration{50 * time.Millisecond, 300 * time.Millisecond} {
 		ctx, cancel := context.WithTimeout(context.Background(), wait)
 		start := time.Now()
 		_, err = client.Lock(ctx, "lio", nil)
@@ -155,17 +156,171 @@ func TestCancelWithoutDeadline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer held.Release()
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(100*time.Millisecond, cancel)
+	time.AfterFunc(500*time.Millisecond, cancel)
 	start := time.Now()
 	_, err = client.Lock(ctx, "lio", nil)
-	if !errors.Is(err, context.Canceled) {
+	took := time.Since(start)
+	var lerr *locks.Error
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, locks.ErrCancelled) ||
+		!errors.As(err, &lerr) || !strings.Contains(lerr.Message, "lio") {
 		t.Fatalf("cancelled Lock: %v", err)
 	}
-	if took := time.Since(start); took > 100*time.Millisecond+2*locks.PollInterval {
+	// Promptly: no waiting in slices any more.
+	if took < 500*time.Millisecond || took > 500*time.Millisecond+time.Second {
 		t.Fatalf("cancellation noticed after %v", took)
 	}
+	// The cancelled waiter left nothing behind.
+	if err := held.Release(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	g, err := client.Lock(ctx, "lio", nil)
+	if err != nil {
+		t.Fatalf("Lock after a cancelled waiter: %v", err)
+	}
+	g.Release()
+}
+
+// A context with a deadline that is cancelled before it: the error is the
+// cancellation's, not a timeout.
+func TestCancelBeforeDeadline(t *testing.T) {
+	client := open(t)
+	held, err := client.LockName(context.Background(), locks.ScopeProcess, "busy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	time.AfterFunc(100*time.Millisecond, cancel)
+	start := time.Now()
+	_, err = client.LockName(ctx, locks.ScopeProcess, "busy")
+	if !errors.Is(err, context.Canceled) || !errors.Is(err, locks.ErrCancelled) || errors.Is(err, locks.ErrTimeout) {
+		t.Fatalf("cancelled Lock: %v", err)
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("cancellation noticed after %v", took)
+	}
+}
+
+// Waiters whose contexts can be cancelled (with or without a deadline) wait
+// in one piece, so they keep their place in the queue: on the memory
+// backend, which is first come, first served, they get the lock in the
+// order they asked for it, even when the wait lasts many times what used to
+// be the polling interval (200 ms).
+func TestCancellableWaitersKeepTheirPlace(t *testing.T) {
+	client := open(t)
+	held, err := client.LockName(context.Background(), locks.ScopeProcess, "queue")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const waiters = 5
+	var mu sync.Mutex
+	var order []int
+	var wg sync.WaitGroup
+	errs := make(chan error, waiters)
+	for i := 0; i < waiters; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			ctx, cancel := context.WithCancel(context.Background())
+			if i%2 == 1 {
+				ctx, cancel = context.WithTimeout(context.Background(), time.Minute)
+			}
+			defer cancel()
+			g, err := client.LockName(ctx, locks.ScopeProcess, "queue")
+			if err != nil {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			order = append(order, i)
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond)
+			if err := g.Release(); err != nil {
+				errs <- err
+			}
+		}(i)
+		// Queued one after the other.
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(700 * time.Millisecond)
+	if err := held.Release(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for i, got := range order {
+		if got != i {
+			t.Fatalf("waiters got the lock in the order %v, not the order they asked", order)
+		}
+	}
+	if len(order) != waiters {
+		t.Fatalf("order %v", order)
+	}
+}
+
+// A context cancelled at the moment the lock is handed over: Lock returns
+// either the guard (the C call got the lock first) or the context's error,
+// and never leaves the lock held by nobody.
+func TestCancelRacingTheHandover(t *testing.T) {
+	client := open(t)
+	got, cancelled := 0, 0
+	for i := 0; i < 200; i++ {
+		held, err := client.LockName(context.Background(), locks.ScopeProcess, "race")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		result := make(chan error, 1)
+		go func() {
+			g, err := client.LockName(ctx, locks.ScopeProcess, "race")
+			if err == nil {
+				err = g.Release()
+				got++
+			} else if errors.Is(err, context.Canceled) {
+				err = nil
+				cancelled++
+			}
+			result <- err
+		}()
+		// The waiter queues; then the release and the cancellation land
+		// together, one or the other a little ahead.
+		time.Sleep(time.Millisecond)
+		jitter := time.Duration(i%7) * 50 * time.Microsecond
+		cancelLate := i%2 == 0
+		released := make(chan error, 1)
+		go func() {
+			if cancelLate {
+				time.Sleep(jitter)
+			}
+			cancel()
+		}()
+		go func() {
+			if !cancelLate {
+				time.Sleep(jitter)
+			}
+			released <- held.Release()
+		}()
+		if err := <-released; err != nil {
+			t.Fatal(err)
+		}
+		if err := <-result; err != nil {
+			t.Fatalf("iteration %d: %v", i, err)
+		}
+		ctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+		g, err := client.LockName(ctx, locks.ScopeProcess, "race")
+		stop()
+		if err != nil {
+			t.Fatalf("iteration %d: the lock is stuck: %v", i, err)
+		}
+		g.Release()
+	}
+	t.Logf("%d handed over, %d cancelled", got, cancelled)
 }
 
 // Goroutines share OS threads: many of them on one client and one lock must
