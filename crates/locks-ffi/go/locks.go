@@ -25,13 +25,16 @@
 // # Waiting
 //
 // Each acquire blocks an OS thread inside one C call (Go starts more threads
-// as needed), and waits in the lock's queue like any other waiter, first
-// come, first served where the backend is (memory, etcd, ZooKeeper), under
-// any context. A deadline becomes the C call's timeout. A context that can
-// be cancelled is given a C cancellation handle (locks_cancel), which a
-// goroutine triggers when the context ends: the waiter then leaves the
-// queue at once and Lock returns an error matching the context's error. A
-// Lock that got the lock at the moment its context ended returns the guard.
+// as needed) and keeps its place in the lock's queue under any context:
+// waiters are served in the order they asked wherever the backend is first
+// come, first served (memory; lock files among the callers of one process;
+// etcd's default layout; ZooKeeper). A deadline becomes the C call's
+// timeout. A context that can be cancelled is given a C cancellation handle
+// (locks_cancel), which a goroutine triggers when the context ends: the
+// waiter then leaves the queue at once and Lock returns an error matching
+// the context's error (and ErrTimeout at a deadline, ErrCancelled
+// otherwise). A Lock that got the lock at the moment its context ended
+// returns the guard.
 //
 // # Re-entry
 //
