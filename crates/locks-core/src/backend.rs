@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::reentry::ReentryTicket;
-use crate::{Error, ErrorKind, LockName, Result, Scope};
+use crate::{Error, ErrorKind, LocalTurn, LockName, Result, Scope};
 
 /// A number that grows with every new holder of a lock, for fencing writes.
 ///
@@ -218,6 +218,14 @@ pub trait HeldLock: fmt::Debug + Send + Sync + 'static {
     fn release_on_drop(self: Box<Self>);
 }
 
+/// What a guard lets go of when it is released.
+enum Held {
+    /// A backend's held lock.
+    Backend(Box<dyn HeldLock>),
+    /// A lock that is nothing but a turn on a local table (memory backend).
+    Local(LocalTurn<LockName>),
+}
+
 /// A held lock. Releasing it (explicitly, or by dropping it) lets the next waiter in.
 ///
 /// The guard is owned and `'static`: it can be moved into tasks, threads, or
@@ -229,8 +237,9 @@ pub struct LockGuard {
     name: LockName,
     scope: Scope,
     token: FencingToken,
-    state: watch::Receiver<LockState>,
-    held: Option<Box<dyn HeldLock>>,
+    /// `None` for a lock that cannot be lost while the process lives.
+    state: Option<watch::Receiver<LockState>>,
+    held: Option<Held>,
     ticket: Option<ReentryTicket>,
 }
 
@@ -246,8 +255,22 @@ impl LockGuard {
             name: request.name.clone(),
             scope: request.scope,
             token,
-            state,
-            held: Some(held),
+            state: Some(state),
+            held: Some(Held::Backend(held)),
+            ticket: None,
+        }
+    }
+
+    /// Wraps a lock that is nothing but `turn` on a [`LocalLocks`](crate::LocalLocks)
+    /// table (the memory backend): it cannot be lost, and releasing it ends
+    /// the turn. Unlike [`new`](Self::new), this allocates nothing.
+    pub fn local(request: &LockRequest, token: FencingToken, turn: LocalTurn<LockName>) -> Self {
+        LockGuard {
+            name: request.name.clone(),
+            scope: request.scope,
+            token,
+            state: None,
+            held: Some(Held::Local(turn)),
             ticket: None,
         }
     }
@@ -276,7 +299,15 @@ impl LockGuard {
         if self.held.is_none() {
             return LockState::Released;
         }
-        *self.state.borrow()
+        self.reported()
+    }
+
+    /// What the backend last reported, released or not.
+    fn reported(&self) -> LockState {
+        match &self.state {
+            Some(rx) => *rx.borrow(),
+            None => LockState::Held,
+        }
     }
 
     /// Whether the lock was lost while held.
@@ -289,7 +320,10 @@ impl LockGuard {
     /// # Cancel safety
     /// Cancel safe: dropping the future changes nothing.
     pub async fn lost(&self) {
-        let mut rx = self.state.clone();
+        let Some(rx) = &self.state else {
+            return std::future::pending().await;
+        };
+        let mut rx = rx.clone();
         loop {
             if *rx.borrow_and_update() == LockState::Lost {
                 return;
@@ -306,7 +340,10 @@ impl LockGuard {
 
     /// A receiver of state changes, for `select!` loops.
     pub fn watch_state(&self) -> watch::Receiver<LockState> {
-        self.state.clone()
+        match &self.state {
+            Some(rx) => rx.clone(),
+            None => never_lost(),
+        }
     }
 
     /// Releases the lock.
@@ -317,13 +354,17 @@ impl LockGuard {
     /// [`ErrorKind::Unavailable`] if the release could not be confirmed (the
     /// lock then expires with its lease or session).
     pub async fn release(mut self) -> Result<()> {
-        let lost = *self.state.borrow() == LockState::Lost;
+        let lost = self.reported() == LockState::Lost;
         let held = self.held.take();
         if let Some(ticket) = self.ticket.take() {
             ticket.forget(&self.name);
         }
         let result = match held {
-            Some(held) => held.release().await,
+            Some(Held::Backend(held)) => held.release().await,
+            Some(Held::Local(turn)) => {
+                drop(turn);
+                Ok(())
+            }
             None => Ok(()),
         };
         if lost {
@@ -352,8 +393,10 @@ impl fmt::Debug for LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        if let Some(held) = self.held.take() {
-            held.release_on_drop();
+        match self.held.take() {
+            Some(Held::Backend(held)) => held.release_on_drop(),
+            Some(Held::Local(turn)) => drop(turn),
+            None => {}
         }
         if let Some(ticket) = self.ticket.take() {
             ticket.forget(&self.name);
@@ -415,6 +458,21 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// # Cancel safety
     /// Cancel safe (see the trait docs).
     async fn acquire(&self, request: &LockRequest) -> Result<LockGuard>;
+
+    /// Acquires `request` at once if that needs neither waiting nor I/O: a
+    /// fast path for a free lock, which callers may try before
+    /// [`acquire`](Backend::acquire) (the `locks` client does).
+    ///
+    /// `None` sends the caller to [`acquire`](Backend::acquire): the lock is
+    /// busy, or taking it needs more than this backend does here (the
+    /// default, for every request). A guard returned here must be one that
+    /// `acquire` could have returned. Return one only for a lock nobody in
+    /// this process holds: the `locks` client skips its re-entry check when
+    /// this succeeds, because a caller cannot hold a free lock.
+    fn try_acquire_now(&self, request: &LockRequest) -> Option<LockGuard> {
+        let _ = request;
+        None
+    }
 
     /// Removes state nobody holds (lock files, empty lock directories).
     ///

@@ -26,8 +26,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use locks_core::{
-    Backend, Capabilities, HeldLock, LocalLocks, LocalTurn, LockGuard, LockName, LockRequest,
-    Result, Scope, Wait, async_trait, never_lost,
+    Backend, Capabilities, LocalLocks, LocalTurn, LockGuard, LockName, LockRequest, Result, Scope,
+    Wait, async_trait,
 };
 
 /// The in-memory backend. Cheap to clone; clones share their locks.
@@ -37,6 +37,12 @@ pub struct MemoryBackend {
 }
 
 static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// The guard of a turn: the turn is the whole lock.
+fn guard(request: &LockRequest, turn: LocalTurn<LockName>) -> LockGuard {
+    let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
+    LockGuard::local(request, token, turn)
+}
 
 impl MemoryBackend {
     /// A backend with no locks held.
@@ -55,23 +61,6 @@ impl std::fmt::Debug for MemoryBackend {
         f.debug_struct("MemoryBackend")
             .field("active_names", &self.active_names())
             .finish()
-    }
-}
-
-#[derive(Debug)]
-struct MemoryHeld {
-    _turn: LocalTurn<LockName>,
-}
-
-#[async_trait]
-impl HeldLock for MemoryHeld {
-    async fn release(self: Box<Self>) -> Result<()> {
-        drop(self);
-        Ok(())
-    }
-
-    fn release_on_drop(self: Box<Self>) {
-        drop(self);
     }
 }
 
@@ -107,9 +96,14 @@ impl Backend for MemoryBackend {
                 .ok_or_else(|| request.would_block(self))?,
             Wait::Forever | Wait::Timeout(_) => self.table.lock(&request.name).await,
         };
-        let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
-        let held = MemoryHeld { _turn: turn };
-        Ok(LockGuard::new(request, token, never_lost(), Box::new(held)))
+        Ok(guard(request, turn))
+    }
+
+    /// Takes `request.name` if nobody holds or waits for it: no waiting, no
+    /// allocation besides the table entry.
+    fn try_acquire_now(&self, request: &LockRequest) -> Option<LockGuard> {
+        let turn = self.table.try_lock(&request.name)?;
+        Some(guard(request, turn))
     }
 }
 
@@ -135,6 +129,39 @@ mod tests {
         }
         assert_eq!(backend.active_names(), 0);
         assert!(backend.table.capacity() < 64, "the table never grew");
+    }
+
+    #[tokio::test]
+    async fn the_fast_path_takes_only_free_names_and_its_guards_behave() {
+        use locks_core::LockState;
+        let backend = MemoryBackend::new();
+        let req = LockRequest::new(LockName::new("fast").unwrap(), Scope::Process);
+        let guard = backend.try_acquire_now(&req).expect("free");
+        assert!(backend.try_acquire_now(&req).is_none(), "held");
+        assert_eq!(guard.state(), LockState::Held);
+        assert_eq!(*guard.watch_state().borrow(), LockState::Held);
+        assert!(!guard.is_lost());
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(10), guard.lost())
+                .await
+                .is_err(),
+            "never lost"
+        );
+        let waiter = {
+            let (backend, req) = (backend.clone(), req.clone());
+            tokio::spawn(async move { backend.acquire(&req).await.unwrap().token() })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            backend.try_acquire_now(&req).is_none(),
+            "a waiter keeps it busy"
+        );
+        let first = guard.token();
+        guard.release().await.unwrap();
+        assert!(waiter.await.unwrap() > first);
+        assert_eq!(backend.active_names(), 0);
+        drop(backend.try_acquire_now(&req).expect("free again"));
+        assert_eq!(backend.active_names(), 0);
     }
 
     #[tokio::test]

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use locks_core::{
-    Backend, Catalog, CleanReport, Error, ErrorKind, LockGuard, LockName, LockRequest, MultiGuard,
-    Params, ReentryRegistry, Result, Scope, Wait, canonical_order,
+    Backend, Catalog, CleanReport, Error, ErrorKind, HolderId, LockGuard, LockName, LockRequest,
+    MultiGuard, Params, ReentryRegistry, Result, Scope, Wait, canonical_order,
 };
 
 use crate::backends::{self, redact_text};
@@ -255,8 +255,16 @@ impl Locks {
     /// Cancel safe.
     pub async fn acquire(&self, request: LockRequest) -> Result<LockGuard> {
         let space = self.inner.lock_space[index(request.scope)];
-        let holder = self.inner.registry.check(space, &request.name)?;
         let backend = self.backend(request.scope);
+        // A lock that is free right now is not held by the caller: no
+        // re-entry check needed.
+        if let Some(mut guard) = backend.try_acquire_now(&request) {
+            self.inner
+                .registry
+                .track(HolderId::current(), space, &mut guard);
+            return Ok(guard);
+        }
+        let holder = self.inner.registry.check(space, &request.name)?;
         let mut guard = locks_core::acquire(backend.as_ref(), &request).await?;
         self.inner.registry.track(holder, space, &mut guard);
         Ok(guard)
