@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::reentry::ReentryTicket;
-use crate::{Error, ErrorKind, LocalTurn, LockName, Result, Scope};
+use crate::{Error, ErrorKind, HolderId, LocalTurn, LockName, Result, Scope};
 
 /// A number that grows with every new holder of a lock, for fencing writes.
 ///
@@ -120,6 +120,12 @@ impl LockRequest {
                 backend.describe()
             ),
         )
+    }
+
+    /// The [`ErrorKind::WouldDeadlock`] error for a caller that asks for this
+    /// request's lock while holding it.
+    pub fn would_deadlock(&self) -> Error {
+        crate::reentry::would_deadlock(&self.name)
     }
 
     /// The [`ErrorKind::Timeout`] error for this request after waiting `waited`.
@@ -472,6 +478,22 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     fn try_acquire_now(&self, request: &LockRequest) -> Option<LockGuard> {
         let _ = request;
         None
+    }
+
+    /// Whether this backend records who holds each of its locks and answers
+    /// [`held_by`](Backend::held_by). When it does, the `locks` client asks it
+    /// instead of keeping its own record of holders for re-entry detection.
+    /// Default: `false`.
+    fn knows_holders(&self) -> bool {
+        false
+    }
+
+    /// Whether `holder` (the task or thread that acquired it) holds the lock
+    /// of `request` through this backend right now. Only meaningful when
+    /// [`knows_holders`](Backend::knows_holders); the default says `false`.
+    fn held_by(&self, request: &LockRequest, holder: HolderId) -> bool {
+        let _ = (request, holder);
+        false
     }
 
     /// Removes state nobody holds (lock files, empty lock directories).

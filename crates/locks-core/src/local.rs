@@ -29,6 +29,7 @@ use std::task::{Context, Poll, Waker};
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
+use crate::HolderId;
 use crate::shard::Sharded;
 
 /// The mutex of one key.
@@ -41,12 +42,15 @@ struct Slot<K> {
     /// The ticket that owns the turn: the holder, or the first waiter, handed
     /// the turn and not yet polled.
     owner: u64,
+    /// The task (or thread) that asked for the owning ticket.
+    holder: HolderId,
     /// Tickets waiting, first come first served.
     waiters: VecDeque<Waiter>,
 }
 
 struct Waiter {
     ticket: u64,
+    holder: HolderId,
     waker: Option<Waker>,
 }
 
@@ -68,6 +72,7 @@ impl<K> ShardState<K> {
                 match slot.waiters.pop_front() {
                     Some(next) => {
                         slot.owner = next.ticket;
+                        slot.holder = next.holder;
                         (next.waker, None)
                     }
                     None => (None, Some(entry.remove().0)),
@@ -187,12 +192,26 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
         self.len() == 0
     }
 
+    /// Whether the turn on `key` belongs to `holder`: the task (or thread)
+    /// that called [`lock`](Self::lock) or [`try_lock`](Self::try_lock) for
+    /// it, even if the turn has since moved elsewhere. A waiter handed the
+    /// turn owns it from then on, before it resumes.
+    pub fn held_by(&self, key: &K, holder: HolderId) -> bool {
+        let hash = self.shared.hash(key);
+        let shard = self.shared.lock(hash);
+        shard
+            .slots
+            .find(hash, |s| s.hash == hash && s.key == *key)
+            .is_some_and(|s| s.holder == holder)
+    }
+
     /// Takes the turn if the key is free; otherwise queues (when `queue`) or
     /// gives up (`None`).
     fn enter(&self, key: &K, hash: u64, queue: bool) -> Option<Entered<K>> {
         let mut shard = self.shared.lock(hash);
         let ShardState { slots, next_ticket } = &mut *shard;
         let ticket = *next_ticket;
+        let holder = HolderId::current();
         let entered = match slots.entry(hash, |s| s.hash == hash && s.key == *key, |s| s.hash) {
             Entry::Occupied(mut entry) => {
                 if !queue {
@@ -201,6 +220,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
                 let slot = entry.get_mut();
                 slot.waiters.push_back(Waiter {
                     ticket,
+                    holder,
                     waker: None,
                 });
                 Entered::Queued {
@@ -214,6 +234,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
                     hash,
                     id: ticket,
                     owner: ticket,
+                    holder,
                     waiters: VecDeque::new(),
                 });
                 Entered::Turn(LocalTurn {
@@ -421,6 +442,30 @@ mod tests {
         drop((head, last));
         assert!(locks.is_empty());
         assert_eq!(format!("{locks:?}"), "LocalLocks { active: 0 }");
+    }
+
+    #[tokio::test]
+    async fn the_turn_belongs_to_the_task_that_asked() {
+        let locks = LocalLocks::<u32>::new();
+        let me = HolderId::current();
+        let held = locks.lock(&9).await;
+        assert!(locks.held_by(&9, me));
+        assert!(!locks.held_by(&8, me), "nobody holds 8");
+        let waiter = {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let turn = locks.lock(&9).await;
+                let mine = locks.held_by(&9, HolderId::current());
+                (turn, mine)
+            })
+        };
+        tokio::task::yield_now().await;
+        drop(held);
+        let (turn, mine) = waiter.await.unwrap();
+        assert!(mine);
+        assert!(!locks.held_by(&9, me), "handed on");
+        drop(turn);
+        assert!(!locks.held_by(&9, me));
     }
 
     #[test]

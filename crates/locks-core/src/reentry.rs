@@ -58,6 +58,17 @@ struct Entry {
 
 type Shared = Sharded<HashTable<Entry>>;
 
+/// The [`ErrorKind::WouldDeadlock`] error for a caller asking again for `name`.
+pub(crate) fn would_deadlock(name: &LockName) -> Error {
+    Error::new(
+        ErrorKind::WouldDeadlock,
+        format!(
+            "this task already holds lock `{name}`; acquiring it again would wait \
+             for itself forever. Release it first, or call the unlocked variant of the operation"
+        ),
+    )
+}
+
 fn hash(shared: &Shared, scope: Scope, name: &str) -> u64 {
     shared.hash(&(scope, name))
 }
@@ -106,13 +117,7 @@ impl ReentryRegistry {
             .is_some_and(|e| e.first == me || e.more.contains(&me));
         drop(held);
         if mine {
-            return Err(Error::new(
-                ErrorKind::WouldDeadlock,
-                format!(
-                    "this task already holds lock `{name}`; acquiring it again would wait \
-                     for itself forever. Release it first, or call the unlocked variant of the operation"
-                ),
-            ));
+            return Err(would_deadlock(name));
         }
         Ok(me)
     }

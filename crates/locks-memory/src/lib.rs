@@ -26,8 +26,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use locks_core::{
-    Backend, Capabilities, LocalLocks, LocalTurn, LockGuard, LockName, LockRequest, Result, Scope,
-    Wait, async_trait,
+    Backend, Capabilities, HolderId, LocalLocks, LocalTurn, LockGuard, LockName, LockRequest,
+    Result, Scope, Wait, async_trait,
 };
 
 /// The in-memory backend. Cheap to clone; clones share their locks.
@@ -104,6 +104,15 @@ impl Backend for MemoryBackend {
     fn try_acquire_now(&self, request: &LockRequest) -> Option<LockGuard> {
         let turn = self.table.try_lock(&request.name)?;
         Some(guard(request, turn))
+    }
+
+    /// The table records the task (or thread) of each turn.
+    fn knows_holders(&self) -> bool {
+        true
+    }
+
+    fn held_by(&self, request: &LockRequest, holder: HolderId) -> bool {
+        self.table.held_by(&request.name, holder)
     }
 }
 

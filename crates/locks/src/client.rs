@@ -28,6 +28,9 @@ struct Inner {
     backends: [Arc<dyn Backend>; 3],
     urls: [String; 3],
     registry: ReentryRegistry,
+    /// For each scope, whether its backend records its holders itself: re-entry
+    /// is then asked of the backend, and the registry is not used.
+    backend_knows_holders: [bool; 3],
     /// For each scope, the narrowest scope served by the same backend: scopes
     /// that share a backend (one `file://` URL for node and global) share
     /// their locks, so re-entry and duplicates are judged across them.
@@ -130,6 +133,7 @@ impl Locks {
         let backends: [Arc<dyn Backend>; 3] = backends
             .try_into()
             .map_err(|_| Error::new(ErrorKind::Internal, "expected one backend per scope"))?;
+        let backend_knows_holders = backends.each_ref().map(|b| b.knows_holders());
         let lock_space = Scope::ALL.map(|scope| {
             let backend = &backends[index(scope)];
             Scope::ALL
@@ -147,6 +151,7 @@ impl Locks {
                 backends,
                 urls,
                 registry: ReentryRegistry::new(),
+                backend_knows_holders,
                 lock_space,
                 warnings,
             }),
@@ -256,18 +261,38 @@ impl Locks {
     pub async fn acquire(&self, request: LockRequest) -> Result<LockGuard> {
         let space = self.inner.lock_space[index(request.scope)];
         let backend = self.backend(request.scope);
+        let registry = (!self.inner.backend_knows_holders[index(request.scope)])
+            .then_some(&self.inner.registry);
         // A lock that is free right now is not held by the caller: no
         // re-entry check needed.
         if let Some(mut guard) = backend.try_acquire_now(&request) {
-            self.inner
-                .registry
-                .track(HolderId::current(), space, &mut guard);
+            if let Some(registry) = registry {
+                registry.track(HolderId::current(), space, &mut guard);
+            }
             return Ok(guard);
         }
-        let holder = self.inner.registry.check(space, &request.name)?;
+        let holder = self.check_reentry(&request)?;
         let mut guard = locks_core::acquire(backend.as_ref(), &request).await?;
-        self.inner.registry.track(holder, space, &mut guard);
+        if let Some(registry) = registry {
+            registry.track(holder, space, &mut guard);
+        }
         Ok(guard)
+    }
+
+    /// Fails with [`ErrorKind::WouldDeadlock`] if the caller holds the lock of
+    /// `request` through this client; otherwise returns the caller's id.
+    fn check_reentry(&self, request: &LockRequest) -> Result<HolderId> {
+        let i = index(request.scope);
+        if self.inner.backend_knows_holders[i] {
+            let me = HolderId::current();
+            if self.inner.backends[i].held_by(request, me) {
+                return Err(request.would_deadlock());
+            }
+            return Ok(me);
+        }
+        self.inner
+            .registry
+            .check(self.inner.lock_space[i], &request.name)
     }
 
     /// Acquires a set of locks in the canonical order (sorted by name, then
@@ -286,9 +311,7 @@ impl Locks {
         let space = |scope: Scope| self.inner.lock_space[index(scope)];
         ordered.dedup_by(|a, b| a.name == b.name && space(a.scope) == space(b.scope));
         for request in &ordered {
-            self.inner
-                .registry
-                .check(space(request.scope), &request.name)?;
+            self.check_reentry(request)?;
         }
         let deadline = match wait {
             // A timeout too large for the clock is no deadline at all.

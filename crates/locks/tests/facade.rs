@@ -148,6 +148,94 @@ async fn a_task_asking_again_for_what_it_holds_gets_would_deadlock() {
     again.release().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_entry_on_the_memory_scope_is_detected_per_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = open(dir.path()).await;
+    let guard = locks
+        .lock_name(Scope::Process, "p", Wait::Forever)
+        .await
+        .unwrap();
+    for wait in [
+        Wait::Forever,
+        Wait::TryOnce,
+        Wait::Timeout(Duration::from_secs(5)),
+    ] {
+        let err = locks
+            .lock_name(Scope::Process, "p", wait)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::WouldDeadlock, "{wait}");
+        assert!(err.message().contains("cinder-p"), "{err}");
+    }
+    let req = |name: &str| locks.raw_request(Scope::Process, name).unwrap();
+    let err = locks
+        .lock_many(vec![req("o"), req("p")], Wait::Forever)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldDeadlock);
+    let o = locks
+        .lock_name(Scope::Process, "o", Wait::TryOnce)
+        .await
+        .expect("lock_many took nothing");
+    o.release().await.unwrap();
+
+    // A guard moved to another task still counts for the task that took it;
+    // the other task is not the holder, so it waits (here: times out).
+    let other = {
+        let locks = locks.clone();
+        tokio::spawn(async move {
+            let again = locks
+                .lock_name(
+                    Scope::Process,
+                    "p",
+                    Wait::Timeout(Duration::from_millis(50)),
+                )
+                .await;
+            (guard, again.unwrap_err().kind())
+        })
+    };
+    let (guard, kind) = other.await.unwrap();
+    assert_eq!(kind, ErrorKind::Timeout);
+    let err = locks
+        .lock_name(Scope::Process, "p", Wait::TryOnce)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldDeadlock);
+
+    // A waiter in another task gets it after release, and then it is that task's.
+    let waiter = {
+        let locks = locks.clone();
+        tokio::spawn(async move {
+            let g = locks
+                .lock_name(Scope::Process, "p", Wait::Forever)
+                .await
+                .unwrap();
+            let again = locks
+                .lock_name(Scope::Process, "p", Wait::TryOnce)
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .kind();
+            g.release().await.unwrap();
+            again
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    guard.release().await.unwrap();
+    assert_eq!(waiter.await.unwrap(), ErrorKind::WouldDeadlock);
+    let g = locks
+        .lock_name(Scope::Process, "p", Wait::TryOnce)
+        .await
+        .unwrap();
+    drop(g);
+    let g = locks
+        .lock_name(Scope::Process, "p", Wait::TryOnce)
+        .await
+        .expect("a dropped guard leaves no holder behind");
+    g.release().await.unwrap();
+}
+
 #[tokio::test]
 async fn lock_many_takes_sorted_deduplicated_names_and_releases_a_partial_set() {
     let dir = tempfile::tempdir().unwrap();
@@ -337,6 +425,32 @@ fn blocking_client_works_without_a_runtime_and_refuses_inside_one() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let err = rt.block_on(async { locks.lock("nvmet", &Params::new()).map(|_| ()).unwrap_err() });
     assert_eq!(err.kind(), ErrorKind::Unsupported);
+}
+
+#[test]
+fn blocking_re_entry_on_the_memory_scope_is_per_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = BlockingLocks::open(config_in(dir.path(), "")).unwrap();
+    let guard = locks.lock_name(Scope::Process, "m", Wait::Forever).unwrap();
+    let err = locks
+        .lock_name(Scope::Process, "m", Wait::Forever)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldDeadlock, "same thread");
+    let from_other_thread = std::thread::scope(|s| {
+        s.spawn(|| {
+            locks
+                .lock_name(Scope::Process, "m", Wait::TryOnce)
+                .map(|_| ())
+                .unwrap_err()
+                .kind()
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(from_other_thread, ErrorKind::WouldBlock);
+    locks.release(guard).unwrap();
+    let again = locks.lock_name(Scope::Process, "m", Wait::TryOnce).unwrap();
+    locks.release(again).unwrap();
 }
 
 #[test]
