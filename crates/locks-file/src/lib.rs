@@ -59,9 +59,11 @@
 //! mode `0644` (before the umask): a child process never inherits a lock, and a
 //! symlink planted at a lock path is refused instead of followed.
 //!
-//! Releasing a lock unlocks and closes the file; it **never unlinks** it,
-//! because unlinking a file someone else waits on would let two holders in at
-//! once. Use [`Backend::clean`] to remove lock files nobody holds.
+//! Releasing a lock unlocks the file and keeps its descriptor open for the
+//! next holder in this process (see [Descriptors kept open](#descriptors-kept-open));
+//! it **never unlinks** the file, because unlinking a file someone else waits
+//! on would let two holders in at once. Use [`Backend::clean`] to remove lock
+//! files nobody holds.
 //!
 //! # Permissions and sharing the directory between users
 //!
@@ -102,10 +104,10 @@
 //! drop the acquire future. A blocking call in the kernel cannot be
 //! interrupted, so an abandoned waiter **lingers**: one blocked thread stays
 //! in the kernel until the current holder releases. When that thread then gets
-//! the lock it sees that nobody wants it any more and unlocks and closes at
-//! once, so no lock is ever left held; until then it keeps this process's
-//! in-process entry for the name, and later acquires of the name in this
-//! process queue behind it (they would have to wait for the holder anyway).
+//! the lock it sees that nobody wants it any more and unlocks at once, so no
+//! lock is ever left held; until then it keeps this process's in-process
+//! entry for the name, and later acquires of the name in this process queue
+//! behind it (they would have to wait for the holder anyway).
 //! Consequences: each such thread occupies one slot of tokio's blocking pool
 //! (512 threads by default), and dropping a tokio runtime waits for its
 //! blocking threads, so a runtime shut down while an abandoned waiter lingers
@@ -113,16 +115,77 @@
 //! [`Runtime::shutdown_timeout`](tokio::runtime::Runtime::shutdown_timeout) if
 //! that matters.
 //!
+//! # Descriptors kept open
+//!
+//! Opening a lock file costs more than locking it, so a backend keeps the
+//! descriptors of recently released lock files open, **unlocked**, and the
+//! next acquire of the same name in this process locks that descriptor again:
+//! a free lock then costs the lock call, one `fstat` and the unlock call. A
+//! descriptor is out of the cache, owned by one task, from the moment an
+//! acquire takes it until its holding is released; two tasks never lock one
+//! open file description (the second lock would be granted too).
+//!
+//! - **Bounds.** A backend keeps at most a sixteenth of the soft
+//!   `RLIMIT_NOFILE` at the time it was opened, and at most 256, descriptors;
+//!   all backends of the process together at most a quarter of it (4096 with
+//!   no limit). When full, the least recently used one is closed. Any number
+//!   of distinct names can pass through without descriptors or memory growing.
+//! - **Where.** Only on Linux, and only when the lock directory is on a local
+//!   file system known to give a renamed or unlinked file a new ctime and to
+//!   show it to `fstat` at once (ext2/3/4, xfs, btrfs, tmpfs, ramfs, f2fs,
+//!   overlayfs, ZFS, bcachefs, JFS, ReiserFS; checked with `statfs` when the
+//!   backend is opened). Elsewhere, NFS and other network or FUSE file systems
+//!   included, every acquire opens the file and every release closes it.
+//! - **Forks.** A child process shares its parent's open file descriptions,
+//!   hence their locks: after `fork` (detected with `pthread_atfork`), the
+//!   child never locks nor unlocks a descriptor inherited from its parent, so
+//!   a child neither shares a lock with its parent nor releases the parent's
+//!   holding when it drops an inherited guard; it opens its own.
+//! - **Cleaning.** [`Backend::clean`] closes the cached descriptors of its own
+//!   backend first. Cached descriptors are unlocked, so a `clean` from
+//!   anywhere else removes their files too; the next acquire notices (below).
+//!
 //! # Files unlinked while locked
 //!
-//! After the kernel grants a lock, the backend checks that the path still
-//! names the file it locked (`fstat` of the descriptor against `lstat` of the
-//! path, device and inode). If the file was unlinked or replaced meanwhile
-//! (an operator's `rm`, or `locks clean` racing with a waiter), the lock
-//! protects nothing: it is dropped and the acquire starts again on a fresh
-//! file. This makes cleaning safe for processes using this crate; Python
-//! processes do not check, which is why oslo advises cleaning only while the
-//! services are stopped.
+//! A lock on a file that no longer has the lock's path protects nothing: the
+//! next process to open the path creates a new file and locks that. So after
+//! the kernel grants a lock, the backend checks that the path still names the
+//! file it locked; if the file was unlinked or replaced meanwhile (an
+//! operator's `rm`, `locks clean` racing with a waiter, a file moved away),
+//! the lock is dropped, the descriptor closed, and the acquire starts again
+//! on a fresh file. This makes cleaning safe for processes using this crate;
+//! Python processes do not check, which is why oslo advises cleaning only
+//! while the services are stopped.
+//!
+//! - **A freshly opened file** gets the full check: `lstat` of the path must
+//!   give the device and inode that `fstat` of the descriptor gives.
+//! - **A cached descriptor** gets one `fstat` after the grant. The file must
+//!   still have links (`st_nlink > 0`: not unlinked, not renamed over), and
+//!   its status-change time (ctime) must be the one it had when the path was
+//!   last checked to name it. Every unlink, rename (of this file, or of
+//!   another file over it), link or `chmod` of the file gives it a new ctime,
+//!   so a file renamed away, even with its links intact, is caught too. When
+//!   the ctime differs, the full check decides (a `chmod` or a hard link
+//!   merely costs one `lstat`). A ctime is only trusted once the clock has
+//!   moved past it by more than the file system's timestamp granularity
+//!   (guessed from the timestamp itself: whole seconds, milliseconds, ...);
+//!   until then, for example in the first milliseconds after a file is
+//!   created, every acquire on the cached descriptor gets the full check.
+//!
+//! What the check of a cached descriptor does **not** see:
+//!
+//! - the lock directory itself (or a subdirectory of [`Layout::Tree`]) being
+//!   renamed, or replaced by another directory or a mount: the file keeps its
+//!   links and its ctime, and this process keeps locking the file in the old
+//!   directory while others lock in the new one, until the descriptor leaves
+//!   the cache (the directory's path is looked up again only when a file is
+//!   opened). Reopen the backends after moving a lock directory;
+//! - a change of the file that comes with a ctime equal to the recorded one:
+//!   only possible if the system clock is stepped back to within the
+//!   timestamp granularity of the recorded ctime.
+//!
+//! A file unlinked or replaced *between* the check and the release is not
+//! noticed by this holder (nor by the kernel); the next acquire notices it.
 //!
 //! # Fencing tokens
 //!
@@ -140,6 +203,7 @@ use std::fmt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use locks_core::{
@@ -148,11 +212,13 @@ use locks_core::{
 };
 use tokio::sync::oneshot;
 
+mod cache;
 mod sys;
 #[cfg(test)]
 mod tests;
 
-use sys::{Attempt, LockedFile};
+use cache::{Cache, Key};
+use sys::{Attempt, LockedFile, Target};
 
 /// The longest file name (in bytes) most file systems accept (`NAME_MAX`).
 const MAX_FILE_NAME: usize = 255;
@@ -416,10 +482,27 @@ fn next_token() -> FencingToken {
 /// queue per name; two backends on the same directory in one process still
 /// exclude each other through the kernel.
 pub struct FileBackend {
+    shared: Arc<Shared>,
+    layout: Layout,
+    table: LocalLocks<Key>,
+}
+
+/// What a backend shares with its holdings and its waiting threads.
+struct Shared {
     dir: PathBuf,
     mechanism: Mechanism,
-    layout: Layout,
-    table: LocalLocks<PathBuf>,
+    /// Unlocked lock files kept open for the next holder.
+    cache: Cache,
+}
+
+impl Shared {
+    fn target<'a>(&'a self, key: &'a Key, layout: Layout) -> Target<'a> {
+        Target {
+            dir: &self.dir,
+            relative: key.path(),
+            tree: layout == Layout::Tree,
+        }
+    }
 }
 
 impl FileBackend {
@@ -460,9 +543,13 @@ impl FileBackend {
             )
         })?;
         prepare_dir(&dir)?;
+        let cache = Cache::new(cache::capacity_for(&dir));
         Ok(FileBackend {
-            dir,
-            mechanism,
+            shared: Arc::new(Shared {
+                dir,
+                mechanism,
+                cache,
+            }),
             layout,
             table: LocalLocks::default(),
         })
@@ -470,12 +557,12 @@ impl FileBackend {
 
     /// The lock directory (absolute).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.shared.dir
     }
 
     /// The kernel lock this backend takes.
     pub fn mechanism(&self) -> Mechanism {
-        self.mechanism
+        self.shared.mechanism
     }
 
     /// How names map to paths.
@@ -489,48 +576,7 @@ impl FileBackend {
     /// # Errors
     /// As [`lock_file_path`].
     pub fn path_for(&self, name: &LockName) -> Result<PathBuf> {
-        Ok(self.dir.join(lock_file_path(name, self.layout)?))
-    }
-
-    /// Creates the subdirectories a tree-layout path needs, and checks that
-    /// none of them leads out of the lock directory through a symlink.
-    fn prepare_parent(&self, path: &Path) -> Result<()> {
-        let Some(parent) = path.parent().filter(|p| *p != self.dir) else {
-            return Ok(());
-        };
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .map_err(|e| {
-                Error::io(
-                    format_args!("creating lock subdirectory {}", parent.display()),
-                    e,
-                )
-            })?;
-        let real_parent = parent.canonicalize().map_err(|e| {
-            Error::io(
-                format_args!("resolving lock subdirectory {}", parent.display()),
-                e,
-            )
-        })?;
-        let real_dir = self.dir.canonicalize().map_err(|e| {
-            Error::io(
-                format_args!("resolving lock directory {}", self.dir.display()),
-                e,
-            )
-        })?;
-        if !real_parent.starts_with(&real_dir) {
-            return Err(Error::new(
-                ErrorKind::PermissionDenied,
-                format!(
-                    "lock subdirectory {} leads out of the lock directory {} through a symlink; refused",
-                    parent.display(),
-                    self.dir.display()
-                ),
-            ));
-        }
-        Ok(())
+        Ok(self.shared.dir.join(lock_file_path(name, self.layout)?))
     }
 
     /// How many names this process currently holds or waits for (for leak checks).
@@ -538,6 +584,53 @@ impl FileBackend {
     pub fn active_names(&self) -> usize {
         self.table.len()
     }
+
+    /// How many unlocked lock files this backend keeps open (for leak checks).
+    #[doc(hidden)]
+    pub fn cached_files(&self) -> usize {
+        self.shared.cache.len()
+    }
+}
+
+/// Creates the subdirectories a tree-layout `path` inside `dir` needs, and
+/// checks that none of them leads out of `dir` through a symlink.
+pub(crate) fn prepare_parent(dir: &Path, path: &Path) -> Result<()> {
+    let Some(parent) = path.parent().filter(|p| *p != dir) else {
+        return Ok(());
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
+        .map_err(|e| {
+            Error::io(
+                format_args!("creating lock subdirectory {}", parent.display()),
+                e,
+            )
+        })?;
+    let real_parent = parent.canonicalize().map_err(|e| {
+        Error::io(
+            format_args!("resolving lock subdirectory {}", parent.display()),
+            e,
+        )
+    })?;
+    let real_dir = dir.canonicalize().map_err(|e| {
+        Error::io(
+            format_args!("resolving lock directory {}", dir.display()),
+            e,
+        )
+    })?;
+    if !real_parent.starts_with(&real_dir) {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "lock subdirectory {} leads out of the lock directory {} through a symlink; refused",
+                parent.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Makes sure `dir` is a directory, creating it with mode 0700 if missing.
@@ -611,40 +704,76 @@ fn run_blocking(job: impl FnOnce() + Send + 'static) -> Result<()> {
 impl fmt::Debug for FileBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileBackend")
-            .field("dir", &self.dir)
-            .field("mechanism", &self.mechanism)
+            .field("dir", &self.shared.dir)
+            .field("mechanism", &self.shared.mechanism)
+            .field("layout", &self.layout)
             .field("active_names", &self.active_names())
+            .field("cache", &self.shared.cache)
             .finish()
     }
 }
 
 /// A held lock file and the in-process turn in front of it.
 struct FileHeld {
-    // Field order matters: the file is unlocked and closed before the
-    // in-process turn ends.
-    file: LockedFile,
-    _turn: LocalTurn<PathBuf>,
+    // Field order matters: the file is unlocked and back in the cache (see
+    // `Drop`) before the in-process turn ends, so the next holder of this
+    // process finds it there.
+    /// `None` once released.
+    file: Option<LockedFile>,
+    key: Key,
+    shared: Arc<Shared>,
+    _turn: LocalTurn<Key>,
+}
+
+impl FileHeld {
+    /// Unlocks the file and puts it back in the cache (it is closed instead
+    /// if unlocking fails, which releases the lock anyway).
+    fn let_go(&mut self) -> Result<()> {
+        let Some(file) = self.file.take() else {
+            return Ok(());
+        };
+        let mechanism = file.mechanism();
+        match file.unlock() {
+            Ok(open) => {
+                self.shared.cache.put(&self.key, open);
+                Ok(())
+            }
+            Err(e) => Err(Error::io(
+                format_args!(
+                    "cannot release the {mechanism} lock on {}",
+                    self.shared.dir.join(self.key.path()).display()
+                ),
+                e,
+            )),
+        }
+    }
+}
+
+impl Drop for FileHeld {
+    fn drop(&mut self) {
+        // Best effort: on error the descriptor is closed, which releases the lock.
+        let _ = self.let_go();
+    }
 }
 
 impl fmt::Debug for FileHeld {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileHeld")
-            .field("path", &self.file.path())
+            .field("dir", &self.shared.dir)
+            .field("file", &self.key)
+            .field("held", &self.file.is_some())
             .finish()
     }
 }
 
 #[async_trait]
 impl HeldLock for FileHeld {
-    async fn release(self: Box<Self>) -> Result<()> {
-        let FileHeld { file, _turn } = *self;
-        let result = file.unlock();
-        drop(_turn);
-        result
+    async fn release(mut self: Box<Self>) -> Result<()> {
+        self.let_go()
     }
 
     fn release_on_drop(self: Box<Self>) {
-        // Unlock and close are plain system calls: no runtime needed.
+        // Unlocking is a plain system call: no runtime needed.
         drop(self);
     }
 }
@@ -660,8 +789,16 @@ impl Backend for FileBackend {
 
     fn describe(&self) -> String {
         match self.layout {
-            Layout::Flat => format!("file://{} ({})", self.dir.display(), self.mechanism),
-            Layout::Tree => format!("file://{} ({}, tree)", self.dir.display(), self.mechanism),
+            Layout::Flat => format!(
+                "file://{} ({})",
+                self.shared.dir.display(),
+                self.shared.mechanism
+            ),
+            Layout::Tree => format!(
+                "file://{} ({}, tree)",
+                self.shared.dir.display(),
+                self.shared.mechanism
+            ),
         }
     }
 
@@ -687,26 +824,43 @@ impl Backend for FileBackend {
     /// blocked in the kernel lingers until the holder releases, then lets go
     /// at once (see the crate docs).
     async fn acquire(&self, request: &LockRequest) -> Result<LockGuard> {
-        let relative = lock_file_path(&request.name, self.layout)?;
-        let path = self.dir.join(&relative);
-        if self.layout == Layout::Tree {
-            self.prepare_parent(&path)?;
-        }
+        let relative = Key::relative(&request.name, self.layout)?;
+        // The descriptor, if cached, is taken out at once: from then on this
+        // task is the only one using it (two locks on one open file
+        // description would both be granted).
+        let (key, mut cached) = match self.shared.cache.find(&relative) {
+            Some(found) => found,
+            None => (Key::from(&*relative), None),
+        };
         let blocking = request.wait != Wait::TryOnce;
         let turn = if blocking {
-            self.table.lock(&relative).await
+            self.table.lock(&key).await
+        } else if let Some(turn) = self.table.try_lock(&key) {
+            turn
         } else {
-            self.table
-                .try_lock(&relative)
-                .ok_or_else(|| request.would_block(self))?
+            if let Some(open) = cached {
+                self.shared.cache.put(&key, open);
+            }
+            return Err(request.would_block(self));
         };
+        if cached.is_none() {
+            // The previous holder of this process put its descriptor back
+            // before its turn ended.
+            cached = self.shared.cache.take(&key);
+        }
 
         // Fast path: a free lock is taken with non-blocking calls on this
-        // thread (an open and an fcntl of a few microseconds), without a round
-        // trip through the blocking pool.
-        match sys::lock_path(&path, self.mechanism, false, &|| false)? {
+        // thread (on a cached descriptor: a lock and an fstat), without a
+        // round trip through the blocking pool.
+        let target = self.shared.target(&key, self.layout);
+        let open = match sys::lock_file(&target, cached, self.shared.mechanism, false, &|| false)? {
             Attempt::Acquired(file) => {
-                let held = FileHeld { file, _turn: turn };
+                let held = FileHeld {
+                    file: Some(file),
+                    key,
+                    shared: Arc::clone(&self.shared),
+                    _turn: turn,
+                };
                 return Ok(LockGuard::new(
                     request,
                     next_token(),
@@ -714,23 +868,44 @@ impl Backend for FileBackend {
                     Box::new(held),
                 ));
             }
-            Attempt::Busy if !blocking => return Err(request.would_block(self)),
-            Attempt::Busy => {}
-        }
+            Attempt::Busy(open) if !blocking => {
+                if let Some(open) = open {
+                    self.shared.cache.put(&key, open);
+                }
+                return Err(request.would_block(self));
+            }
+            Attempt::Busy(open) => open,
+        };
 
         // Slow path: wait in the kernel on a blocking thread.
         let (tx, rx) = oneshot::channel::<Answer>();
-        let mechanism = self.mechanism;
-        let job_path = path.clone();
+        let shared = Arc::clone(&self.shared);
+        let layout = self.layout;
+        let job_key = key.clone();
         run_blocking(move || {
-            let attempt = sys::lock_path(&job_path, mechanism, true, &|| tx.is_closed());
+            let key = job_key;
+            let attempt = sys::lock_file(
+                &shared.target(&key, layout),
+                open,
+                shared.mechanism,
+                true,
+                &|| tx.is_closed(),
+            );
             let answer = match attempt {
                 Ok(Attempt::Acquired(file)) => {
                     let token = next_token();
-                    let held = FileHeld { file, _turn: turn };
+                    let held = FileHeld {
+                        file: Some(file),
+                        key,
+                        shared,
+                        _turn: turn,
+                    };
                     Ok(Some((held, token)))
                 }
-                Ok(Attempt::Busy) => {
+                Ok(Attempt::Busy(open)) => {
+                    if let Some(open) = open {
+                        shared.cache.put(&key, open);
+                    }
                     drop(turn);
                     Ok(None)
                 }
@@ -739,12 +914,10 @@ impl Backend for FileBackend {
                     Err(e)
                 }
             };
-            if let Err(Ok(Some((held, _)))) = tx.send(answer) {
-                // The acquire future is gone (timeout or cancellation) while
-                // this thread waited in the kernel: let go at once.
-                let FileHeld { file, _turn } = held;
-                let _ = file.unlock();
-            }
+            // If the acquire future is gone (timeout or cancellation) while
+            // this thread waited in the kernel, the holding comes back here
+            // and is dropped: unlocked and cached at once, then the turn ends.
+            drop(tx.send(answer));
         })?;
 
         match rx.await {
@@ -757,7 +930,7 @@ impl Backend for FileBackend {
                 ErrorKind::Internal,
                 format!(
                     "the thread locking {} stopped without an answer (is the runtime shutting down?)",
-                    path.display()
+                    self.shared.dir.join(key.path()).display()
                 ),
             )),
         }
@@ -774,8 +947,10 @@ impl Backend for FileBackend {
     /// still names the locked file. Held files are counted in
     /// [`CleanReport::busy`].
     ///
-    /// Waiters of this crate that were blocked on a removed file notice it and
-    /// retry on a fresh file. Python processes do not: clean while they are
+    /// The descriptors this backend keeps open (see the crate docs) are
+    /// closed first. Waiters of this crate that were blocked on a removed
+    /// file, and other backends that kept it open, notice it and retry on a
+    /// fresh file. Python processes do not: clean while they are
     /// stopped, as oslo advises.
     ///
     /// # Errors
@@ -783,8 +958,11 @@ impl Backend for FileBackend {
     /// when the directory cannot be listed or a lock file cannot be opened,
     /// locked or removed; files removed before the error stay removed.
     async fn clean(&self) -> Result<CleanReport> {
+        // Files this backend only keeps open are unheld: close them, so that
+        // removing them frees them at once.
+        self.shared.cache.clear();
         let (tx, rx) = oneshot::channel();
-        let dir = self.dir.clone();
+        let dir = self.shared.dir.clone();
         run_blocking(move || {
             let _ = tx.send(clean_dir(&dir));
         })?;
@@ -793,7 +971,7 @@ impl Backend for FileBackend {
                 ErrorKind::Internal,
                 format!(
                     "the thread cleaning {} stopped without an answer (is the runtime shutting down?)",
-                    self.dir.display()
+                    self.shared.dir.display()
                 ),
             ))
         })

@@ -10,47 +10,127 @@ use std::path::{Path, PathBuf};
 use locks_core::{Error, ErrorKind, Result};
 
 use crate::Mechanism;
+use crate::cache::{BudgetSlot, fork_generation};
+
+/// An open lock file descriptor that this process does not hold locked
+/// (any more): what the cache keeps between holders.
+pub(crate) struct OpenFile {
+    file: File,
+    /// What the last check that the path names this file saw; `None` until
+    /// such a check passed.
+    stamp: Option<Stamp>,
+    /// The fork generation the descriptor was opened in: a child process
+    /// shares the open file description, hence the lock, with its parent.
+    generation: u64,
+    /// The descriptor's place in the process-wide budget of cached
+    /// descriptors, once it was cached.
+    pub(crate) slot: Option<BudgetSlot>,
+}
+
+impl OpenFile {
+    /// Whether the descriptor was opened in this process (not inherited
+    /// through `fork`).
+    pub(crate) fn is_own(&self) -> bool {
+        self.generation == fork_generation()
+    }
+}
+
+impl std::fmt::Debug for OpenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenFile")
+            .field("file", &self.file)
+            .field("stamp", &self.stamp)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a check of a lock file against its path established: the file's
+/// status-change time (`ctime`, in nanoseconds) when the path named it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    ctime: i128,
+    /// Whether every later change of the file's status (unlink, rename,
+    /// link, chmod) is sure to give it a different ctime: true once the
+    /// clock has moved on from `ctime` by more than the timestamps'
+    /// granularity (see the crate docs, "Files unlinked while locked").
+    settled: bool,
+}
+
+impl Stamp {
+    /// The stamp of a file whose status `stat` was read before `now` (the
+    /// coarse real-time clock) was, and both before the path was checked.
+    fn new(stat: &Stat, now: Option<i128>) -> Stamp {
+        Stamp {
+            ctime: stat.ctime,
+            settled: now.is_some_and(|now| stat.ctime + granularity(stat.ctime_nsec) <= now),
+        }
+    }
+}
+
+/// An upper bound of the timestamp granularity of a file system, guessed
+/// from one timestamp's nanoseconds: a file system that keeps whole seconds
+/// (or FAT's two seconds) stores 0, one that keeps 10 ms stores multiples of
+/// 10^7, and so on. A guess too large only delays [`Stamp::settled`].
+fn granularity(nsec: i64) -> i128 {
+    if nsec == 0 {
+        return 2_000_000_000;
+    }
+    let (mut n, mut step) = (nsec, 1);
+    while n % 10 == 0 {
+        n /= 10;
+        step *= 10;
+    }
+    step
+}
 
 /// A lock file this process holds a write lock on.
 ///
 /// Dropping it unlocks (best effort) and then closes the descriptor; it never
-/// unlinks the file. [`LockedFile::unlock`] does the same and reports errors.
+/// unlinks the file. [`LockedFile::unlock`] unlocks and hands the open
+/// descriptor back for reuse.
 pub(crate) struct LockedFile {
-    file: File,
-    path: PathBuf,
+    /// `None` once unlocked.
+    open: Option<OpenFile>,
     mechanism: Mechanism,
-    unlocked: bool,
 }
 
 impl LockedFile {
-    /// The path the file was opened at.
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
+    fn new(open: OpenFile, mechanism: Mechanism) -> LockedFile {
+        LockedFile {
+            open: Some(open),
+            mechanism,
+        }
     }
 
-    /// Unlocks, then closes the file.
-    pub(crate) fn unlock(mut self) -> Result<()> {
-        self.unlocked = true;
-        unlock(&self.file, self.mechanism).map_err(|e| {
-            Error::io(
-                format_args!(
-                    "cannot release the {} lock on {}",
-                    self.mechanism,
-                    self.path.display()
-                ),
-                e,
-            )
-        })
-        // `self` drops here and closes the descriptor, which releases the lock
-        // even if the unlock call above failed.
+    /// The kernel lock held.
+    pub(crate) fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
+    /// Unlocks and returns the descriptor, still open. On error the
+    /// descriptor is closed, which releases the lock anyway.
+    ///
+    /// In a child process forked while the lock was held, the descriptor is
+    /// only given back (to be closed): unlocking it would release the
+    /// parent's lock, which the child shares.
+    pub(crate) fn unlock(mut self) -> io::Result<OpenFile> {
+        let Some(open) = self.open.take() else {
+            return Err(io::Error::other("the lock file was already unlocked"));
+        };
+        if open.is_own() {
+            unlock(&open.file, self.mechanism)?;
+        }
+        Ok(open)
     }
 }
 
 impl Drop for LockedFile {
     fn drop(&mut self) {
-        if !self.unlocked {
+        if let Some(open) = self.open.take()
+            && open.is_own()
+        {
             // Best effort: closing the descriptor below releases the lock anyway.
-            let _ = unlock(&self.file, self.mechanism);
+            let _ = unlock(&open.file, self.mechanism);
         }
     }
 }
@@ -58,7 +138,7 @@ impl Drop for LockedFile {
 impl std::fmt::Debug for LockedFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockedFile")
-            .field("path", &self.path)
+            .field("open", &self.open)
             .field("mechanism", &self.mechanism)
             .finish()
     }
@@ -67,54 +147,88 @@ impl std::fmt::Debug for LockedFile {
 /// What one attempt to lock a path ended with.
 #[derive(Debug)]
 pub(crate) enum Attempt {
-    /// The lock is held on the file that `path` names.
+    /// The lock is held on the file that the path names.
     Acquired(LockedFile),
-    /// Someone else holds it (only for non-blocking attempts).
-    Busy,
+    /// Someone else holds it (only for non-blocking attempts), or nobody
+    /// wants it any more; the descriptor tried, if any, for reuse.
+    Busy(Option<OpenFile>),
 }
 
-/// How often [`lock_path`] starts again on a fresh file before giving up.
+/// Where a lock file lives: the lock directory and the path inside it. The
+/// full path is only built when needed (opening, checking, errors).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) relative: &'a Path,
+    /// Whether missing subdirectories are created ([`crate::Layout::Tree`]).
+    pub(crate) tree: bool,
+}
+
+impl Target<'_> {
+    pub(crate) fn path(&self) -> PathBuf {
+        self.dir.join(self.relative)
+    }
+}
+
+/// How often [`lock_file`] starts again on a fresh file before giving up.
 const MAX_STALE_RETRIES: usize = 1000;
 
-/// Opens (creating if needed) the lock file at `path` and locks it.
+/// Locks the lock file of `target`: first `cached` (a descriptor kept open
+/// from an earlier holding) if there is one, else a freshly opened (and if
+/// needed created) one.
 ///
 /// With `blocking`, waits in the kernel until the lock is granted; `give_up`
 /// is asked between retries whether anybody still wants the result. After
-/// the lock is granted, the path is checked to still name the locked inode;
-/// if someone unlinked or replaced the file meanwhile, the lock is dropped and
-/// the whole thing starts again on a fresh file (at most
-/// [`MAX_STALE_RETRIES`] times).
-pub(crate) fn lock_path(
-    path: &Path,
+/// the lock is granted, the file is checked to still be the one the path
+/// names ([`verify`]); if it was unlinked or replaced meanwhile, the lock
+/// protects nothing: it is dropped and the whole thing starts again on a
+/// fresh file (at most [`MAX_STALE_RETRIES`] times).
+pub(crate) fn lock_file(
+    target: &Target<'_>,
+    cached: Option<OpenFile>,
     mechanism: Mechanism,
     blocking: bool,
     give_up: &dyn Fn() -> bool,
 ) -> Result<Attempt> {
+    let mut cached = cached;
     for _ in 0..MAX_STALE_RETRIES {
-        let file = open_lock_file(path)?;
-        let granted = if blocking {
-            lock_wait(&file, mechanism).map(|()| true)
-        } else {
-            try_lock(&file, mechanism)
-        }
-        .map_err(|e| lock_error(path, mechanism, blocking, e))?;
-        if !granted {
-            return Ok(Attempt::Busy);
-        }
-        let locked = LockedFile {
-            file,
-            path: path.to_owned(),
-            mechanism,
-            unlocked: false,
+        let (open, opened) = match cached.take() {
+            Some(open) => (open, None),
+            None => {
+                let path = target.path();
+                if target.tree {
+                    crate::prepare_parent(target.dir, &path)?;
+                }
+                let (open, stat) = open_lock_file(&path)?;
+                (open, Some((path, stat)))
+            }
         };
-        if names_same_file(&locked.file, path)? {
+        let granted = if blocking {
+            lock_wait(&open.file, mechanism).map(|()| true)
+        } else {
+            try_lock(&open.file, mechanism)
+        }
+        .map_err(|e| lock_error(&target.path(), mechanism, blocking, e))?;
+        if !granted {
+            return Ok(Attempt::Busy(Some(open)));
+        }
+        let mut locked = LockedFile::new(open, mechanism);
+        if verify(&mut locked, opened, target)? {
             return Ok(Attempt::Acquired(locked));
         }
         // The file was unlinked (or replaced) while we waited: the lock we got
         // protects nothing. Let go and lock whatever the path names now.
-        locked.unlock()?;
+        locked.unlock().map_err(|e| {
+            Error::io(
+                format_args!(
+                    "cannot release the {mechanism} lock on the removed lock file {}",
+                    target.path().display()
+                ),
+                e,
+            )
+        })?;
         if give_up() {
-            return Ok(Attempt::Busy);
+            return Ok(Attempt::Busy(None));
         }
     }
     Err(Error::new(
@@ -122,13 +236,90 @@ pub(crate) fn lock_path(
         format!(
             "lock file {} was replaced or removed {MAX_STALE_RETRIES} times in a row while \
              being locked: stop whatever keeps deleting files in the lock directory",
-            path.display()
+            target.path().display()
         ),
     ))
 }
 
-/// Opens the lock file at `path` for a write lock: `O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC`, mode 0644.
-pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
+/// Whether the file `locked` holds (just granted) is still the one the path
+/// of `target` names; records what the check saw for the next holding.
+///
+/// `opened` carries the path and status of a descriptor opened for this
+/// attempt (read before the lock was granted). Such a descriptor gets the
+/// full check: the path, not following symlinks, must name its device and
+/// inode. A cached descriptor whose file still has links and the ctime of
+/// its last full check, settled, passes with that one `fstat`; otherwise it
+/// gets the full check too.
+fn verify(
+    locked: &mut LockedFile,
+    opened: Option<(PathBuf, Stat)>,
+    target: &Target<'_>,
+) -> Result<bool> {
+    let Some(open) = locked.open.as_mut() else {
+        return Ok(false);
+    };
+    let (path, stat) = match opened {
+        Some(opened) => opened,
+        None => {
+            let stat = fstat(&open.file).map_err(|e| {
+                Error::io(
+                    format_args!(
+                        "cannot fstat the lock file opened at {}",
+                        target.path().display()
+                    ),
+                    e,
+                )
+            })?;
+            if stat.nlink == 0 {
+                return Ok(false);
+            }
+            if let Some(stamp) = open.stamp
+                && stamp.settled
+                && stamp.ctime == stat.ctime
+            {
+                return Ok(true);
+            }
+            (target.path(), stat)
+        }
+    };
+    #[cfg(test)]
+    FULL_CHECKS.with(|n| n.set(n.get() + 1));
+    // Read the clock before the path: every change after the path check
+    // gets a ctime at or after this reading.
+    let now = coarse_clock();
+    let same = match std::fs::symlink_metadata(&path) {
+        Ok(now) => now.dev() == stat.dev && now.ino() == stat.ino,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => {
+            return Err(Error::io(
+                format_args!("cannot stat lock file {}", path.display()),
+                e,
+            ));
+        }
+    };
+    open.stamp = same.then(|| Stamp::new(&stat, now));
+    Ok(same)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// How many times [`verify`] checked a path on this thread.
+    pub(crate) static FULL_CHECKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A descriptor of the lock file at `path`, opened as for locking (for tests
+/// of the cache).
+#[cfg(test)]
+pub(crate) fn open_for_test(path: &Path) -> OpenFile {
+    open_lock_file(path)
+        .unwrap_or_else(|e| panic!("{}", e.report()))
+        .0
+}
+
+/// Opens (creating if needed) the lock file at `path` for a write lock:
+/// `O_RDWR|O_CREAT|O_NOFOLLOW|O_CLOEXEC`, mode 0644. Refuses anything but a
+/// regular file.
+fn open_lock_file(path: &Path) -> Result<(OpenFile, Stat)> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -137,11 +328,27 @@ pub(crate) fn open_lock_file(path: &Path) -> Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| open_error(path, e))?;
-    ensure_regular(&file, path)?;
-    Ok(file)
+    let stat = fstat(&file)
+        .map_err(|e| Error::io(format_args!("cannot stat lock file {}", path.display()), e))?;
+    if stat.mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Error::new(
+            ErrorKind::Io,
+            format!(
+                "lock path {} is not a regular file: remove it, or use another lock directory",
+                path.display()
+            ),
+        ));
+    }
+    let open = OpenFile {
+        file,
+        stamp: None,
+        generation: fork_generation(),
+        slot: None,
+    };
+    Ok((open, stat))
 }
 
-/// Opens an existing lock file for [`crate::FileBackend::clean`]: never creates,
+/// Opens an existing lock file for [`locks_core::Backend::clean`]: never creates,
 /// never follows a symlink. `Ok(None)` if the path is gone or became a symlink.
 pub(crate) fn open_existing(path: &Path) -> Result<Option<File>> {
     let opened = OpenOptions::new()
@@ -343,20 +550,74 @@ fn lock_error(path: &Path, mechanism: Mechanism, blocking: bool, err: io::Error)
     )
 }
 
-fn ensure_regular(file: &File, path: &Path) -> Result<()> {
-    let meta = file
-        .metadata()
-        .map_err(|e| Error::io(format_args!("cannot stat lock file {}", path.display()), e))?;
-    if meta.file_type().is_file() {
-        Ok(())
-    } else {
-        Err(Error::new(
-            ErrorKind::Io,
-            format!(
-                "lock path {} is not a regular file: remove it, or use another lock directory",
-                path.display()
-            ),
-        ))
+/// The parts of `struct stat` the checks use.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stat {
+    dev: u64,
+    ino: u64,
+    mode: u32,
+    nlink: u64,
+    /// The status-change time in nanoseconds.
+    ctime: i128,
+    /// The nanoseconds part of `ctime` as the file system stored it.
+    ctime_nsec: i64,
+}
+
+/// `fstat(2)` of `file`.
+#[allow(clippy::unnecessary_cast)] // The field types differ between targets.
+pub(crate) fn fstat(file: &File) -> io::Result<Stat> {
+    use std::os::fd::AsRawFd;
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    let fd = file.as_raw_fd();
+    // The plain `fstat` system call: the C library's `fstat` goes through
+    // `fstatat(fd, "", AT_EMPTY_PATH)`, which costs the kernel a look at the
+    // empty path. The kernel's `struct stat` is the C library's on x86-64.
+    #[cfg(all(
+        target_os = "linux",
+        target_arch = "x86_64",
+        target_pointer_width = "64"
+    ))]
+    // SAFETY: `fd` is open for the lifetime of `file` and `st` is writable
+    // memory the size of the kernel's `struct stat` on this target.
+    let rc = unsafe { libc::syscall(libc::SYS_fstat, fd, st.as_mut_ptr()) };
+    #[cfg(not(all(
+        target_os = "linux",
+        target_arch = "x86_64",
+        target_pointer_width = "64"
+    )))]
+    // SAFETY: as above.
+    let rc = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the call succeeded, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    Ok(Stat {
+        dev: st.st_dev as u64,
+        ino: st.st_ino as u64,
+        mode: st.st_mode as u32,
+        nlink: st.st_nlink as u64,
+        ctime: i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec),
+        ctime_nsec: st.st_ctime_nsec as i64,
+    })
+}
+
+/// The coarse real-time clock in nanoseconds: the clock, truncated to the
+/// file system's granularity, that the kernel stamps inode changes with (a
+/// change may get a finer, later time, never an earlier one). `None` where
+/// there is no such clock.
+fn coarse_clock() -> Option<i128> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: all-zero bytes are a valid `timespec`.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: `ts` is a valid, writable `timespec` for the call.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
+        (rc == 0).then(|| i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
     }
 }
 

@@ -484,7 +484,7 @@ fn open_descriptors(path: &Path) -> Vec<(i32, bool)> {
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
-async fn the_lock_descriptor_is_close_on_exec() {
+async fn the_lock_descriptor_is_close_on_exec_and_kept_for_the_next_holder() {
     for mechanism in [Mechanism::Ofd, Mechanism::Flock] {
         let tmp = temp_dir();
         let backend = open(tmp.path(), mechanism);
@@ -495,8 +495,212 @@ async fn the_lock_descriptor_is_close_on_exec() {
         assert_eq!(fds.len(), 1, "one descriptor while held: {fds:?}");
         assert!(fds[0].1, "{mechanism}: FD_CLOEXEC must be set: {fds:?}");
         guard.release().await.unwrap();
-        assert!(open_descriptors(&path).is_empty(), "closed on release");
+        assert_eq!(open_descriptors(&path), fds, "kept open, unlocked");
+        assert!(probe_free(&path, mechanism));
+        assert_eq!(backend.cached_files(), 1);
+        // The next holder locks the same descriptor.
+        let guard = backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
+        assert_eq!(open_descriptors(&path), fds);
+        assert!(!probe_free(&path, mechanism));
+        drop(guard);
+        assert_eq!(open_descriptors(&path), fds);
+        // `clean` closes the backend's descriptors before removing their files.
+        let report = backend.clean().await.unwrap();
+        assert_eq!(report.removed, vec![path.display().to_string()]);
+        assert!(open_descriptors(&path).is_empty());
+        assert!(deleted_descriptors(tmp.path()).is_empty());
+        assert_eq!(backend.cached_files(), 0);
     }
+}
+
+/// The descriptors this process has open on unlinked files under `dir`.
+#[cfg(target_os = "linux")]
+fn deleted_descriptors(dir: &Path) -> Vec<PathBuf> {
+    descriptors_under(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(" (deleted)"))
+        .collect()
+}
+
+/// The files under `dir` this process has descriptors open on.
+#[cfg(target_os = "linux")]
+fn descriptors_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        if let Ok(target) = std::fs::read_link(entry.unwrap().path())
+            && target.starts_with(dir)
+        {
+            found.push(target);
+        }
+    }
+    found
+}
+
+/// Checks that `backend` holds `n` on the file its path names now, and
+/// nothing else does: a raw lock on a fresh descriptor of the path, and a
+/// second backend, are refused.
+async fn assert_holds_the_current_file(backend: &FileBackend, n: &LockName, other: &FileBackend) {
+    let path = backend.path_for(n).unwrap();
+    let guard = backend.acquire(&req(n, Wait::TryOnce)).await.unwrap();
+    assert!(path.is_file(), "the file was created again");
+    assert!(
+        !probe_free(&path, backend.mechanism()),
+        "the lock must be on the file the path names"
+    );
+    let err = other.acquire(&req(n, Wait::TryOnce)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{}", err.report());
+    guard.release().await.unwrap();
+    assert!(probe_free(&path, backend.mechanism()));
+    let again = other.acquire(&req(n, Wait::TryOnce)).await.unwrap();
+    again.release().await.unwrap();
+}
+
+/// Holds and releases `n`, so that its descriptor is cached, and waits until
+/// the cache trusts the file's ctime (the stamp is settled).
+async fn cache_settled(backend: &FileBackend, n: &LockName) {
+    drop(backend.acquire(&req(n, Wait::TryOnce)).await.unwrap());
+    // Past the coarse clock's tick: the next full check settles the stamp.
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    drop(backend.acquire(&req(n, Wait::TryOnce)).await.unwrap());
+    let before = sys::FULL_CHECKS.with(std::cell::Cell::get);
+    drop(backend.acquire(&req(n, Wait::TryOnce)).await.unwrap());
+    let after = sys::FULL_CHECKS.with(std::cell::Cell::get);
+    assert_eq!(
+        before, after,
+        "a settled cached descriptor needs no path check"
+    );
+    assert_eq!(backend.cached_files(), 1);
+}
+
+async fn a_cached_file_that_is_unlinked_is_not_locked_again(mechanism: Mechanism) {
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), mechanism);
+    let other = open(tmp.path(), mechanism);
+    let n = name("unlinked-while-cached");
+    let path = backend.path_for(&n).unwrap();
+
+    // Unlinked by an operator while only cached, before the stamp settled...
+    drop(backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap());
+    std::fs::remove_file(&path).unwrap();
+    assert_holds_the_current_file(&backend, &n, &other).await;
+
+    // ... and after.
+    cache_settled(&backend, &n).await;
+    std::fs::remove_file(&path).unwrap();
+    assert_holds_the_current_file(&backend, &n, &other).await;
+
+    // Removed by `clean` of another backend: cached descriptors are unlocked.
+    cache_settled(&backend, &n).await;
+    let report = other.clean().await.unwrap();
+    assert_eq!(report.removed, vec![path.display().to_string()]);
+    assert!(!path.exists());
+    assert_holds_the_current_file(&backend, &n, &other).await;
+    #[cfg(target_os = "linux")]
+    assert!(
+        deleted_descriptors(tmp.path()).is_empty(),
+        "the descriptors of removed files are closed: {:?}",
+        descriptors_under(tmp.path())
+    );
+}
+
+#[tokio::test]
+async fn a_cached_file_that_is_unlinked_is_not_locked_again_ofd() {
+    a_cached_file_that_is_unlinked_is_not_locked_again(Mechanism::Ofd).await;
+}
+
+#[tokio::test]
+async fn a_cached_file_that_is_unlinked_is_not_locked_again_flock() {
+    a_cached_file_that_is_unlinked_is_not_locked_again(Mechanism::Flock).await;
+}
+
+#[tokio::test]
+async fn a_cached_file_that_is_moved_or_replaced_is_not_locked_again() {
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), Mechanism::Ofd);
+    let other = open(tmp.path(), Mechanism::Ofd);
+    let n = name("moved-while-cached");
+    let path = backend.path_for(&n).unwrap();
+    let moved = tmp.path().join("moved-away");
+
+    // Renamed away: the file keeps its link, only its ctime tells.
+    cache_settled(&backend, &n).await;
+    std::fs::rename(&path, &moved).unwrap();
+    let before = sys::FULL_CHECKS.with(std::cell::Cell::get);
+    assert_holds_the_current_file(&backend, &n, &other).await;
+    assert!(sys::FULL_CHECKS.with(std::cell::Cell::get) > before);
+    assert!(
+        probe_free(&moved, Mechanism::Ofd),
+        "the moved file is not locked"
+    );
+    #[cfg(target_os = "linux")]
+    assert!(
+        !descriptors_under(tmp.path()).contains(&moved),
+        "the descriptor of the moved file is closed"
+    );
+
+    // Replaced by another file renamed over it (the old one loses its link).
+    cache_settled(&backend, &n).await;
+    std::fs::write(&moved, b"").unwrap();
+    std::fs::rename(&moved, &path).unwrap();
+    assert_holds_the_current_file(&backend, &n, &other).await;
+
+    // A chmod changes the ctime too: one path check, and the file stays.
+    cache_settled(&backend, &n).await;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = sys::FULL_CHECKS.with(std::cell::Cell::get);
+    assert_holds_the_current_file(&backend, &n, &other).await;
+    assert!(sys::FULL_CHECKS.with(std::cell::Cell::get) > before);
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        open_descriptors(&path).len(),
+        2,
+        "one descriptor per backend, kept"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_cache_keeps_the_most_recently_used_descriptors() {
+    let tmp = temp_dir();
+    // Sets the process-wide budget, as opening a backend does.
+    assert!(cache::capacity_for(tmp.path()) >= 3, "a local file system");
+    let cache = cache::Cache::new(3);
+    let keys: Vec<cache::Key> = (0..5)
+        .map(|i| cache::Key::from(format!("f{i}").as_bytes()))
+        .collect();
+    for key in &keys {
+        cache.put(key, sys::open_for_test(&tmp.path().join(key.path())));
+    }
+    assert_eq!(cache.len(), 3);
+    let open: Vec<PathBuf> = descriptors_under(tmp.path());
+    assert_eq!(
+        open.len(),
+        3,
+        "the evicted descriptors are closed: {open:?}"
+    );
+    for key in &keys[2..] {
+        assert!(open.contains(&tmp.path().join(key.path())), "{key:?} kept");
+    }
+    // A descriptor out with a holder keeps its key known; putting it back
+    // makes it the most recent.
+    let (key, file) = cache.find(b"f2").unwrap();
+    cache.put(&key, file.unwrap());
+    cache.put(&keys[0], sys::open_for_test(&tmp.path().join("f0")));
+    assert!(
+        cache.find(b"f3").is_none(),
+        "f3 was the least recently used"
+    );
+    assert!(cache.take(&keys[2]).is_some());
+    // Another descriptor of a cached file replaces the cached one.
+    cache.put(&keys[4], sys::open_for_test(&tmp.path().join("f4")));
+    assert_eq!(cache.len(), 2);
+    cache.clear();
+    assert_eq!(cache.len(), 0);
+    assert!(
+        descriptors_under(tmp.path()).len() <= 1,
+        "only the taken one"
+    );
+    assert_eq!(cache::Cache::new(0).find(b"f2").map(|_| ()), None);
 }
 
 #[cfg(target_os = "linux")]
@@ -521,6 +725,11 @@ async fn ofd_lock_excludes_raw_ofd_and_python_lockf() {
         python_lockf_free(&path),
         "Python gets the lock after release"
     );
+    // Again on the descriptor kept from the first holding.
+    let guard = backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
+    assert!(!python_lockf_free(&path));
+    guard.release().await.unwrap();
+    assert!(python_lockf_free(&path));
 }
 
 #[cfg(target_os = "linux")]
@@ -790,4 +999,98 @@ async fn a_hundred_thousand_names_leave_the_table_empty() {
     }
     assert_eq!(backend.active_names(), 0);
     assert!(backend.table.capacity() < 64, "the table never grew");
+    // The cache stays within its bound, in entries, memory and descriptors.
+    let bound = backend.shared.cache.capacity();
+    assert!(bound > 0, "a local file system: the cache is on");
+    assert_eq!(backend.cached_files(), bound);
+    assert!(
+        backend.shared.cache.room() <= 2 * bound,
+        "the cache never grew"
+    );
+    #[cfg(target_os = "linux")]
+    assert_eq!(descriptors_under(tmp.path()).len(), bound);
+    drop(backend);
+    #[cfg(target_os = "linux")]
+    assert!(
+        descriptors_under(tmp.path()).is_empty(),
+        "closed with the backend"
+    );
+}
+
+/// A child process shares its parent's open file descriptions: it must
+/// neither lock its parent's cached descriptors (it would share the lock)
+/// nor unlock an inherited holding (it would release the parent's lock).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_forked_child_opens_its_own_descriptors() {
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), Mechanism::Ofd);
+    let cached = name("cached-at-fork");
+    let held = name("held-at-fork");
+    let cached_path = backend.path_for(&cached).unwrap();
+    let held_path = backend.path_for(&held).unwrap();
+    drop(block_on(backend.acquire(&req(&cached, Wait::TryOnce))).unwrap());
+    assert_eq!(backend.cached_files(), 1);
+    let guard = block_on(backend.acquire(&req(&held, Wait::TryOnce))).unwrap();
+
+    let mut to_child = [0; 2];
+    let mut to_parent = [0; 2];
+    // SAFETY: valid two-element arrays for the descriptors.
+    assert_eq!(unsafe { libc::pipe(to_child.as_mut_ptr()) }, 0);
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::pipe(to_parent.as_mut_ptr()) }, 0);
+    // SAFETY: the child only runs this test's code on backends no other
+    // thread touches, then leaves with `_exit` (no unwinding, no destructors).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // The child: drop the inherited holding (must not unlock the
+        // parent's lock), then take the cached name (must lock a descriptor of
+        // its own), tell the parent, and hold until told to stop.
+        drop(guard);
+        let code = match block_on(backend.acquire(&req(&cached, Wait::TryOnce))) {
+            Ok(guard) => {
+                let mut byte = [1u8];
+                // SAFETY: valid descriptors and one-byte buffers.
+                unsafe {
+                    libc::write(to_parent[1], byte.as_ptr().cast(), 1);
+                    libc::read(to_child[0], byte.as_mut_ptr().cast(), 1);
+                }
+                std::mem::forget(guard);
+                0
+            }
+            Err(_) => 3,
+        };
+        // SAFETY: ends the child at once.
+        unsafe { libc::_exit(code) };
+    }
+    let mut byte = [0u8];
+    // SAFETY: a valid descriptor and a one-byte buffer.
+    let n = unsafe { libc::read(to_parent[0], byte.as_mut_ptr().cast(), 1) };
+    assert_eq!(n, 1, "the child could not take the cached name");
+    // The child holds `cached` on its own descriptor: the parent's cached
+    // one is refused, and the parent's holding of `held` survived.
+    let err = block_on(backend.acquire(&req(&cached, Wait::TryOnce))).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{}", err.report());
+    assert!(!probe_free(&cached_path, Mechanism::Ofd));
+    assert!(
+        !probe_free(&held_path, Mechanism::Ofd),
+        "the child released the parent's lock"
+    );
+    // SAFETY: a valid descriptor and a one-byte buffer.
+    unsafe { libc::write(to_child[1], byte.as_ptr().cast(), 1) };
+    let mut status = 0;
+    // SAFETY: `pid` is our child.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status}"
+    );
+    for fd in to_child.into_iter().chain(to_parent) {
+        // SAFETY: our own pipe ends.
+        unsafe { libc::close(fd) };
+    }
+    drop(block_on(backend.acquire(&req(&cached, Wait::TryOnce))).unwrap());
+    drop(guard);
+    assert!(probe_free(&held_path, Mechanism::Ofd));
 }

@@ -1,0 +1,455 @@
+//! The descriptor cache: lock files kept open, unlocked, between holders, so
+//! that a cycle costs the lock, one `fstat` and the unlock instead of an
+//! `open`, two `stat`s and a `close` on top.
+//!
+//! Each backend has one [`Cache`], bounded by [`capacity_for`]; the
+//! descriptors of every cache of the process together are bounded by a
+//! budget ([`BudgetSlot`]) of a quarter of the soft `RLIMIT_NOFILE`. A
+//! descriptor keeps its budget slot from the first time it is cached until it
+//! is closed, also while a holder has it out of the cache, so taking and
+//! putting back costs no shared counter.
+
+use std::borrow::{Borrow, Cow};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+
+use locks_core::{LockName, Result};
+
+use crate::sys::OpenFile;
+use crate::{Layout, MAX_FILE_NAME, lock_file_name, lock_file_path};
+
+/// The most descriptors one backend keeps open.
+const MAX_PER_BACKEND: usize = 256;
+
+/// The most descriptors all caches of the process keep open together when
+/// there is no soft limit.
+const MAX_PER_PROCESS: usize = 4096;
+
+/// The path of a lock file inside the lock directory: the key of the
+/// in-process turns and of the cache. Cheap to clone.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Key(Arc<[u8]>);
+
+impl Key {
+    /// The bytes of the path of `name` inside the lock directory in
+    /// `layout`: borrowed from the name when it has no `/` to replace in the
+    /// flat layout.
+    ///
+    /// # Errors
+    /// As [`lock_file_path`].
+    pub(crate) fn relative(name: &LockName, layout: Layout) -> Result<Cow<'_, [u8]>> {
+        if layout == Layout::Tree {
+            let path = lock_file_path(name, layout)?;
+            return Ok(Cow::Owned(path.into_os_string().into_vec()));
+        }
+        let text = name.as_str();
+        if text.len() > MAX_FILE_NAME || text == "." || text == ".." {
+            // The error, with its message.
+            lock_file_name(name)?;
+        }
+        if text.contains('/') {
+            Ok(Cow::Owned(text.replace('/', "_").into_bytes()))
+        } else {
+            Ok(Cow::Borrowed(text.as_bytes()))
+        }
+    }
+
+    /// The path relative to the lock directory.
+    pub(crate) fn path(&self) -> &Path {
+        Path::new(OsStr::from_bytes(&self.0))
+    }
+}
+
+impl From<&[u8]> for Key {
+    fn from(relative: &[u8]) -> Key {
+        Key(Arc::from(relative))
+    }
+}
+
+impl Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As the bytes hash, for `Borrow<[u8]>`.
+        self.0[..].hash(state);
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.path(), f)
+    }
+}
+
+/// A multiply-rotate hash over the key's bytes (FxHash's step), seeded per
+/// cache. Quick for short names; the cache is small and bounded, so a poor
+/// spread costs little.
+#[derive(Clone, Copy)]
+struct QuickHash(u64);
+
+impl BuildHasher for QuickHash {
+    type Hasher = QuickHasher;
+
+    fn build_hasher(&self) -> QuickHasher {
+        QuickHasher(self.0)
+    }
+}
+
+struct QuickHasher(u64);
+
+impl QuickHasher {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for QuickHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        self.add(u64::from_le_bytes(word) ^ ((bytes.len() as u64) << 56));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    fn finish(&self) -> u64 {
+        // Spread the high bits (which the multiply mixes best) down to the
+        // low ones, which pick the bucket.
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
+/// One backend's idle lock file descriptors, by key.
+pub(crate) struct Cache {
+    inner: Mutex<Inner>,
+    capacity: usize,
+}
+
+struct Inner {
+    entries: HashMap<Key, Entry, QuickHash>,
+    /// Bumped on every put: the order of last use, for eviction.
+    clock: u64,
+}
+
+/// A file's entry. It stays while a holder has the descriptor out, so that
+/// the holder's next turn finds the key without allocating it again.
+struct Entry {
+    key: Key,
+    /// `None` while a holder has it (or after a holder closed it).
+    file: Option<OpenFile>,
+    used: u64,
+}
+
+impl Cache {
+    /// A cache of at most `capacity` entries (0: no caching at all).
+    pub(crate) fn new(capacity: usize) -> Cache {
+        Cache {
+            inner: Mutex::new(Inner {
+                entries: HashMap::with_hasher(QuickHash(seed())),
+                clock: 0,
+            }),
+            capacity,
+        }
+    }
+
+    /// How many entries this cache may keep.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The key of the file at `relative`, if the cache knows it, and its
+    /// descriptor, if it is in the cache: taken out, it is the caller's
+    /// alone. Callers without a descriptor [`take`](Self::take) again once
+    /// they hold the in-process turn: the task holding it puts its
+    /// descriptor back before the turn ends.
+    pub(crate) fn find(&self, relative: &[u8]) -> Option<(Key, Option<OpenFile>)> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let mut inner = self.lock();
+        let entry = inner.entries.get_mut(relative)?;
+        let found = (entry.key.clone(), entry.file.take());
+        drop(inner);
+        Some(match found {
+            (key, Some(file)) if !file.is_own() => (key, None),
+            found => found,
+        })
+    }
+
+    /// Takes the descriptor of `key` out of the cache, if it is there.
+    pub(crate) fn take(&self, key: &Key) -> Option<OpenFile> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let file = self.lock().entries.get_mut(key)?.file.take()?;
+        // One inherited through `fork` shares its lock with the parent: closed
+        // (outside the cache's mutex), never used.
+        file.is_own().then_some(file)
+    }
+
+    /// Keeps `file`, an unlocked descriptor of `key`, for the next holder.
+    /// Evicts (closes) the least recently used descriptor when the cache or
+    /// the process-wide budget is full.
+    pub(crate) fn put(&self, key: &Key, mut file: OpenFile) {
+        if self.capacity == 0 || !file.is_own() {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.clock += 1;
+        let used = inner.clock;
+        if file.slot.is_some()
+            && let Some(entry) = inner.entries.get_mut(key)
+        {
+            // The usual case: the descriptor comes back to its entry.
+            entry.used = used;
+            let other = entry.file.replace(file);
+            drop(inner);
+            drop(other);
+            return;
+        }
+        // Descriptors to close once the mutex is released.
+        let mut closing: [Option<OpenFile>; 2] = [None, None];
+        let full = inner.entries.len() >= self.capacity;
+        match inner.entries.get_mut(key) {
+            // Another holder's descriptor of the same file (one opened while
+            // this one was out) gives way to this one.
+            Some(entry) => closing[0] = entry.file.take(),
+            None if full => closing[0] = inner.pop_oldest(false),
+            None => {}
+        }
+        if file.slot.is_none() {
+            file.slot = closing[0]
+                .as_mut()
+                .and_then(|f| f.slot.take())
+                .or_else(BudgetSlot::take);
+        }
+        if file.slot.is_none() {
+            // The process-wide budget is spent: make room among our own.
+            closing[1] = inner.pop_oldest(true);
+            file.slot = closing[1].as_mut().and_then(|f| f.slot.take());
+        }
+        if file.slot.is_some() {
+            match inner.entries.get_mut(key) {
+                Some(entry) => {
+                    entry.used = used;
+                    entry.file = Some(file);
+                }
+                None => {
+                    let entry = Entry {
+                        key: key.clone(),
+                        file: Some(file),
+                        used,
+                    };
+                    inner.entries.insert(key.clone(), entry);
+                }
+            }
+            drop(inner);
+        } else {
+            drop(inner);
+            drop(file);
+        }
+        drop(closing);
+    }
+
+    /// Closes every cached descriptor and forgets every key.
+    pub(crate) fn clear(&self) {
+        let closing: Vec<Entry> = self.lock().entries.drain().map(|(_, e)| e).collect();
+        drop(closing);
+    }
+
+    /// How many descriptors are cached right now.
+    pub(crate) fn len(&self) -> usize {
+        self.lock()
+            .entries
+            .values()
+            .filter(|e| e.file.is_some())
+            .count()
+    }
+
+    /// How many entries the cache has room for without growing.
+    #[cfg(test)]
+    pub(crate) fn room(&self) -> usize {
+        self.lock().entries.capacity()
+    }
+}
+
+impl Inner {
+    /// Removes the least recently used entry (only among those with a
+    /// descriptor if `cached`) and returns its descriptor. A scan: the cache
+    /// is small, and this happens only when a new file comes in.
+    fn pop_oldest(&mut self, cached: bool) -> Option<OpenFile> {
+        let oldest = self
+            .entries
+            .values()
+            .filter(|e| !cached || e.file.is_some())
+            .min_by_key(|e| e.used)
+            .map(|e| e.key.clone())?;
+        self.entries.remove(&oldest)?.file
+    }
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache")
+            .field("len", &self.len())
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+/// A random seed for one cache's hash.
+fn seed() -> u64 {
+    std::collections::hash_map::RandomState::new().hash_one(0x6c6f_636b_7321_u64)
+}
+
+/// The capacity of the cache of a backend on `dir`: a sixteenth of the
+/// current soft `RLIMIT_NOFILE`, at most [`MAX_PER_BACKEND`]; 0 (no cache)
+/// where a cached descriptor cannot be checked cheaply and surely
+/// ([`checks_hold_on`]) or forks cannot be watched. Also sets the
+/// process-wide budget to a quarter of the soft limit.
+pub(crate) fn capacity_for(dir: &Path) -> usize {
+    if !checks_hold_on(dir) || !watch_forks() {
+        return 0;
+    }
+    let soft = soft_fd_limit();
+    BUDGET_LIMIT.store((soft / 4).min(MAX_PER_PROCESS), Ordering::Relaxed);
+    (soft / 16).min(MAX_PER_BACKEND)
+}
+
+/// Whether the file system of `dir` is one where the check of a cached
+/// descriptor holds: a local Linux file system that gives a file a new
+/// ctime when it is renamed or unlinked, and whose `fstat` sees changes made
+/// by other processes at once (network file systems cache attributes).
+fn checks_hold_on(dir: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: all-zero bytes are a valid `statfs`.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c_dir` is a NUL-terminated path and `fs` is writable.
+        if unsafe { libc::statfs(c_dir.as_ptr(), &mut fs) } != 0 {
+            return false;
+        }
+        // The magic numbers of linux/magic.h (and ZFS's).
+        #[allow(clippy::unnecessary_cast)] // `f_type`'s type differs between targets.
+        let magic = fs.f_type as i64 as u32;
+        matches!(
+            magic,
+            0xEF53 // ext2, ext3, ext4
+                | 0x5846_5342 // xfs
+                | 0x9123_683E // btrfs
+                | 0x0102_1994 // tmpfs
+                | 0x8584_58F6 // ramfs
+                | 0xF2F5_2010 // f2fs
+                | 0x794C_7630 // overlayfs
+                | 0x2FC1_2FC1 // zfs
+                | 0xCA45_1A4E // bcachefs
+                | 0x3153_464A // jfs
+                | 0x5265_4973 // reiserfs
+        )
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        false
+    }
+}
+
+/// The soft limit on open descriptors (`usize::MAX` when unlimited).
+fn soft_fd_limit() -> usize {
+    // SAFETY: all-zero bytes are a valid `rlimit`.
+    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: `limit` is a valid, writable `rlimit` for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    if limit.rlim_cur == libc::RLIM_INFINITY {
+        usize::MAX
+    } else {
+        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
+    }
+}
+
+/// How many descriptors all caches of the process may hold.
+static BUDGET_LIMIT: AtomicUsize = AtomicUsize::new(0);
+/// How many they hold (including those a holder has out of its cache).
+static BUDGET_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// One descriptor's place in the process-wide budget of cached descriptors;
+/// given back when dropped (with the descriptor).
+pub(crate) struct BudgetSlot(());
+
+impl BudgetSlot {
+    fn take() -> Option<BudgetSlot> {
+        let limit = BUDGET_LIMIT.load(Ordering::Relaxed);
+        BUDGET_USED
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
+                (used < limit).then_some(used + 1)
+            })
+            .ok()
+            .map(|_| BudgetSlot(()))
+    }
+}
+
+impl Drop for BudgetSlot {
+    fn drop(&mut self) {
+        BUDGET_USED.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl fmt::Debug for BudgetSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BudgetSlot")
+    }
+}
+
+/// Bumped in the child of every `fork`.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The number of `fork`s between the first process and this one.
+pub(crate) fn fork_generation() -> u64 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// Makes [`fork_generation`] count forks, from the first call on. `false`
+/// if the C library refused the handler.
+fn watch_forks() -> bool {
+    static WATCHED: OnceLock<bool> = OnceLock::new();
+    extern "C" fn forked() {
+        // Async-signal-safe: one atomic add.
+        FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+    *WATCHED.get_or_init(|| {
+        // SAFETY: `forked` is a valid handler for the whole life of the
+        // process and only does an atomic add, which is fine in a child.
+        unsafe { libc::pthread_atfork(None, None, Some(forked)) == 0 }
+    })
+}
