@@ -2,6 +2,9 @@
 //! and the guard it hands back.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -354,35 +357,90 @@ impl LockGuard {
 
     /// Releases the lock.
     ///
+    /// Like an `async fn`, the returned future does nothing until it is first
+    /// polled; dropped before that, it drops the guard (which releases in the
+    /// background).
+    ///
     /// # Errors
     /// [`ErrorKind::Lost`] if the lock had been lost before release (the
     /// critical section was not protected to the end); backend errors such as
     /// [`ErrorKind::Unavailable`] if the release could not be confirmed (the
     /// lock then expires with its lease or session).
-    pub async fn release(mut self) -> Result<()> {
-        let lost = self.reported() == LockState::Lost;
-        let held = self.held.take();
-        if let Some(ticket) = self.ticket.take() {
-            ticket.forget(&self.name);
-        }
-        let result = match held {
-            Some(Held::Backend(held)) => held.release().await,
-            Some(Held::Local(turn)) => {
-                drop(turn);
-                Ok(())
-            }
-            None => Ok(()),
-        };
-        if lost {
-            return Err(Error::new(
+    pub fn release(self) -> impl Future<Output = Result<()>> + Send + 'static {
+        // A hand-written future: a local turn is released at the first poll
+        // without the state machine of an `async fn` around the guard.
+        Release::Start(self)
+    }
+
+    /// Starts the release: ends the local turn at once, or returns the
+    /// backend's release future, with the [`ErrorKind::Lost`] error to report
+    /// after it if the lock was lost before.
+    fn start_release(mut self) -> Started {
+        let lost = (self.reported() == LockState::Lost).then(|| {
+            Error::new(
                 ErrorKind::Lost,
                 format!(
                     "lock `{}` ({} scope) was lost before it was released: another holder may have run concurrently",
                     self.name, self.scope
                 ),
-            ));
+            )
+        });
+        let held = self.held.take();
+        if let Some(ticket) = self.ticket.take() {
+            ticket.forget(&self.name);
         }
-        result
+        match held {
+            Some(Held::Backend(held)) => Started::Pending(held.release(), lost),
+            Some(Held::Local(turn)) => {
+                drop(turn);
+                Started::Done(lost.map_or(Ok(()), Err))
+            }
+            None => Started::Done(lost.map_or(Ok(()), Err)),
+        }
+    }
+}
+
+type BoxedRelease = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
+
+enum Started {
+    Done(Result<()>),
+    Pending(BoxedRelease, Option<Error>),
+}
+
+/// The future of [`LockGuard::release`].
+enum Release {
+    /// Not polled yet.
+    Start(LockGuard),
+    /// The backend's release in progress, and the error to report after it.
+    Pending(BoxedRelease, Option<Error>),
+    /// Completed.
+    Done,
+}
+
+impl Future for Release {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = &mut *self;
+        if let Release::Start(_) = this {
+            let Release::Start(guard) = std::mem::replace(this, Release::Done) else {
+                unreachable!()
+            };
+            match guard.start_release() {
+                Started::Done(result) => return Poll::Ready(result),
+                Started::Pending(release, lost) => *this = Release::Pending(release, lost),
+            }
+        }
+        let Release::Pending(release, lost) = this else {
+            panic!("LockGuard::release polled after it completed");
+        };
+        let result = std::task::ready!(release.as_mut().poll(cx));
+        let lost = lost.take();
+        *this = Release::Done;
+        Poll::Ready(match lost {
+            Some(lost) => Err(lost),
+            None => result,
+        })
     }
 }
 
@@ -551,6 +609,71 @@ mod tests {
         tx.set(LockState::Lost);
         tx.set(LockState::Held);
         assert_eq!(*rx.borrow(), LockState::Lost);
+    }
+
+    /// A backend lock that counts how it was let go, and whose release
+    /// waits for one extra poll.
+    #[derive(Debug, Default)]
+    struct Counted {
+        released: std::sync::atomic::AtomicUsize,
+        dropped: std::sync::atomic::AtomicUsize,
+    }
+
+    #[derive(Debug)]
+    struct CountedHeld(std::sync::Arc<Counted>);
+
+    #[async_trait]
+    impl HeldLock for CountedHeld {
+        async fn release(self: Box<Self>) -> Result<()> {
+            tokio::task::yield_now().await;
+            self.0
+                .released
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+
+        fn release_on_drop(self: Box<Self>) {
+            self.0
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn release_is_lazy_waits_for_the_backend_and_reports_lost() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let req = LockRequest::new(LockName::new("x").unwrap(), Scope::Global);
+        let counts = std::sync::Arc::new(Counted::default());
+        let guard = |state: &LockStateSender| {
+            LockGuard::new(
+                &req,
+                1,
+                state.subscribe(),
+                Box::new(CountedHeld(counts.clone())),
+            )
+        };
+
+        let state = LockStateSender::new();
+        guard(&state).release().await.unwrap();
+        assert_eq!(counts.released.load(SeqCst), 1);
+
+        // Never polled: nothing happens until the future is dropped, which
+        // drops the guard, which releases in the background.
+        let unpolled = guard(&state).release();
+        assert_eq!(counts.released.load(SeqCst), 1);
+        assert_eq!(counts.dropped.load(SeqCst), 0);
+        drop(unpolled);
+        assert_eq!(counts.dropped.load(SeqCst), 1);
+
+        // Lost before release: the backend still releases, then Lost is reported.
+        let g = guard(&state);
+        state.set(LockState::Lost);
+        assert!(g.is_lost());
+        let err = g.release().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Lost);
+        assert!(err.message().contains("`x` (global scope)"), "{err}");
+        assert_eq!(counts.released.load(SeqCst), 2);
+        assert_eq!(counts.dropped.load(SeqCst), 1);
     }
 
     #[test]
