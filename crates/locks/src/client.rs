@@ -234,7 +234,11 @@ impl Locks {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn lock_with(&self, id: &str, params: &Params, wait: Wait) -> Result<LockGuard> {
-        self.acquire(self.request(id, params)?.wait(wait)).await
+        let request = self.request(id, params)?.wait(wait);
+        if let Some(guard) = self.acquire_now(&request) {
+            return Ok(guard);
+        }
+        self.acquire_waiting(request).await
     }
 
     /// Acquires a raw `name` in `scope` (no catalog entry), waiting as `wait` says.
@@ -245,8 +249,11 @@ impl Locks {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn lock_name(&self, scope: Scope, name: &str, wait: Wait) -> Result<LockGuard> {
-        self.acquire(self.raw_request(scope, name)?.wait(wait))
-            .await
+        let request = self.raw_request(scope, name)?.wait(wait);
+        if let Some(guard) = self.acquire_now(&request) {
+            return Ok(guard);
+        }
+        self.acquire_waiting(request).await
     }
 
     /// Acquires one request on the backend of its scope.
@@ -259,22 +266,37 @@ impl Locks {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn acquire(&self, request: LockRequest) -> Result<LockGuard> {
-        let space = self.inner.lock_space[index(request.scope)];
-        let backend = self.backend(request.scope);
-        let registry = (!self.inner.backend_knows_holders[index(request.scope)])
-            .then_some(&self.inner.registry);
-        // A lock that is free right now is not held by the caller: no
-        // re-entry check needed.
-        if let Some(mut guard) = backend.try_acquire_now(&request) {
-            if let Some(registry) = registry {
-                registry.track(HolderId::current(), space, &mut guard);
-            }
+        if let Some(guard) = self.acquire_now(&request) {
             return Ok(guard);
         }
+        self.acquire_waiting(request).await
+    }
+
+    /// The backend's fast path ([`Backend::try_acquire_now`]): the guard if the
+    /// lock was free. A lock that is free is not held by the caller, so there
+    /// is no re-entry check to make.
+    fn acquire_now(&self, request: &LockRequest) -> Option<LockGuard> {
+        let i = index(request.scope);
+        let mut guard = self.inner.backends[i].try_acquire_now(request)?;
+        if !self.inner.backend_knows_holders[i] {
+            let space = self.inner.lock_space[i];
+            self.inner
+                .registry
+                .track(HolderId::current(), space, &mut guard);
+        }
+        Some(guard)
+    }
+
+    /// [`acquire`](Self::acquire) after the fast path said no: re-entry
+    /// check, then the backend's acquire with its wait.
+    async fn acquire_waiting(&self, request: LockRequest) -> Result<LockGuard> {
+        let i = index(request.scope);
         let holder = self.check_reentry(&request)?;
+        let backend = &self.inner.backends[i];
         let mut guard = locks_core::acquire(backend.as_ref(), &request).await?;
-        if let Some(registry) = registry {
-            registry.track(holder, space, &mut guard);
+        if !self.inner.backend_knows_holders[i] {
+            let space = self.inner.lock_space[i];
+            self.inner.registry.track(holder, space, &mut guard);
         }
         Ok(guard)
     }
