@@ -231,8 +231,9 @@ pub trait HeldLock: fmt::Debug + Send + Sync + 'static {
 enum Held {
     /// A backend's held lock.
     Backend(Box<dyn HeldLock>),
-    /// A lock that is nothing but a turn on a local table (memory backend).
-    Local(LocalTurn<LockName>),
+    /// A lock that is nothing but a turn on a local table (memory backend),
+    /// ended by dropping it.
+    Local { _turn: LocalTurn<LockName> },
 }
 
 /// A held lock. Releasing it (explicitly, or by dropping it) lets the next waiter in.
@@ -279,7 +280,7 @@ impl LockGuard {
             scope: request.scope,
             token,
             state: None,
-            held: Some(Held::Local(turn)),
+            held: Some(Held::Local { _turn: turn }),
             ticket: None,
         }
     }
@@ -372,10 +373,11 @@ impl LockGuard {
         Release::Start(self)
     }
 
-    /// Starts the release: ends the local turn at once, or returns the
+    /// Starts the release: ends the local turn at once, or takes out the
     /// backend's release future, with the [`ErrorKind::Lost`] error to report
-    /// after it if the lock was lost before.
-    fn start_release(mut self) -> Started {
+    /// after it if the lock was lost before. Works in place (moving the guard
+    /// or its turn around costs more than the rest of a memory release).
+    fn start_release(&mut self) -> Started {
         let lost = (self.reported() == LockState::Lost).then(|| {
             Error::new(
                 ErrorKind::Lost,
@@ -385,18 +387,17 @@ impl LockGuard {
                 ),
             )
         });
-        let held = self.held.take();
         if let Some(ticket) = self.ticket.take() {
             ticket.forget(&self.name);
         }
-        match held {
-            Some(Held::Backend(held)) => Started::Pending(held.release(), lost),
-            Some(Held::Local(turn)) => {
-                drop(turn);
-                Started::Done(lost.map_or(Ok(()), Err))
-            }
-            None => Started::Done(lost.map_or(Ok(()), Err)),
+        if let Some(Held::Backend(_)) = &self.held
+            && let Some(Held::Backend(held)) = self.held.take()
+        {
+            return Started::Pending(held.release(), lost);
         }
+        // Ends a local turn where it lies.
+        self.held = None;
+        Started::Done(lost.map_or(Ok(()), Err))
     }
 }
 
@@ -422,11 +423,11 @@ impl Future for Release {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
-        if let Release::Start(_) = this {
-            let Release::Start(guard) = std::mem::replace(this, Release::Done) else {
-                unreachable!()
-            };
-            match guard.start_release() {
+        if let Release::Start(guard) = this {
+            let started = guard.start_release();
+            // Drops the guard, which has nothing left to release.
+            *this = Release::Done;
+            match started {
                 Started::Done(result) => return Poll::Ready(result),
                 Started::Pending(release, lost) => *this = Release::Pending(release, lost),
             }
@@ -457,11 +458,13 @@ impl fmt::Debug for LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        match self.held.take() {
-            Some(Held::Backend(held)) => held.release_on_drop(),
-            Some(Held::Local(turn)) => drop(turn),
-            None => {}
+        if let Some(Held::Backend(_)) = &self.held
+            && let Some(Held::Backend(held)) = self.held.take()
+        {
+            held.release_on_drop();
         }
+        // Ends a local turn where it lies (the field would drop it anyway).
+        self.held = None;
         if let Some(ticket) = self.ticket.take() {
             ticket.forget(&self.name);
         }
