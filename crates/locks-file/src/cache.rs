@@ -2,7 +2,9 @@
 //! that a cycle costs the lock, one `fstat` and the unlock instead of an
 //! `open`, two `stat`s and a `close` on top.
 //!
-//! Each backend has one [`Cache`], bounded by [`capacity_for`]; the
+//! Each backend has one [`Cache`], bounded by [`capacity_for`], evicting with
+//! the CLOCK algorithm (an approximation of least-recently-used) and, once
+//! full, letting a file in only the second time it comes by; the
 //! descriptors of every cache of the process together are bounded by a
 //! budget ([`BudgetSlot`]) of a quarter of the soft `RLIMIT_NOFILE`. A
 //! descriptor keeps its budget slot from the first time it is cached until it
@@ -146,10 +148,18 @@ pub(crate) struct Cache {
     capacity: usize,
 }
 
+/// The entries in a slab, found through an index, evicted by the CLOCK
+/// algorithm (second chance): an approximation of least-recently-used that
+/// costs a flag per use and a short sweep per eviction.
 struct Inner {
-    entries: HashMap<Key, Entry, QuickHash>,
-    /// Bumped on every put: the order of last use, for eviction.
-    clock: u64,
+    index: HashMap<Key, usize, QuickHash>,
+    /// At most `capacity` entries, never moved (the index points at them).
+    slots: Vec<Entry>,
+    /// Where the next eviction sweep starts.
+    hand: usize,
+    /// The hashes of keys turned away while the cache was full, one per
+    /// hash bucket: a key seen here comes in the next time.
+    seen: Vec<u64>,
 }
 
 /// A file's entry. It stays while a holder has the descriptor out, so that
@@ -158,7 +168,9 @@ struct Entry {
     key: Key,
     /// `None` while a holder has it (or after a holder closed it).
     file: Option<OpenFile>,
-    used: u64,
+    /// Taken again since it was put in or since the eviction sweep last
+    /// passed.
+    used: bool,
 }
 
 impl Cache {
@@ -166,8 +178,10 @@ impl Cache {
     pub(crate) fn new(capacity: usize) -> Cache {
         Cache {
             inner: Mutex::new(Inner {
-                entries: HashMap::with_hasher(QuickHash(seed())),
-                clock: 0,
+                index: HashMap::with_hasher(QuickHash(seed())),
+                slots: Vec::new(),
+                hand: 0,
+                seen: vec![0; 2 * capacity],
             }),
             capacity,
         }
@@ -193,10 +207,14 @@ impl Cache {
             return None;
         }
         let mut inner = self.lock();
-        let entry = inner.entries.get_mut(relative)?;
+        let at = *inner.index.get(relative)?;
+        let entry = &mut inner.slots[at];
+        entry.used = true;
         let found = (entry.key.clone(), entry.file.take());
         drop(inner);
         Some(match found {
+            // One inherited through `fork` shares its lock with the parent:
+            // closed (outside the cache's mutex), never used.
             (key, Some(file)) if !file.is_own() => (key, None),
             found => found,
         })
@@ -207,27 +225,28 @@ impl Cache {
         if self.capacity == 0 {
             return None;
         }
-        let file = self.lock().entries.get_mut(key)?.file.take()?;
-        // One inherited through `fork` shares its lock with the parent: closed
-        // (outside the cache's mutex), never used.
+        let mut inner = self.lock();
+        let at = *inner.index.get(key)?;
+        let file = inner.slots[at].file.take()?;
+        drop(inner);
         file.is_own().then_some(file)
     }
 
     /// Keeps `file`, an unlocked descriptor of `key`, for the next holder.
-    /// Evicts (closes) the least recently used descriptor when the cache or
-    /// the process-wide budget is full.
+    /// Evicts (closes) a descriptor not used lately when the cache or the
+    /// process-wide budget is full.
     pub(crate) fn put(&self, key: &Key, mut file: OpenFile) {
         if self.capacity == 0 || !file.is_own() {
             return;
         }
         let mut inner = self.lock();
-        inner.clock += 1;
-        let used = inner.clock;
-        if file.slot.is_some()
-            && let Some(entry) = inner.entries.get_mut(key)
+        let found = inner.index.get(key).copied();
+        if let Some(at) = found
+            && file.slot.is_some()
         {
             // The usual case: the descriptor comes back to its entry.
-            entry.used = used;
+            let entry = &mut inner.slots[at];
+            entry.used = true;
             let other = entry.file.replace(file);
             drop(inner);
             drop(other);
@@ -235,14 +254,30 @@ impl Cache {
         }
         // Descriptors to close once the mutex is released.
         let mut closing: [Option<OpenFile>; 2] = [None, None];
-        let full = inner.entries.len() >= self.capacity;
-        match inner.entries.get_mut(key) {
+        let at = match found {
             // Another holder's descriptor of the same file (one opened while
             // this one was out) gives way to this one.
-            Some(entry) => closing[0] = entry.file.take(),
-            None if full => closing[0] = inner.pop_oldest(false),
-            None => {}
-        }
+            Some(at) => {
+                closing[0] = inner.slots[at].file.take();
+                Some(at)
+            }
+            None if inner.slots.len() < self.capacity => None,
+            // Full: a file comes in only the second time in a while that it
+            // comes by. A name used once closes its own descriptor (warm in
+            // the kernel's caches) instead of evicting another name's.
+            None if !inner.seen_before(key) => {
+                drop(inner);
+                drop(file);
+                return;
+            }
+            None => {
+                let victim = inner.sweep(false);
+                if let Some(at) = victim {
+                    closing[0] = inner.slots[at].file.take();
+                }
+                victim
+            }
+        };
         if file.slot.is_none() {
             file.slot = closing[0]
                 .as_mut()
@@ -251,43 +286,56 @@ impl Cache {
         }
         if file.slot.is_none() {
             // The process-wide budget is spent: make room among our own.
-            closing[1] = inner.pop_oldest(true);
+            closing[1] = inner
+                .sweep(true)
+                .and_then(|other| inner.slots[other].file.take());
             file.slot = closing[1].as_mut().and_then(|f| f.slot.take());
         }
-        if file.slot.is_some() {
-            match inner.entries.get_mut(key) {
-                Some(entry) => {
-                    entry.used = used;
-                    entry.file = Some(file);
-                }
-                None => {
-                    let entry = Entry {
-                        key: key.clone(),
-                        file: Some(file),
-                        used,
-                    };
-                    inner.entries.insert(key.clone(), entry);
-                }
-            }
-            drop(inner);
-        } else {
+        if file.slot.is_none() {
             drop(inner);
             drop(file);
+            return;
         }
+        // A new entry gets no second chance until it is used again: names
+        // used once go first.
+        let entry = Entry {
+            key: key.clone(),
+            file: Some(file),
+            used: false,
+        };
+        match at {
+            Some(at) => {
+                let old = std::mem::replace(&mut inner.slots[at], entry);
+                if old.key != *key {
+                    inner.index.remove(&old.key);
+                    inner.index.insert(key.clone(), at);
+                }
+            }
+            None => {
+                let at = inner.slots.len();
+                inner.slots.push(entry);
+                inner.index.insert(key.clone(), at);
+            }
+        }
+        drop(inner);
         drop(closing);
     }
 
     /// Closes every cached descriptor and forgets every key.
     pub(crate) fn clear(&self) {
-        let closing: Vec<Entry> = self.lock().entries.drain().map(|(_, e)| e).collect();
+        let mut inner = self.lock();
+        inner.index.clear();
+        inner.hand = 0;
+        let closing = std::mem::take(&mut inner.slots);
+        drop(inner);
         drop(closing);
     }
 
     /// How many descriptors are cached right now.
     pub(crate) fn len(&self) -> usize {
         self.lock()
-            .entries
-            .values()
+            .slots
+            .iter()
             .filter(|e| e.file.is_some())
             .count()
     }
@@ -295,22 +343,48 @@ impl Cache {
     /// How many entries the cache has room for without growing.
     #[cfg(test)]
     pub(crate) fn room(&self) -> usize {
-        self.lock().entries.capacity()
+        let inner = self.lock();
+        inner.index.capacity().max(inner.slots.capacity())
     }
 }
 
 impl Inner {
-    /// Removes the least recently used entry (only among those with a
-    /// descriptor if `cached`) and returns its descriptor. A scan: the cache
-    /// is small, and this happens only when a new file comes in.
-    fn pop_oldest(&mut self, cached: bool) -> Option<OpenFile> {
-        let oldest = self
-            .entries
-            .values()
-            .filter(|e| !cached || e.file.is_some())
-            .min_by_key(|e| e.used)
-            .map(|e| e.key.clone())?;
-        self.entries.remove(&oldest)?.file
+    /// Whether `key` was turned away lately; remembers it if not.
+    fn seen_before(&mut self, key: &Key) -> bool {
+        let hash = self.index.hasher().hash_one(key);
+        let len = self.seen.len();
+        if len == 0 {
+            return false;
+        }
+        // The high bits pick the bucket (the multiply mixes them best).
+        let bucket = &mut self.seen[(hash >> 32) as usize % len];
+        if *bucket == hash {
+            *bucket = 0;
+            true
+        } else {
+            *bucket = hash;
+            false
+        }
+    }
+
+    /// The entry to evict: the first one the hand meets that was not used
+    /// since the hand last passed it (clearing the flags it passes), among
+    /// those holding a descriptor if `cached`. `None` if no entry qualifies.
+    fn sweep(&mut self, cached: bool) -> Option<usize> {
+        let len = self.slots.len();
+        // Two rounds: the first may only clear flags.
+        for _ in 0..2 * len {
+            let at = self.hand % len;
+            self.hand = (at + 1) % len;
+            let entry = &mut self.slots[at];
+            if cached && entry.file.is_none() {
+                continue;
+            }
+            if !std::mem::replace(&mut entry.used, false) {
+                return Some(at);
+            }
+        }
+        None
     }
 }
 

@@ -128,8 +128,11 @@
 //! - **Bounds.** A backend keeps at most a sixteenth of the soft
 //!   `RLIMIT_NOFILE` at the time it was opened, and at most 256, descriptors;
 //!   all backends of the process together at most a quarter of it (4096 with
-//!   no limit). When full, the least recently used one is closed. Any number
-//!   of distinct names can pass through without descriptors or memory growing.
+//!   no limit). When the cache is full, a file is only let in the second
+//!   time it comes by in a while, in place of one not used lately (the CLOCK
+//!   approximation of least-recently-used): names used once close their own
+//!   descriptor instead of pushing out busier ones. Any number of distinct
+//!   names can pass through without descriptors or memory growing.
 //! - **Where.** Only on Linux, and only when the lock directory is on a local
 //!   file system known to give a renamed or unlinked file a new ctime and to
 //!   show it to `fstat` at once (ext2/3/4, xfs, btrfs, tmpfs, ramfs, f2fs,
@@ -585,6 +588,23 @@ impl FileBackend {
         self.table.len()
     }
 
+    /// The guard of a lock granted just now on this thread.
+    fn guard(
+        &self,
+        request: &LockRequest,
+        file: LockedFile,
+        key: Key,
+        turn: LocalTurn<Key>,
+    ) -> LockGuard {
+        let held = FileHeld {
+            file: Some(file),
+            key,
+            shared: Arc::clone(&self.shared),
+            _turn: turn,
+        };
+        LockGuard::new(request, next_token(), never_lost(), Box::new(held))
+    }
+
     /// How many unlocked lock files this backend keeps open (for leak checks).
     #[doc(hidden)]
     pub fn cached_files(&self) -> usize {
@@ -854,20 +874,7 @@ impl Backend for FileBackend {
         // round trip through the blocking pool.
         let target = self.shared.target(&key, self.layout);
         let open = match sys::lock_file(&target, cached, self.shared.mechanism, false, &|| false)? {
-            Attempt::Acquired(file) => {
-                let held = FileHeld {
-                    file: Some(file),
-                    key,
-                    shared: Arc::clone(&self.shared),
-                    _turn: turn,
-                };
-                return Ok(LockGuard::new(
-                    request,
-                    next_token(),
-                    never_lost(),
-                    Box::new(held),
-                ));
-            }
+            Attempt::Acquired(file) => return Ok(self.guard(request, file, key, turn)),
             Attempt::Busy(open) if !blocking => {
                 if let Some(open) = open {
                     self.shared.cache.put(&key, open);

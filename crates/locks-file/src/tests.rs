@@ -660,46 +660,57 @@ async fn a_cached_file_that_is_moved_or_replaced_is_not_locked_again() {
 
 #[cfg(target_os = "linux")]
 #[test]
-fn the_cache_keeps_the_most_recently_used_descriptors() {
+fn the_cache_keeps_the_descriptors_used_again() {
     let tmp = temp_dir();
     // Sets the process-wide budget, as opening a backend does.
     assert!(cache::capacity_for(tmp.path()) >= 3, "a local file system");
     let cache = cache::Cache::new(3);
-    let keys: Vec<cache::Key> = (0..5)
-        .map(|i| cache::Key::from(format!("f{i}").as_bytes()))
-        .collect();
-    for key in &keys {
-        cache.put(key, sys::open_for_test(&tmp.path().join(key.path())));
+    let key = |i: usize| cache::Key::from(format!("f{i}").as_bytes());
+    let put = |i: usize| {
+        cache.put(
+            &key(i),
+            sys::open_for_test(&tmp.path().join(format!("f{i}"))),
+        )
+    };
+    let cached =
+        |i: usize| descriptors_under(tmp.path()).contains(&tmp.path().join(format!("f{i}")));
+    for i in 0..3 {
+        put(i);
     }
     assert_eq!(cache.len(), 3);
-    let open: Vec<PathBuf> = descriptors_under(tmp.path());
-    assert_eq!(
-        open.len(),
-        3,
-        "the evicted descriptors are closed: {open:?}"
-    );
-    for key in &keys[2..] {
-        assert!(open.contains(&tmp.path().join(key.path())), "{key:?} kept");
-    }
-    // A descriptor out with a holder keeps its key known; putting it back
-    // makes it the most recent.
-    let (key, file) = cache.find(b"f2").unwrap();
-    cache.put(&key, file.unwrap());
-    cache.put(&keys[0], sys::open_for_test(&tmp.path().join("f0")));
+    // Full: a file coming by for the first time is turned away (closed).
+    put(3);
+    assert_eq!(cache.len(), 3);
+    assert!(!cached(3) && cache.find(b"f3").is_none());
+    assert_eq!(descriptors_under(tmp.path()).len(), 3);
+    // f1 is used again: it gets a second chance.
+    let (k1, f1) = cache.find(b"f1").unwrap();
+    cache.put(&k1, f1.unwrap());
+    // f3 coming by again comes in, in place of a file not used again (f0).
+    put(3);
+    assert!(cached(3) && !cached(0) && cached(1) && cached(2));
+    put(4);
+    assert!(!cached(4), "first time");
+    put(4);
     assert!(
-        cache.find(b"f3").is_none(),
-        "f3 was the least recently used"
+        cached(4) && cached(1) && !cached(2),
+        "f1 had its second chance"
     );
-    assert!(cache.take(&keys[2]).is_some());
-    // Another descriptor of a cached file replaces the cached one.
-    cache.put(&keys[4], sys::open_for_test(&tmp.path().join("f4")));
+    assert_eq!(cache.len(), 3);
+    assert_eq!(
+        descriptors_under(tmp.path()).len(),
+        3,
+        "evicted ones are closed"
+    );
+    // A descriptor out with a holder keeps its key known; another
+    // descriptor of a cached file replaces the cached one.
+    assert!(cache.take(&key(1)).is_some());
+    put(4);
     assert_eq!(cache.len(), 2);
+    assert_eq!(descriptors_under(tmp.path()).len(), 2);
     cache.clear();
     assert_eq!(cache.len(), 0);
-    assert!(
-        descriptors_under(tmp.path()).len() <= 1,
-        "only the taken one"
-    );
+    assert!(descriptors_under(tmp.path()).is_empty());
     assert_eq!(cache::Cache::new(0).find(b"f2").map(|_| ()), None);
 }
 
@@ -1003,10 +1014,10 @@ async fn a_hundred_thousand_names_leave_the_table_empty() {
     let bound = backend.shared.cache.capacity();
     assert!(bound > 0, "a local file system: the cache is on");
     assert_eq!(backend.cached_files(), bound);
-    assert!(
-        backend.shared.cache.room() <= 2 * bound,
-        "the cache never grew"
-    );
+    // The hash table may double once when removals leave tombstones (it
+    // grows instead of rehashing in place above half its capacity), never more.
+    let room = backend.shared.cache.room();
+    assert!(room <= 4 * bound, "the cache never grew: room for {room}");
     #[cfg(target_os = "linux")]
     assert_eq!(descriptors_under(tmp.path()).len(), bound);
     drop(backend);
