@@ -45,3 +45,29 @@ pub use template::{LockName, MAX_NAME_LEN, NameTemplate, Params, TemplateError};
 
 /// Re-exported so backends implement [`Backend`] with the same macro version.
 pub use async_trait::async_trait;
+
+#[cfg(test)]
+mod auto_traits {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+
+    /// Guards, turns and tables move between tasks and threads, and the
+    /// futures of acquiring and releasing run on multi-threaded runtimes.
+    #[test]
+    fn guards_tables_and_their_futures_are_send_and_sync() {
+        let locks = LocalLocks::<LockName>::new();
+        let name = LockName::new("x").unwrap();
+        send_sync(&locks);
+        send(&locks.lock(&name));
+        let turn = locks.try_lock(&name).unwrap();
+        send_sync(&turn);
+        let request = LockRequest::new(name, Scope::Process);
+        let guard = LockGuard::local(&request, 1, turn);
+        send_sync(&guard);
+        send(&guard.release());
+        send_sync(&ReentryRegistry::new());
+        send_sync(&MultiGuard::new(Vec::new()));
+    }
+}
