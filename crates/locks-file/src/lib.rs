@@ -831,6 +831,33 @@ impl Backend for FileBackend {
         }
     }
 
+    /// Takes the lock at once if this backend has the descriptor of its file
+    /// cached and the lock is free: the in-process turn, a non-blocking lock
+    /// call and the check of the descriptor (see the crate docs), on the
+    /// calling thread. `None` in every other case, errors included: the
+    /// caller then goes through [`acquire`](Backend::acquire), which opens
+    /// files, waits and reports errors.
+    fn try_acquire_now(&self, request: &LockRequest) -> Option<LockGuard> {
+        let relative = Key::relative(&request.name, self.layout).ok()?;
+        let (key, cached) = self.shared.cache.find(&relative)?;
+        let open = cached?;
+        let Some(turn) = self.table.try_lock(&key) else {
+            self.shared.cache.put(&key, open);
+            return None;
+        };
+        let target = self.shared.target(&key, self.layout);
+        match sys::lock_file(&target, Some(open), self.shared.mechanism, false, &|| false) {
+            Ok(Attempt::Acquired(file)) => Some(self.guard(request, file, key, turn)),
+            Ok(Attempt::Busy(open)) => {
+                if let Some(open) = open {
+                    self.shared.cache.put(&key, open);
+                }
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Locks the file of `request.name`, creating it if needed.
     ///
     /// # Errors

@@ -1105,3 +1105,38 @@ fn a_forked_child_opens_its_own_descriptors() {
     drop(guard);
     assert!(probe_free(&held_path, Mechanism::Ofd));
 }
+
+#[tokio::test]
+async fn try_acquire_now_takes_only_free_cached_locks() {
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), Mechanism::Ofd);
+    let other = open(tmp.path(), Mechanism::Ofd);
+    let n = name("now");
+    let path = backend.path_for(&n).unwrap();
+    let request = req(&n, Wait::Forever);
+    assert!(
+        backend.try_acquire_now(&request).is_none(),
+        "nothing cached yet: the caller goes through acquire"
+    );
+    drop(backend.acquire(&request).await.unwrap());
+    let guard = backend.try_acquire_now(&request).expect("free and cached");
+    assert!(!probe_free(&path, Mechanism::Ofd));
+    assert!(backend.try_acquire_now(&request).is_none(), "held here");
+    let err = other.acquire(&req(&n, Wait::TryOnce)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock);
+    guard.release().await.unwrap();
+
+    // Held by another backend (another process, for the kernel).
+    let elsewhere = other.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
+    assert!(backend.try_acquire_now(&request).is_none());
+    assert_eq!(backend.cached_files(), 1, "the descriptor stays cached");
+    elsewhere.release().await.unwrap();
+
+    // A cached file unlinked meanwhile: the lock is taken on the new file.
+    std::fs::remove_file(&path).unwrap();
+    let guard = backend.try_acquire_now(&request).expect("free");
+    assert!(path.is_file());
+    assert!(!probe_free(&path, Mechanism::Ofd));
+    drop(guard);
+    assert_eq!(backend.active_names(), 0);
+}
