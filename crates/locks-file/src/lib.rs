@@ -169,7 +169,13 @@
 //!   another file over it), link or `chmod` of the file gives it a new ctime,
 //!   so a file renamed away, even with its links intact, is caught too. When
 //!   the ctime differs, the full check decides (a `chmod` or a hard link
-//!   merely costs one `lstat`). A ctime is only trusted once the clock has
+//!   merely costs one `lstat`). Where the file system has multigrain
+//!   timestamps (Linux 6.13 and newer on ext4, xfs, btrfs and tmpfs: a change
+//!   that follows a read of the ctime always gets a later one; probed when
+//!   the backend is opened, with an unnamed `O_TMPFILE` file in the lock
+//!   directory), a ctime is trusted as soon as it was read. Elsewhere a
+//!   change can get the ctime of the change before it if both fall in one
+//!   tick of the coarse clock, so a ctime is only trusted once the clock has
 //!   moved past it by more than the file system's timestamp granularity
 //!   (guessed from the timestamp itself: whole seconds, milliseconds, ...);
 //!   until then, for example in the first milliseconds after a file is
@@ -494,6 +500,8 @@ pub struct FileBackend {
 struct Shared {
     dir: PathBuf,
     mechanism: Mechanism,
+    /// See [`sys::later_ctime_after_read`].
+    later_ctime_after_read: bool,
     /// Unlocked lock files kept open for the next holder.
     cache: Cache,
 }
@@ -504,6 +512,7 @@ impl Shared {
             dir: &self.dir,
             relative: key.path(),
             tree: layout == Layout::Tree,
+            later_ctime_after_read: self.later_ctime_after_read,
         }
     }
 }
@@ -546,12 +555,14 @@ impl FileBackend {
             )
         })?;
         prepare_dir(&dir)?;
-        let cache = Cache::new(cache::capacity_for(&dir));
+        let capacity = cache::capacity_for(&dir);
+        let later_ctime_after_read = capacity > 0 && sys::later_ctime_after_read(&dir);
         Ok(FileBackend {
             shared: Arc::new(Shared {
                 dir,
                 mechanism,
-                cache,
+                later_ctime_after_read,
+                cache: Cache::new(capacity),
             }),
             layout,
             table: LocalLocks::default(),

@@ -50,19 +50,23 @@ impl std::fmt::Debug for OpenFile {
 struct Stamp {
     ctime: i128,
     /// Whether every later change of the file's status (unlink, rename,
-    /// link, chmod) is sure to give it a different ctime: true once the
-    /// clock has moved on from `ctime` by more than the timestamps'
-    /// granularity (see the crate docs, "Files unlinked while locked").
+    /// link, chmod) is sure to give it a different ctime: at once on a file
+    /// system that gives a later ctime to any change after the ctime was read
+    /// ([`later_ctime_after_read`]), elsewhere once the clock has moved on
+    /// from `ctime` by more than the timestamps' granularity (see the crate
+    /// docs, "Files unlinked while locked").
     settled: bool,
 }
 
 impl Stamp {
     /// The stamp of a file whose status `stat` was read before `now` (the
     /// coarse real-time clock) was, and both before the path was checked.
-    fn new(stat: &Stat, now: Option<i128>) -> Stamp {
+    fn new(stat: &Stat, now: Option<i128>, later_ctime_after_read: bool) -> Stamp {
+        let settled = later_ctime_after_read
+            || now.is_some_and(|now| stat.ctime + granularity(stat.ctime_nsec) <= now);
         Stamp {
             ctime: stat.ctime,
-            settled: now.is_some_and(|now| stat.ctime + granularity(stat.ctime_nsec) <= now),
+            settled,
         }
     }
 }
@@ -162,6 +166,9 @@ pub(crate) struct Target<'a> {
     pub(crate) relative: &'a Path,
     /// Whether missing subdirectories are created ([`crate::Layout::Tree`]).
     pub(crate) tree: bool,
+    /// Whether the file system gives a later ctime to any change after the
+    /// ctime was read ([`later_ctime_after_read`]).
+    pub(crate) later_ctime_after_read: bool,
 }
 
 impl Target<'_> {
@@ -297,7 +304,7 @@ fn verify(
             ));
         }
     };
-    open.stamp = same.then(|| Stamp::new(&stat, now));
+    open.stamp = same.then(|| Stamp::new(&stat, now, target.later_ctime_after_read));
     Ok(same)
 }
 
@@ -548,6 +555,64 @@ fn lock_error(path: &Path, mechanism: Mechanism, blocking: bool, err: io::Error)
         format_args!("cannot lock {} with {call}{hint}", path.display()),
         err,
     )
+}
+
+/// Whether the file system of `dir` gives a file a strictly later ctime at
+/// every change that follows a read of its ctime, even within one tick of the
+/// coarse clock: Linux's multigrain timestamps (6.13 and newer, on ext4, xfs,
+/// btrfs and tmpfs), meant for exactly this kind of change detection.
+///
+/// Probed, not assumed: an unnamed file (`O_TMPFILE`, gone when closed) in
+/// `dir` has its mode changed three times, its ctime read after each, all
+/// while the coarse clock stands still; coarse timestamps would repeat. Any
+/// failure (no `O_TMPFILE`, no write access, the clock ticked every time)
+/// answers `false`.
+pub(crate) fn later_ctime_after_read(dir: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: `c_dir` is a NUL-terminated path; the flags and mode are valid.
+        let fd = unsafe {
+            libc::open(
+                c_dir.as_ptr(),
+                libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return false;
+        }
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        let file = unsafe { File::from_raw_fd(fd) };
+        let ctime = || fstat(&file).ok().map(|s| s.ctime);
+        for _ in 0..3 {
+            let before = coarse_clock();
+            let mut increasing = true;
+            let mut last = ctime();
+            for mode in [0o640, 0o600, 0o640] {
+                // SAFETY: a valid descriptor of our own file.
+                if unsafe { libc::fchmod(file.as_raw_fd(), mode) } != 0 {
+                    return false;
+                }
+                let now = ctime();
+                increasing &= matches!((last, now), (Some(a), Some(b)) if b > a);
+                last = now;
+            }
+            if before.is_some() && coarse_clock() == before {
+                return increasing;
+            }
+        }
+        false
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        false
+    }
 }
 
 /// The parts of `struct stat` the checks use.

@@ -1140,3 +1140,45 @@ async fn try_acquire_now_takes_only_free_cached_locks() {
     drop(guard);
     assert_eq!(backend.active_names(), 0);
 }
+
+/// Where the file system has multigrain timestamps, a ctime is trusted as
+/// soon as it was read: a file renamed away right after it was created (in
+/// the same tick of the coarse clock) is still caught by its new ctime.
+#[tokio::test]
+async fn a_cached_file_moved_right_after_creation_is_not_locked_again() {
+    let tmp = temp_dir();
+    let backend = open(tmp.path(), Mechanism::Ofd);
+    let other = open(tmp.path(), Mechanism::Ofd);
+    let n = name("moved-at-once");
+    let path = backend.path_for(&n).unwrap();
+    let moved = tmp.path().join("moved-away");
+    let checks = || sys::FULL_CHECKS.with(std::cell::Cell::get);
+    for round in 0..20 {
+        drop(backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap());
+        let before = checks();
+        drop(backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap());
+        if backend.shared.later_ctime_after_read {
+            assert_eq!(checks(), before, "trusted at once ({round})");
+        }
+        std::fs::rename(&path, &moved).unwrap();
+        let before = checks();
+        assert_holds_the_current_file(&backend, &n, &other).await;
+        assert!(checks() > before, "the move was noticed ({round})");
+        assert!(probe_free(&moved, Mechanism::Ofd));
+        std::fs::remove_file(&moved).unwrap();
+        let report = other.clean().await.unwrap();
+        assert_eq!(report.removed.len(), 1);
+    }
+}
+
+/// This host's kernel and temporary directory, for the record.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_multigrain_probe_leaves_nothing_behind() {
+    let tmp = temp_dir();
+    let fine = sys::later_ctime_after_read(tmp.path());
+    eprintln!("multigrain ctime in {}: {fine}", tmp.path().display());
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+    assert!(descriptors_under(tmp.path()).is_empty());
+    assert!(!sys::later_ctime_after_read(&tmp.path().join("missing")));
+}
