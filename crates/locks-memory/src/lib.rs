@@ -1,7 +1,7 @@
 //! Process-scope locks: one FIFO async mutex per lock name, in memory.
 //!
 //! Excludes the tasks and threads of one process. Waiters are served in the
-//! order they asked (the queue of [`tokio::sync::Mutex`]). An entry exists only
+//! order they asked (the queue each name has in [`LocalLocks`]). An entry exists only
 //! while somebody holds or waits for its name, so any number of distinct names
 //! can pass through without memory growing.
 //!
