@@ -373,6 +373,35 @@ impl LockGuard {
         Release::Start(self)
     }
 
+    /// Releases at once, on the calling thread and without a runtime, when
+    /// that needs no I/O (a lock of the memory backend); otherwise hands the
+    /// guard back for [`release`](Self::release).
+    ///
+    /// ```
+    /// # use locks_core::{LocalLocks, LockGuard, LockName, LockRequest, Scope};
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let table = LocalLocks::<LockName>::new();
+    /// let request = LockRequest::new(LockName::new("vol-1")?, Scope::Process);
+    /// let guard = LockGuard::local(&request, 1, table.lock(&request.name).await);
+    /// assert!(guard.release_now().is_ok_and(|released| released.is_ok()));
+    /// assert!(table.is_empty());
+    /// # Ok::<(), locks_core::Error>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// The inner result: as [`release`](Self::release).
+    pub fn release_now(mut self) -> std::result::Result<Result<()>, LockGuard> {
+        if !matches!(self.held, Some(Held::Local { .. })) {
+            return Err(self);
+        }
+        match self.start_release() {
+            Started::Done(result) => Ok(result),
+            // A local turn never has a release future.
+            Started::Pending(..) => Ok(Ok(())),
+        }
+    }
+
     /// Starts the release: ends the local turn at once, or takes out the
     /// backend's release future, with the [`ErrorKind::Lost`] error to report
     /// after it if the lock was lost before. Works in place (moving the guard

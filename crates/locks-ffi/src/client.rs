@@ -181,6 +181,13 @@ impl ClientInner {
                 Some((Arc::clone(&cancel.inner), cancelled))
             }
         };
+        // A free lock of a backend that can take it on this thread (memory)
+        // needs no runtime. Only in per-thread mode: the fast path records
+        // the calling thread as the holder, which the other mode must not.
+        let per_thread = self.reentry_per_thread.load(Ordering::Relaxed);
+        if per_thread && let Some(guard) = self.locks.acquire_if_free(&request) {
+            return Ok(guard);
+        }
         let locks = self.locks.clone();
         let future = async move {
             let Some((cancel, cancelled)) = cancel else {
@@ -193,7 +200,7 @@ impl ClientInner {
                 acquired = locks.acquire(request) => Ok(acquired?),
             }
         };
-        if self.reentry_per_thread.load(Ordering::Relaxed) {
+        if per_thread {
             return runtime.block_on(future);
         }
         match runtime.block_on(runtime.spawn(future)) {
@@ -219,7 +226,10 @@ impl ClientInner {
     /// Releases a guard, blocking the calling thread.
     pub(crate) fn release(&self, guard: LockGuard) -> FfiResult {
         not_in_runtime()?;
-        Ok(self.runtime()?.block_on(guard.release())?)
+        match guard.release_now() {
+            Ok(released) => Ok(released?),
+            Err(guard) => Ok(self.runtime()?.block_on(guard.release())?),
+        }
     }
 
     pub(crate) fn entries(&self) -> &[locks_catalog_entry] {

@@ -1,9 +1,9 @@
 //! `locks_guard`: a held lock, read, released and freed from C.
 
 use std::ffi::{CString, c_char};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use locks::{LockGuard, LockState};
+use locks::{LockGuard, LockName, LockState};
 
 use crate::boundary::{c_string, fallible, infallible};
 use crate::client::{ClientInner, locks_scope};
@@ -46,7 +46,9 @@ impl From<LockState> for locks_lock_state {
 pub struct locks_guard {
     // Declared first so that it drops before the client it may need.
     held: Mutex<Option<LockGuard>>,
-    name: CString,
+    name: LockName,
+    /// `name` as a C string, made the first time C asks for it.
+    c_name: OnceLock<CString>,
     scope: locks_scope,
     token: u64,
     client: Arc<ClientInner>,
@@ -55,7 +57,8 @@ pub struct locks_guard {
 impl locks_guard {
     pub(crate) fn new(client: Arc<ClientInner>, guard: LockGuard) -> Self {
         locks_guard {
-            name: c_string(guard.name().as_str()),
+            name: guard.name().clone(),
+            c_name: OnceLock::new(),
             scope: guard.scope().into(),
             token: guard.token(),
             held: Mutex::new(Some(guard)),
@@ -81,7 +84,9 @@ impl locks_guard {
 pub unsafe extern "C" fn locks_guard_name(guard: *const locks_guard) -> *const c_char {
     infallible(std::ptr::null(), || {
         // SAFETY: NULL or a live guard per the contract.
-        unsafe { guard.as_ref() }.map_or(std::ptr::null(), |g| g.name.as_ptr())
+        unsafe { guard.as_ref() }.map_or(std::ptr::null(), |g| {
+            g.c_name.get_or_init(|| c_string(g.name.as_str())).as_ptr()
+        })
     })
 }
 
@@ -171,7 +176,7 @@ pub unsafe extern "C" fn locks_guard_release(
                 locks_status::AlreadyReleased,
                 format_args!(
                     "lock `{}` was already released by this guard",
-                    guard.name.to_string_lossy()
+                    guard.name.as_str()
                 ),
             ));
         };

@@ -74,7 +74,9 @@ impl BlockingLocks {
     /// # Errors
     /// As [`Locks::lock_with`].
     pub fn lock_with(&self, id: &str, params: &Params, wait: Wait) -> Result<LockGuard> {
-        self.run(self.locks.lock_with(id, params, wait))
+        not_in_runtime()?;
+        let request = self.locks.request(id, params)?.wait(wait);
+        self.acquire(request)
     }
 
     /// [`Locks::lock`], blocking.
@@ -90,7 +92,9 @@ impl BlockingLocks {
     /// # Errors
     /// As [`Locks::lock_name`].
     pub fn lock_name(&self, scope: Scope, name: &str, wait: Wait) -> Result<LockGuard> {
-        self.run(self.locks.lock_name(scope, name, wait))
+        not_in_runtime()?;
+        let request = self.locks.raw_request(scope, name)?.wait(wait);
+        self.acquire(request)
     }
 
     /// [`Locks::acquire`], blocking.
@@ -98,6 +102,10 @@ impl BlockingLocks {
     /// # Errors
     /// As [`Locks::acquire`].
     pub fn acquire(&self, request: LockRequest) -> Result<LockGuard> {
+        not_in_runtime()?;
+        if let Some(guard) = self.locks.acquire_if_free(&request) {
+            return Ok(guard);
+        }
         self.run(self.locks.acquire(request))
     }
 
@@ -114,7 +122,11 @@ impl BlockingLocks {
     /// # Errors
     /// As [`LockGuard::release`].
     pub fn release(&self, guard: LockGuard) -> Result<()> {
-        self.run(guard.release())
+        not_in_runtime()?;
+        match guard.release_now() {
+            Ok(released) => released,
+            Err(guard) => self.run(guard.release()),
+        }
     }
 
     /// [`Locks::clean`], blocking.

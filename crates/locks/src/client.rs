@@ -272,6 +272,16 @@ impl Locks {
         self.acquire_waiting(request).await
     }
 
+    /// Takes the lock of `request` if it is free right now and its backend
+    /// can take it on the calling thread, without a runtime and without
+    /// waiting (the memory backend can); `None` otherwise, for the caller to
+    /// go on with [`acquire`](Self::acquire). Blocking front ends (the C ABI,
+    /// [`BlockingLocks`](crate::BlockingLocks)) use it to skip entering the
+    /// runtime.
+    pub fn acquire_if_free(&self, request: &LockRequest) -> Option<LockGuard> {
+        self.acquire_now(request)
+    }
+
     /// The backend's fast path ([`Backend::try_acquire_now`]): the guard if the
     /// lock was free. A lock that is free is not held by the caller, so there
     /// is no re-entry check to make.

@@ -477,3 +477,52 @@ fn dropping_the_blocking_client_does_not_wait_for_an_abandoned_file_waiter() {
     );
     holder.release(guard).unwrap();
 }
+
+/// The blocking client takes a free memory lock and releases it without
+/// entering its runtime; re-entry, contention and the in-runtime refusal
+/// behave as on the other scopes.
+#[test]
+fn blocking_client_memory_fast_path_keeps_the_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = BlockingLocks::open(config_in(dir.path(), "")).unwrap();
+    let guard = locks
+        .lock_name(Scope::Process, "vol-1", Wait::Forever)
+        .unwrap();
+    let again = locks.lock_name(Scope::Process, "vol-1", Wait::TryOnce);
+    assert_eq!(again.unwrap_err().kind(), ErrorKind::WouldDeadlock);
+    let other_thread = std::thread::scope(|s| {
+        s.spawn(|| {
+            locks
+                .lock_name(
+                    Scope::Process,
+                    "vol-1",
+                    Wait::Timeout(Duration::from_millis(20)),
+                )
+                .map(drop)
+                .unwrap_err()
+                .kind()
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(other_thread, ErrorKind::Timeout);
+    locks.release(guard).unwrap();
+    let next = std::thread::scope(|s| {
+        s.spawn(|| locks.lock_name(Scope::Process, "vol-1", Wait::TryOnce))
+            .join()
+            .unwrap()
+    });
+    locks.release(next.expect("free after release")).unwrap();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let inside = runtime.block_on(async {
+        locks
+            .lock_name(Scope::Process, "vol-2", Wait::TryOnce)
+            .map(drop)
+            .unwrap_err()
+            .kind()
+    });
+    assert_eq!(inside, ErrorKind::Unsupported);
+}
