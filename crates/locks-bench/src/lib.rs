@@ -254,6 +254,15 @@ async fn paired(
     Ok((f, o))
 }
 
+/// One acquire+release cycle of ours: the work every "ours" column times.
+async fn cycle(locks: &Locks, scope: Scope, name: &str) -> Result<()> {
+    locks
+        .lock_name(scope, name, Wait::Forever)
+        .await?
+        .release()
+        .await
+}
+
 /// A client whose backends are memory, lock files in `dir`, and `global`.
 async fn open_client(dir: &Path, global: Option<&str>) -> Result<Locks> {
     let node = format!("file://{}", dir.display());
@@ -506,13 +515,7 @@ async fn file(
             ofd(fd, true).map_err(io_err("raw OFD lock"))?;
             ofd(fd, false).map_err(io_err("raw OFD unlock"))
         },
-        async |_| {
-            locks
-                .lock_name(Scope::Node, "bench-file", Wait::Forever)
-                .await?
-                .release()
-                .await
-        },
+        async |_| cycle(&locks, Scope::Node, "bench-file").await,
     )
     .await?;
     row(
@@ -540,13 +543,7 @@ async fn file(
             ofd(f.as_raw_fd(), true).map_err(io_err("raw OFD lock"))?;
             ofd(f.as_raw_fd(), false).map_err(io_err("raw OFD unlock"))
         },
-        async |_| {
-            locks
-                .lock_name(Scope::Node, "bench-file", Wait::Forever)
-                .await?
-                .release()
-                .await
-        },
+        async |_| cycle(&locks, Scope::Node, "bench-file").await,
     )
     .await?;
     row(
@@ -858,13 +855,7 @@ async fn etcd(
                 .map_err(|e| unavailable(format_args!("etcd delete: {e}")))?;
             Ok(())
         },
-        async |_| {
-            locks
-                .lock_name(Scope::Global, "bench-etcd", Wait::Forever)
-                .await?
-                .release()
-                .await
-        },
+        async |_| cycle(&locks, Scope::Global, "bench-etcd").await,
     )
     .await?;
     let mut rtt = RoundTrips::default();
@@ -1067,13 +1058,7 @@ async fn zookeeper(
                 .map_err(|e| unavailable(format_args!("ZooKeeper delete: {e}")))?;
             Ok(())
         },
-        async |_| {
-            locks
-                .lock_name(Scope::Global, "bench-zk", Wait::Forever)
-                .await?
-                .release()
-                .await
-        },
+        async |_| cycle(&locks, Scope::Global, "bench-zk").await,
     )
     .await?;
     // The lock recipe of kazoo (which ours follows, node for node) done with
@@ -1103,13 +1088,7 @@ async fn zookeeper(
                 .await
                 .map_err(|e| unavailable(format_args!("ZooKeeper delete: {e}")))
         },
-        async |_| {
-            locks
-                .lock_name(Scope::Global, "bench-zk", Wait::Forever)
-                .await?
-                .release()
-                .await
-        },
+        async |_| cycle(&locks, Scope::Global, "bench-zk").await,
     )
     .await?;
     let _ = raw.delete(&recipe_dir, None).await;
