@@ -136,6 +136,8 @@ struct Plan {
     held_names: usize,
     contend: Duration,
     python_iters: usize,
+    /// How long ZooKeeper's request paths are exercised before its rows.
+    jvm_warmup: Duration,
 }
 
 impl Plan {
@@ -152,6 +154,7 @@ impl Plan {
                 held_names: 1_000,
                 contend: Duration::from_secs(1),
                 python_iters: 40,
+                jvm_warmup: Duration::from_millis(1500),
             }
         } else {
             Plan {
@@ -165,6 +168,7 @@ impl Plan {
                 held_names: 10_000,
                 contend: Duration::from_secs(5),
                 python_iters: 300,
+                jvm_warmup: Duration::from_secs(4),
             }
         }
     }
@@ -1046,6 +1050,20 @@ async fn zookeeper(
         .map_err(|e| unavailable(format_args!("raw ZooKeeper client: {e}")))?;
     let path = format!("/locks-bench-raw-{}", std::process::id());
     let create = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    // ZooKeeper runs on a JVM: a server started moments ago (as by
+    // ci/bench.sh) serves each kind of request interpreted until the JIT has
+    // seen it often enough, and the kinds a lock uses (sequential create,
+    // listing) warm up later than the floor's. Exercise both first.
+    let warm_until = Instant::now() + plan.jvm_warmup;
+    while Instant::now() < warm_until {
+        raw.create(&path, b"x", &create)
+            .await
+            .map_err(|e| unavailable(format_args!("ZooKeeper create: {e}")))?;
+        raw.delete(&path, None)
+            .await
+            .map_err(|e| unavailable(format_args!("ZooKeeper delete: {e}")))?;
+        cycle(&locks, Scope::Global, "bench-zk").await?;
+    }
     let (floor, ours) = paired(
         plan.rounds,
         plan.server_batch,
