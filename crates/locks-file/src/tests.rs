@@ -1182,3 +1182,52 @@ fn the_multigrain_probe_leaves_nothing_behind() {
     assert!(descriptors_under(tmp.path()).is_empty());
     assert!(!sys::later_ctime_after_read(&tmp.path().join("missing")));
 }
+
+#[tokio::test]
+async fn clean_walks_the_tree_layout_but_not_tooz_data_or_symlinks() {
+    let tmp = temp_dir();
+    let dir = tmp.path().join("locks");
+    let backend = FileBackend::open(FileConfig {
+        layout: crate::Layout::Tree,
+        ..FileConfig::new(&dir)
+    })
+    .unwrap();
+    for n in ["top", "a/b/c", "a/d"] {
+        drop(
+            backend
+                .acquire(&req(&name(n), Wait::TryOnce))
+                .await
+                .unwrap(),
+        );
+    }
+    let held = backend
+        .acquire(&req(&name("a/d"), Wait::TryOnce))
+        .await
+        .unwrap();
+    // tooz keeps group membership under `groups/`: not locks.
+    std::fs::create_dir_all(dir.join("groups/g1")).unwrap();
+    std::fs::write(dir.join("groups/g1/member"), b"tooz").unwrap();
+    // A symlinked directory is not followed.
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("victim"), b"").unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("a/link")).unwrap();
+
+    let report = backend.clean().await.unwrap();
+    let expected: Vec<String> = ["a/b/c", "top"]
+        .iter()
+        .map(|f| dir.join(f).display().to_string())
+        .collect();
+    assert_eq!(report.removed, expected);
+    assert_eq!(report.busy, 1);
+    assert!(dir.join("a/d").is_file(), "held: kept");
+    assert!(dir.join("a/b").is_dir(), "directories stay");
+    assert!(dir.join("groups/g1/member").is_file());
+    assert!(outside.join("victim").is_file());
+    let err = backend
+        .acquire(&req(&name("a/d"), Wait::TryOnce))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "the holding survived");
+    held.release().await.unwrap();
+}
