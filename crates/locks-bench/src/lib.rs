@@ -154,7 +154,7 @@ impl Plan {
                 held_names: 1_000,
                 contend: Duration::from_secs(1),
                 python_iters: 40,
-                jvm_warmup: Duration::from_millis(1500),
+                jvm_warmup: Duration::from_secs(3),
             }
         } else {
             Plan {
@@ -168,7 +168,7 @@ impl Plan {
                 held_names: 10_000,
                 contend: Duration::from_secs(5),
                 python_iters: 300,
-                jvm_warmup: Duration::from_secs(4),
+                jvm_warmup: Duration::from_secs(10),
             }
         }
     }
