@@ -116,32 +116,13 @@ impl Drop for Guard {
     }
 }
 
-fn lock(
-    client: &locks_client,
-    id: &str,
-    params: &[(&str, &str)],
-    timeout_ms: i64,
+/// The guard of a successful acquire, or its status and message; either way
+/// checks that a failure wrote no guard and a success no error.
+fn acquired(
+    status: locks_status,
+    guard: *mut locks_guard,
+    err: *mut locks_error,
 ) -> Result<Guard, (locks_status, String)> {
-    let id = cstring(id);
-    let keys: Vec<CString> = params.iter().map(|(k, _)| cstring(k)).collect();
-    let values: Vec<CString> = params.iter().map(|(_, v)| cstring(v)).collect();
-    let key_ptrs: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr()).collect();
-    let value_ptrs: Vec<*const c_char> = values.iter().map(|v| v.as_ptr()).collect();
-    let mut guard = null_mut();
-    let mut err = null_mut();
-    // SAFETY: valid arguments.
-    let status = unsafe {
-        locks_client_lock(
-            client,
-            id.as_ptr(),
-            key_ptrs.as_ptr(),
-            value_ptrs.as_ptr(),
-            params.len(),
-            timeout_ms,
-            &mut guard,
-            &mut err,
-        )
-    };
     if status == locks_status::Ok {
         assert!(err.is_null() && !guard.is_null());
         Ok(Guard(guard))
@@ -149,6 +130,62 @@ fn lock(
         assert!(guard.is_null(), "guard written on failure");
         Err(take_error(status, err))
     }
+}
+
+/// `locks_client_lock`, or `locks_client_lock_cancellable` with `cancel`.
+fn lock_with(
+    client: &locks_client,
+    id: &str,
+    params: &[(&str, &str)],
+    timeout_ms: i64,
+    cancel: Option<&Cancel>,
+) -> Result<Guard, (locks_status, String)> {
+    let id = cstring(id);
+    let keys: Vec<CString> = params.iter().map(|(k, _)| cstring(k)).collect();
+    let values: Vec<CString> = params.iter().map(|(_, v)| cstring(v)).collect();
+    let key_ptrs: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr()).collect();
+    let value_ptrs: Vec<*const c_char> = values.iter().map(|v| v.as_ptr()).collect();
+    let (keys, values, n) = (key_ptrs.as_ptr(), value_ptrs.as_ptr(), params.len());
+    let mut guard = null_mut();
+    let mut err = null_mut();
+    // SAFETY (both): valid arguments.
+    let status = match cancel {
+        None => unsafe {
+            locks_client_lock(
+                client,
+                id.as_ptr(),
+                keys,
+                values,
+                n,
+                timeout_ms,
+                &mut guard,
+                &mut err,
+            )
+        },
+        Some(cancel) => unsafe {
+            locks_client_lock_cancellable(
+                client,
+                id.as_ptr(),
+                keys,
+                values,
+                n,
+                timeout_ms,
+                cancel.0,
+                &mut guard,
+                &mut err,
+            )
+        },
+    };
+    acquired(status, guard, err)
+}
+
+fn lock(
+    client: &locks_client,
+    id: &str,
+    params: &[(&str, &str)],
+    timeout_ms: i64,
+) -> Result<Guard, (locks_status, String)> {
+    lock_with(client, id, params, timeout_ms, None)
 }
 
 fn lock_name(
@@ -171,12 +208,7 @@ fn lock_name(
             &mut err,
         )
     };
-    if status == locks_status::Ok {
-        Ok(Guard(guard))
-    } else {
-        assert!(guard.is_null(), "guard written on failure");
-        Err(take_error(status, err))
-    }
+    acquired(status, guard, err)
 }
 
 fn status_of<T>(r: Result<T, (locks_status, String)>) -> (locks_status, String) {
@@ -950,13 +982,7 @@ fn lock_name_cancellable(
             &mut err,
         )
     };
-    if status == locks_status::Ok {
-        assert!(err.is_null() && !guard.is_null());
-        Ok(Guard(guard))
-    } else {
-        assert!(guard.is_null(), "guard written on failure");
-        Err(take_error(status, err))
-    }
+    acquired(status, guard, err)
 }
 
 fn lock_cancellable(
@@ -966,33 +992,7 @@ fn lock_cancellable(
     timeout_ms: i64,
     cancel: &Cancel,
 ) -> Result<Guard, (locks_status, String)> {
-    let id = cstring(id);
-    let keys: Vec<CString> = params.iter().map(|(k, _)| cstring(k)).collect();
-    let values: Vec<CString> = params.iter().map(|(_, v)| cstring(v)).collect();
-    let key_ptrs: Vec<*const c_char> = keys.iter().map(|k| k.as_ptr()).collect();
-    let value_ptrs: Vec<*const c_char> = values.iter().map(|v| v.as_ptr()).collect();
-    let mut guard = null_mut();
-    let mut err = null_mut();
-    // SAFETY: valid arguments.
-    let status = unsafe {
-        locks_client_lock_cancellable(
-            client,
-            id.as_ptr(),
-            key_ptrs.as_ptr(),
-            value_ptrs.as_ptr(),
-            params.len(),
-            timeout_ms,
-            cancel.0,
-            &mut guard,
-            &mut err,
-        )
-    };
-    if status == locks_status::Ok {
-        Ok(Guard(guard))
-    } else {
-        assert!(guard.is_null(), "guard written on failure");
-        Err(take_error(status, err))
-    }
+    lock_with(client, id, params, timeout_ms, Some(cancel))
 }
 
 const LOCKS_SCOPE_PROCESS: c_int = locks_scope::Process as c_int;
