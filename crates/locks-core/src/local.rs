@@ -283,10 +283,14 @@ impl<K> Future for Waiting<'_, K> {
         let Some(me) = slot.waiters.iter_mut().find(|w| w.ticket == this.ticket) else {
             unreachable!("a waiter that does not own the turn is queued")
         };
-        match &me.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            _ => me.waker = Some(cx.waker().clone()),
-        }
+        let replaced = match &me.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => None,
+            _ => me.waker.replace(cx.waker().clone()),
+        };
+        // Dropping a waker may run any code (an executor's last reference to
+        // a task drops its future, which may come back to this table).
+        drop(shard);
+        drop(replaced);
         Poll::Pending
     }
 }
@@ -466,6 +470,58 @@ mod tests {
         assert!(!locks.held_by(&9, me), "handed on");
         drop(turn);
         assert!(!locks.held_by(&9, me));
+    }
+
+    /// A waker replaced by a later poll is dropped after the shard is
+    /// unlocked: dropping a waker may run arbitrary code (an executor's last
+    /// reference to a task drops its future, whose turn or queue place goes
+    /// back to this table).
+    #[test]
+    fn a_replaced_waker_is_dropped_outside_the_shard() {
+        /// A waker whose last reference, when dropped, looks at the table.
+        struct Probe(LocalLocks<u32>);
+        impl std::task::Wake for Probe {
+            fn wake(self: Arc<Self>) {}
+        }
+        impl Drop for Probe {
+            fn drop(&mut self) {
+                // Locks every shard in turn, the waiter's included.
+                let _ = self.0.len();
+            }
+        }
+        let locks = LocalLocks::<u32>::new();
+        let (done, finished) = std::sync::mpsc::channel();
+        let worker = {
+            let locks = locks.clone();
+            std::thread::spawn(move || {
+                let held = locks.try_lock(&1).expect("free");
+                let mut waiting = Box::pin(locks.lock(&1));
+                let waker = Waker::from(Arc::new(Probe(locks.clone())));
+                assert!(
+                    waiting
+                        .as_mut()
+                        .poll(&mut Context::from_waker(&waker))
+                        .is_pending()
+                );
+                // The table keeps the only reference left.
+                drop(waker);
+                // Polled with another waker: the probe's is replaced, and dropped.
+                assert!(
+                    waiting
+                        .as_mut()
+                        .poll(&mut Context::from_waker(Waker::noop()))
+                        .is_pending()
+                );
+                drop((waiting, held));
+                done.send(()).unwrap();
+            })
+        };
+        assert!(
+            finished.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "dropping the replaced waker deadlocked on the shard mutex"
+        );
+        worker.join().unwrap();
+        assert!(locks.is_empty());
     }
 
     #[test]
