@@ -981,14 +981,11 @@ impl Backend for FileBackend {
         }
     }
 
-    /// Removes every lock file in the directory that nobody holds.
+    /// Removes every lock file directly in the directory that nobody holds.
     ///
-    /// Only regular files are considered (symlinks and anything else are
-    /// left alone). With [`Layout::Flat`] those are the files at the top of
-    /// the directory; with [`Layout::Tree`] also those in its subdirectories,
-    /// at any depth, except tooz's `groups` and `tmp` at the top, which hold
-    /// no locks. Directories themselves are never removed: a locker may be
-    /// about to create a file in one. Each file is opened without following symlinks and
+    /// Only regular files at the top of the directory are considered
+    /// (symlinks, directories and anything else are left alone), so lock files
+    /// in the subdirectories of [`Layout::Tree`] are not cleaned. Each is opened without following symlinks and
     /// try-locked with every mechanism this platform has (OFD and `flock` on
     /// Linux), so a holder of either kind keeps its file. A file that is free
     /// is unlinked while this call still holds its lock, and only if the path
@@ -1011,14 +1008,8 @@ impl Backend for FileBackend {
         self.shared.cache.clear();
         let (tx, rx) = oneshot::channel();
         let dir = self.shared.dir.clone();
-        let layout = self.layout;
         run_blocking(move || {
-            let mut report = CleanReport::default();
-            let result = clean_dir(&dir, layout, 0, &mut report).map(|()| {
-                report.removed.sort();
-                report
-            });
-            let _ = tx.send(result);
+            let _ = tx.send(clean_dir(&dir));
         })?;
         rx.await.unwrap_or_else(|_| {
             Err(Error::new(
@@ -1032,17 +1023,14 @@ impl Backend for FileBackend {
     }
 }
 
-/// How deep [`clean`](FileBackend::clean) descends into a tree layout.
-const MAX_CLEAN_DEPTH: usize = 64;
-
-/// Cleans `dir`, which is `depth` levels below the lock directory, into `report`.
-fn clean_dir(dir: &Path, layout: Layout, depth: usize, report: &mut CleanReport) -> Result<()> {
+fn clean_dir(dir: &Path) -> Result<CleanReport> {
     let list_error = |e| {
         Error::io(
             format_args!("cannot list lock directory {}", dir.display()),
             e,
         )
     };
+    let mut report = CleanReport::default();
     for entry in std::fs::read_dir(dir).map_err(list_error)? {
         let entry = entry.map_err(list_error)?;
         let path = entry.path();
@@ -1050,14 +1038,6 @@ fn clean_dir(dir: &Path, layout: Layout, depth: usize, report: &mut CleanReport)
         let file_type = entry
             .file_type()
             .map_err(|e| Error::io(format_args!("cannot stat {}", path.display()), e))?;
-        if file_type.is_dir() && layout == Layout::Tree && depth < MAX_CLEAN_DEPTH {
-            let tooz_data =
-                depth == 0 && matches!(entry.file_name().to_str(), Some("groups" | "tmp"));
-            if !tooz_data {
-                clean_dir(&path, layout, depth + 1, report)?;
-            }
-            continue;
-        }
         if !file_type.is_file() {
             continue;
         }
@@ -1067,5 +1047,6 @@ fn clean_dir(dir: &Path, layout: Layout, depth: usize, report: &mut CleanReport)
             sys::Cleaned::Gone => {}
         }
     }
-    Ok(())
+    report.removed.sort();
+    Ok(report)
 }
