@@ -408,7 +408,10 @@ fn seed() -> u64 {
 /// ([`checks_hold_on`]) or forks cannot be watched. Also sets the
 /// process-wide budget to a quarter of the soft limit.
 pub(crate) fn capacity_for(dir: &Path) -> usize {
-    if !checks_hold_on(dir) || !watch_forks() {
+    // Forks are watched whether or not descriptors get cached: a child must
+    // never unlock a lock file descriptor it inherited from its parent.
+    let forks_watched = watch_forks();
+    if !forks_watched || !checks_hold_on(dir) {
         return 0;
     }
     let soft = soft_fd_limit();
