@@ -99,7 +99,7 @@ impl Drop for ClientInner {
     }
 }
 
-fn not_in_runtime() -> FfiResult {
+pub(crate) fn not_in_runtime() -> FfiResult {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(Error::new(
             ErrorKind::Unsupported,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use locks::{LockGuard, LockName, LockState};
 
 use crate::boundary::{c_string, fallible, infallible};
-use crate::client::{ClientInner, locks_scope};
+use crate::client::{ClientInner, locks_scope, not_in_runtime};
 use crate::status::{locks_error, locks_status};
 
 /// Whether a guard's lock is still safely held.
@@ -171,6 +171,9 @@ pub unsafe extern "C" fn locks_guard_release(
     fallible("locks_guard_release", err_out, |call| {
         // SAFETY: NULL or a live guard per the contract.
         let guard = unsafe { call.arg(guard, "guard") }?;
+        // Refused before the guard is taken, so that the lock stays held and
+        // the guard can still be released from a thread outside the runtime.
+        not_in_runtime()?;
         let Some(held) = guard.take() else {
             return Err(call.fail(
                 locks_status::AlreadyReleased,

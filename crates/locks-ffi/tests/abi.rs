@@ -1210,3 +1210,23 @@ fn cancel_handle_null_arguments() {
     }
     assert!(guard.is_null());
 }
+
+/// A release refused inside a tokio runtime leaves the lock held, so the
+/// guard can still be released from a plain thread.
+#[test]
+fn a_release_refused_inside_a_runtime_keeps_the_lock() {
+    let f = Fixture::new();
+    let g = lock_name(f.client(), LOCKS_SCOPE_PROCESS, "in-runtime", 0).unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let refused = runtime.block_on(async { g.release() });
+    assert_eq!(refused.unwrap_err().0, locks_status::Unsupported);
+    let other = std::thread::scope(|s| {
+        s.spawn(|| status_of(lock_name(f.client(), LOCKS_SCOPE_PROCESS, "in-runtime", 0)).0)
+            .join()
+            .unwrap()
+    });
+    assert_eq!(other, locks_status::WouldBlock, "still held");
+    g.release().expect("released from a plain thread");
+}
