@@ -222,6 +222,7 @@ use locks_core::{
 use tokio::sync::oneshot;
 
 mod cache;
+mod dir;
 mod sys;
 #[cfg(test)]
 mod tests;
@@ -981,11 +982,17 @@ impl Backend for FileBackend {
         }
     }
 
-    /// Removes every lock file directly in the directory that nobody holds.
+    /// Removes every lock file in the directory that nobody holds.
     ///
-    /// Only regular files at the top of the directory are considered
-    /// (symlinks, directories and anything else are left alone), so lock files
-    /// in the subdirectories of [`Layout::Tree`] are not cleaned. Each is opened without following symlinks and
+    /// Only regular files are considered (symlinks and anything else are
+    /// left alone). With [`Layout::Flat`] those are the files at the top of
+    /// the directory; with [`Layout::Tree`] also those in its subdirectories,
+    /// at any depth, except tooz's `groups` and `tmp` at the top, which hold
+    /// no locks. Directories themselves are never removed (a locker may be
+    /// about to create a file in one). The walk goes by directory
+    /// descriptors (`openat` with `O_NOFOLLOW`, `unlinkat`), so a
+    /// subdirectory swapped for a symlink meanwhile cannot lead it outside
+    /// the lock directory. Each file is opened without following symlinks and
     /// try-locked with every mechanism this platform has (OFD and `flock` on
     /// Linux), so a holder of either kind keeps its file. A file that is free
     /// is unlinked while this call still holds its lock, and only if the path
@@ -1008,8 +1015,16 @@ impl Backend for FileBackend {
         self.shared.cache.clear();
         let (tx, rx) = oneshot::channel();
         let dir = self.shared.dir.clone();
+        let layout = self.layout;
         run_blocking(move || {
-            let _ = tx.send(clean_dir(&dir));
+            let mut report = CleanReport::default();
+            let result = dir::Dir::open(&dir)
+                .and_then(|top| clean_dir(&top, layout, 0, &mut report))
+                .map(|()| {
+                    report.removed.sort();
+                    report
+                });
+            let _ = tx.send(result);
         })?;
         rx.await.unwrap_or_else(|_| {
             Err(Error::new(
@@ -1023,30 +1038,35 @@ impl Backend for FileBackend {
     }
 }
 
-fn clean_dir(dir: &Path) -> Result<CleanReport> {
-    let list_error = |e| {
-        Error::io(
-            format_args!("cannot list lock directory {}", dir.display()),
-            e,
-        )
-    };
-    let mut report = CleanReport::default();
-    for entry in std::fs::read_dir(dir).map_err(list_error)? {
-        let entry = entry.map_err(list_error)?;
-        let path = entry.path();
-        // `file_type` does not follow symlinks.
-        let file_type = entry
-            .file_type()
-            .map_err(|e| Error::io(format_args!("cannot stat {}", path.display()), e))?;
-        if !file_type.is_file() {
-            continue;
-        }
-        match sys::remove_if_unheld(&path, Mechanism::available())? {
-            sys::Cleaned::Removed => report.removed.push(path.display().to_string()),
-            sys::Cleaned::Busy => report.busy += 1,
-            sys::Cleaned::Gone => {}
+/// How deep [`clean`](FileBackend::clean) descends into a tree layout.
+const MAX_CLEAN_DEPTH: usize = 64;
+
+/// Cleans `dir`, which is `depth` levels below the lock directory, into `report`.
+fn clean_dir(dir: &dir::Dir, layout: Layout, depth: usize, report: &mut CleanReport) -> Result<()> {
+    for (name, kind) in dir.entries()? {
+        match kind {
+            dir::Kind::Directory if layout == Layout::Tree && depth < MAX_CLEAN_DEPTH => {
+                let tooz_data = depth == 0 && (name == "groups" || name == "tmp");
+                if tooz_data {
+                    continue;
+                }
+                // Entered without following a symlink: `None` if it was
+                // swapped for something else meanwhile.
+                if let Some(sub) = dir.subdir(&name)? {
+                    clean_dir(&sub, layout, depth + 1, report)?;
+                }
+            }
+            dir::Kind::File => match dir.remove_if_unheld(&name, Mechanism::available())? {
+                dir::Cleaned::Removed => {
+                    report
+                        .removed
+                        .push(dir.path().join(&name).display().to_string());
+                }
+                dir::Cleaned::Busy => report.busy += 1,
+                dir::Cleaned::Gone => {}
+            },
+            dir::Kind::Directory | dir::Kind::Other => {}
         }
     }
-    report.removed.sort();
-    Ok(report)
+    Ok(())
 }

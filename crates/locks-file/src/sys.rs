@@ -355,83 +355,6 @@ fn open_lock_file(path: &Path) -> Result<(OpenFile, Stat)> {
     Ok((open, stat))
 }
 
-/// Opens an existing lock file for [`locks_core::Backend::clean`]: never creates,
-/// never follows a symlink. `Ok(None)` if the path is gone or became a symlink.
-pub(crate) fn open_existing(path: &Path) -> Result<Option<File>> {
-    let opened = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path);
-    match opened {
-        Ok(file) => {
-            let meta = file.metadata().map_err(|e| {
-                Error::io(format_args!("cannot stat lock file {}", path.display()), e)
-            })?;
-            Ok(meta.file_type().is_file().then_some(file))
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound || is_symlink_refusal(&e) => Ok(None),
-        Err(e) => Err(open_error(path, e)),
-    }
-}
-
-/// What [`remove_if_unheld`] did with one file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cleaned {
-    /// Nobody held it; it was unlinked.
-    Removed,
-    /// Someone holds it (with one of the mechanisms); it stays.
-    Busy,
-    /// It disappeared, or the path no longer names a regular file; nothing done.
-    Gone,
-}
-
-/// Unlinks the lock file at `path` if nobody holds it with any of `mechanisms`.
-///
-/// The file is unlinked while this call holds its lock(s), and only if the
-/// path still names the locked inode.
-pub(crate) fn remove_if_unheld(path: &Path, mechanisms: &[Mechanism]) -> Result<Cleaned> {
-    let Some(file) = open_existing(path)? else {
-        return Ok(Cleaned::Gone);
-    };
-    let mut taken = Vec::with_capacity(mechanisms.len());
-    let mut outcome = Ok(Cleaned::Busy);
-    for &mechanism in mechanisms {
-        match try_lock(&file, mechanism) {
-            Ok(true) => taken.push(mechanism),
-            Ok(false) => break,
-            Err(e) => {
-                outcome = Err(lock_error(path, mechanism, false, e));
-                break;
-            }
-        }
-    }
-    if taken.len() == mechanisms.len() {
-        outcome = match names_same_file(&file, path) {
-            Ok(true) => match std::fs::remove_file(path) {
-                Ok(()) => Ok(Cleaned::Removed),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Cleaned::Gone),
-                Err(e) => Err(Error::io(
-                    format_args!(
-                        "cannot remove unheld lock file {}: this user needs write access to \
-                         the lock directory",
-                        path.display()
-                    ),
-                    e,
-                )),
-            },
-            Ok(false) => Ok(Cleaned::Gone),
-            Err(e) => Err(e),
-        };
-    }
-    for mechanism in taken {
-        // Best effort: closing the descriptor below releases the lock anyway.
-        let _ = unlock(&file, mechanism);
-    }
-    drop(file);
-    outcome
-}
-
 /// Tries to lock `file` without waiting. `Ok(false)` if someone else holds it.
 pub(crate) fn try_lock(file: &File, mechanism: Mechanism) -> io::Result<bool> {
     let result = match mechanism {
@@ -465,24 +388,6 @@ pub(crate) fn unlock(file: &File, mechanism: Mechanism) -> io::Result<()> {
         Mechanism::Ofd => ofd::set_lock(file, false, false),
         // Called through the trait: `File` has an inherent `unlock` since Rust 1.89.
         Mechanism::Flock => fs2::FileExt::unlock(file),
-    }
-}
-
-/// Whether `path`, without following symlinks, still names the inode `file` is open on.
-pub(crate) fn names_same_file(file: &File, path: &Path) -> Result<bool> {
-    let held = file.metadata().map_err(|e| {
-        Error::io(
-            format_args!("cannot fstat the lock file opened at {}", path.display()),
-            e,
-        )
-    })?;
-    match std::fs::symlink_metadata(path) {
-        Ok(now) => Ok(now.dev() == held.dev() && now.ino() == held.ino()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(Error::io(
-            format_args!("cannot stat lock file {}", path.display()),
-            e,
-        )),
     }
 }
 
@@ -536,7 +441,12 @@ fn open_error(path: &Path, err: io::Error) -> Error {
     }
 }
 
-fn lock_error(path: &Path, mechanism: Mechanism, blocking: bool, err: io::Error) -> Error {
+pub(crate) fn lock_error(
+    path: &Path,
+    mechanism: Mechanism,
+    blocking: bool,
+    err: io::Error,
+) -> Error {
     let call = match (mechanism, blocking) {
         (Mechanism::Ofd, true) => "fcntl(F_OFD_SETLKW, F_WRLCK)",
         (Mechanism::Ofd, false) => "fcntl(F_OFD_SETLK, F_WRLCK)",

@@ -1182,3 +1182,82 @@ fn the_multigrain_probe_leaves_nothing_behind() {
     assert!(descriptors_under(tmp.path()).is_empty());
     assert!(!sys::later_ctime_after_read(&tmp.path().join("missing")));
 }
+
+#[tokio::test]
+async fn clean_walks_the_tree_layout_but_not_tooz_data_or_symlinks() {
+    let tmp = temp_dir();
+    let dir = tmp.path().join("locks");
+    let backend = FileBackend::open(FileConfig {
+        layout: crate::Layout::Tree,
+        ..FileConfig::new(&dir)
+    })
+    .unwrap();
+    for n in ["top", "a/b/c", "a/d"] {
+        drop(
+            backend
+                .acquire(&req(&name(n), Wait::TryOnce))
+                .await
+                .unwrap(),
+        );
+    }
+    let held = backend
+        .acquire(&req(&name("a/d"), Wait::TryOnce))
+        .await
+        .unwrap();
+    // tooz keeps group membership under `groups/`: not locks.
+    std::fs::create_dir_all(dir.join("groups/g1")).unwrap();
+    std::fs::write(dir.join("groups/g1/member"), b"tooz").unwrap();
+    // A symlinked directory is not followed.
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("victim"), b"").unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("a/link")).unwrap();
+
+    let report = backend.clean().await.unwrap();
+    let expected: Vec<String> = ["a/b/c", "top"]
+        .iter()
+        .map(|f| dir.join(f).display().to_string())
+        .collect();
+    assert_eq!(report.removed, expected);
+    assert_eq!(report.busy, 1);
+    assert!(dir.join("a/d").is_file(), "held: kept");
+    assert!(dir.join("a/b").is_dir(), "directories stay");
+    assert!(dir.join("groups/g1/member").is_file());
+    assert!(outside.join("victim").is_file());
+    let err = backend
+        .acquire(&req(&name("a/d"), Wait::TryOnce))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "the holding survived");
+    held.release().await.unwrap();
+}
+
+/// A subdirectory swapped for a symlink after `clean` entered it does not
+/// lead the walk outside: what it opened is what it cleans.
+#[test]
+fn clean_works_inside_the_directories_it_opened() {
+    let tmp = temp_dir();
+    let dir = tmp.path().join("locks");
+    std::fs::create_dir_all(dir.join("a")).unwrap();
+    std::fs::write(dir.join("a/x"), b"").unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("x"), b"").unwrap();
+
+    let top = crate::dir::Dir::open(&dir).unwrap();
+    let sub = top.subdir(std::ffi::OsStr::new("a")).unwrap().unwrap();
+    // The swap: `a` now leads outside, the real one lives on as `a.moved`.
+    std::fs::rename(dir.join("a"), dir.join("a.moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("a")).unwrap();
+    let cleaned = sub
+        .remove_if_unheld(std::ffi::OsStr::new("x"), Mechanism::available())
+        .unwrap();
+    assert_eq!(cleaned, crate::dir::Cleaned::Removed);
+    assert!(outside.join("x").is_file(), "nothing outside was touched");
+    assert!(
+        !dir.join("a.moved/x").exists(),
+        "the opened directory was cleaned"
+    );
+    // Entering `a` now refuses the symlink.
+    assert!(top.subdir(std::ffi::OsStr::new("a")).unwrap().is_none());
+}

@@ -1,0 +1,288 @@
+//! Directories held open by descriptor, for [`clean`](crate::FileBackend::clean).
+//!
+//! Every name is looked up inside a directory the process already has open
+//! (`openat`, `fstatat`, `unlinkat`), never by a path from the top again. A
+//! subdirectory swapped for a symlink while `clean` walks the tree therefore
+//! cannot lead it outside the lock directory: a directory is entered with
+//! `O_NOFOLLOW`, and what it was when entered is what gets cleaned.
+
+use std::ffi::{CStr, CString, OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use locks_core::{Error, ErrorKind, Result};
+
+use crate::Mechanism;
+use crate::sys::{lock_error, try_lock, unlock};
+
+/// What [`Dir::remove_if_unheld`] did with one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cleaned {
+    /// Nobody held it; it was unlinked.
+    Removed,
+    /// Someone holds it (with one of the mechanisms); it stays.
+    Busy,
+    /// It disappeared, or the name no longer names a regular file; nothing done.
+    Gone,
+}
+
+/// What a directory entry is, not following symlinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Directory,
+    File,
+    /// A symlink, a socket, anything else: left alone.
+    Other,
+}
+
+/// An open directory and the path it was opened by (for messages only).
+#[derive(Debug)]
+pub(crate) struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Dir {
+    /// Opens the lock directory itself (following a symlink there: the
+    /// configured directory is trusted).
+    pub(crate) fn open(path: &Path) -> Result<Dir> {
+        let c_path = c_string(path.as_os_str(), path)?;
+        // SAFETY: a valid NUL-terminated path and plain flags.
+        let fd = unsafe {
+            libc::open(
+                c_path.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        let fd = owned(fd).map_err(|e| {
+            Error::io(
+                format_args!("cannot open lock directory {}", path.display()),
+                e,
+            )
+        })?;
+        Ok(Dir {
+            fd,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The path this directory was opened by.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The subdirectory `name`, entered without following a symlink;
+    /// `Ok(None)` if it is gone or is no longer a directory.
+    pub(crate) fn subdir(&self, name: &OsStr) -> Result<Option<Dir>> {
+        let path = self.path.join(name);
+        let c_name = c_string(name, &path)?;
+        // SAFETY: our open directory, a valid NUL-terminated name, plain flags.
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c_name.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        match owned(fd) {
+            Ok(fd) => Ok(Some(Dir { fd, path })),
+            Err(e) if is_gone_or_swapped(&e) => Ok(None),
+            Err(e) => Err(Error::io(
+                format_args!("cannot open lock subdirectory {}", path.display()),
+                e,
+            )),
+        }
+    }
+
+    /// The names in this directory (without `.` and `..`) and what each is.
+    pub(crate) fn entries(&self) -> Result<Vec<(OsString, Kind)>> {
+        let list_error = |e| {
+            Error::io(
+                format_args!("cannot list lock directory {}", self.path.display()),
+                e,
+            )
+        };
+        // `fdopendir` takes its descriptor over: give it a duplicate.
+        // SAFETY: duplicating our open descriptor.
+        let dup = owned(unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })
+            .map_err(list_error)?;
+        // SAFETY: `dup` is an open directory descriptor, now owned by the stream.
+        let stream = unsafe { libc::fdopendir(dup.as_raw_fd()) };
+        if stream.is_null() {
+            return Err(list_error(io::Error::last_os_error()));
+        }
+        std::mem::forget(dup);
+        // SAFETY: the stream is open; rewinding makes the listing complete
+        // even though the duplicate shares its offset with `self.fd`.
+        unsafe { libc::rewinddir(stream) };
+        let mut names = Vec::new();
+        loop {
+            // SAFETY: the stream is open until `closedir` below; the entry
+            // is read before the next call.
+            let entry = unsafe { libc::readdir(stream) };
+            if entry.is_null() {
+                break;
+            }
+            // SAFETY: `d_name` is a NUL-terminated name inside the entry.
+            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+            let bytes = name.to_bytes();
+            if bytes != b"." && bytes != b".." {
+                names.push(OsString::from_vec(bytes.to_vec()));
+            }
+        }
+        // SAFETY: closes the stream (and its descriptor) once.
+        unsafe { libc::closedir(stream) };
+        let mut entries = Vec::with_capacity(names.len());
+        for name in names {
+            let kind = match self.stat(&name)? {
+                None => continue,
+                Some(stat) => match stat.st_mode & libc::S_IFMT {
+                    libc::S_IFDIR => Kind::Directory,
+                    libc::S_IFREG => Kind::File,
+                    _ => Kind::Other,
+                },
+            };
+            entries.push((name, kind));
+        }
+        Ok(entries)
+    }
+
+    /// `fstatat` of `name`, not following a symlink; `None` if it is gone.
+    fn stat(&self, name: &OsStr) -> Result<Option<libc::stat>> {
+        let path = self.path.join(name);
+        let c_name = c_string(name, &path)?;
+        // SAFETY: all-zero bytes are a valid `stat`; it is written by the call.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: our open directory, a valid name, a writable `stat`.
+        let rc = unsafe {
+            libc::fstatat(
+                self.fd.as_raw_fd(),
+                c_name.as_ptr(),
+                &mut stat,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc == 0 {
+            return Ok(Some(stat));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::NotFound {
+            Ok(None)
+        } else {
+            Err(Error::io(format_args!("cannot stat {}", path.display()), e))
+        }
+    }
+
+    /// Unlinks the lock file `name` of this directory if nobody holds it
+    /// with any of `mechanisms`: it is opened without following a symlink,
+    /// locked, checked to still be what `name` names here, and unlinked
+    /// while the lock is held.
+    pub(crate) fn remove_if_unheld(
+        &self,
+        name: &OsStr,
+        mechanisms: &[Mechanism],
+    ) -> Result<Cleaned> {
+        let path = self.path.join(name);
+        let c_name = c_string(name, &path)?;
+        // SAFETY: our open directory, a valid name, plain flags (no O_CREAT).
+        let fd = unsafe {
+            libc::openat(
+                self.fd.as_raw_fd(),
+                c_name.as_ptr(),
+                libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            )
+        };
+        let file = match owned(fd) {
+            Ok(fd) => File::from(fd),
+            Err(e) if is_gone_or_swapped(&e) => return Ok(Cleaned::Gone),
+            Err(e) => {
+                return Err(Error::io(
+                    format_args!("cannot open lock file {} to clean it", path.display()),
+                    e,
+                ));
+            }
+        };
+        let held = file
+            .metadata()
+            .map_err(|e| Error::io(format_args!("cannot stat lock file {}", path.display()), e))?;
+        if !held.file_type().is_file() {
+            return Ok(Cleaned::Gone);
+        }
+        let mut taken = Vec::with_capacity(mechanisms.len());
+        let mut outcome = Ok(Cleaned::Busy);
+        for &mechanism in mechanisms {
+            match try_lock(&file, mechanism) {
+                Ok(true) => taken.push(mechanism),
+                Ok(false) => break,
+                Err(e) => {
+                    outcome = Err(lock_error(&path, mechanism, false, e));
+                    break;
+                }
+            }
+        }
+        if taken.len() == mechanisms.len() {
+            outcome = match self.stat(name) {
+                Ok(Some(now)) if now.st_dev == held.dev() && now.st_ino == held.ino() => {
+                    self.unlink(name, &path)
+                }
+                Ok(_) => Ok(Cleaned::Gone),
+                Err(e) => Err(e),
+            };
+        }
+        for mechanism in taken {
+            // Best effort: closing the descriptor below releases the lock anyway.
+            let _ = unlock(&file, mechanism);
+        }
+        outcome
+    }
+
+    fn unlink(&self, name: &OsStr, path: &Path) -> Result<Cleaned> {
+        let c_name = c_string(name, path)?;
+        // SAFETY: our open directory and a valid name.
+        let rc = unsafe { libc::unlinkat(self.fd.as_raw_fd(), c_name.as_ptr(), 0) };
+        if rc == 0 {
+            return Ok(Cleaned::Removed);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::NotFound {
+            return Ok(Cleaned::Gone);
+        }
+        Err(Error::io(
+            format_args!(
+                "cannot remove unheld lock file {}: this user needs write access to its directory",
+                path.display()
+            ),
+            e,
+        ))
+    }
+}
+
+/// A descriptor returned by a system call, or its error.
+fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor from a successful call, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `ENOENT`, or `O_NOFOLLOW` / `O_DIRECTORY` refusing what is there now.
+fn is_gone_or_swapped(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+        || matches!(e.raw_os_error(), Some(code) if code == libc::ELOOP || code == libc::ENOTDIR)
+        || cfg!(any(target_os = "freebsd", target_os = "dragonfly"))
+            && e.raw_os_error() == Some(libc::EMLINK)
+}
+
+fn c_string(name: &OsStr, path: &Path) -> Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| {
+        Error::new(
+            ErrorKind::Io,
+            format!("path {} contains a NUL byte", path.display()),
+        )
+    })
+}
