@@ -193,7 +193,8 @@ impl Dir {
             libc::openat(
                 self.fd.as_raw_fd(),
                 c_name.as_ptr(),
-                libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                // O_NONBLOCK: a FIFO swapped in meanwhile must not block the open.
+                libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
             )
         };
         let file = match owned(fd) {
@@ -226,9 +227,7 @@ impl Dir {
         }
         if taken.len() == mechanisms.len() {
             outcome = match self.stat(name) {
-                Ok(Some(now)) if now.st_dev == held.dev() && now.st_ino == held.ino() => {
-                    self.unlink(name, &path)
-                }
+                Ok(Some(now)) if same_inode(&now, &held) => self.unlink(name, &path),
                 Ok(_) => Ok(Cleaned::Gone),
                 Err(e) => Err(e),
             };
@@ -270,10 +269,22 @@ fn owned(fd: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// `ENOENT`, or `O_NOFOLLOW` / `O_DIRECTORY` refusing what is there now.
+/// Whether `stat` and `meta` describe the same file.
+// The widths of `st_dev` and `st_ino` differ between platforms.
+#[allow(clippy::unnecessary_cast)]
+fn same_inode(stat: &libc::stat, meta: &std::fs::Metadata) -> bool {
+    stat.st_dev as u64 == meta.dev() && stat.st_ino as u64 == meta.ino()
+}
+
+/// `ENOENT`, or the open refusing what is there now (a symlink with
+/// `O_NOFOLLOW`, a non-directory with `O_DIRECTORY`, a directory for
+/// writing).
 fn is_gone_or_swapped(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
-        || matches!(e.raw_os_error(), Some(code) if code == libc::ELOOP || code == libc::ENOTDIR)
+        || matches!(
+            e.raw_os_error(),
+            Some(code) if code == libc::ELOOP || code == libc::ENOTDIR || code == libc::EISDIR
+        )
         || cfg!(any(target_os = "freebsd", target_os = "dragonfly"))
             && e.raw_os_error() == Some(libc::EMLINK)
 }
