@@ -17,12 +17,15 @@
 //! sign that the servers are installed), and fail instead of skipping under
 //! `CI=true`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod common;
+
+use common::{Running, locks, output};
 
 // ---------------------------------------------------------------- helpers
 
@@ -78,25 +81,9 @@ impl Env {
     }
 }
 
-fn locks(config: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_locks"));
-    cmd.env_remove("LOCKS_CONFIG").arg("--config").arg(config);
-    cmd
-}
-
-fn output(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.output().expect("run locks");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// A `locks check-worker --announce` holding the lock once, for `hold`.
 struct Holder {
-    child: Child,
-    lines: mpsc::Receiver<String>,
+    run: Running,
     token: u64,
     pid: u32,
     enter: u64,
@@ -104,30 +91,15 @@ struct Holder {
 
 impl Holder {
     fn start(config: &Path, scope: &str, name: &str, hold: Duration, log: &Path) -> Holder {
-        let mut child = locks(config)
-            .args(["check-worker", "--announce", "--iterations", "1"])
+        let mut cmd = locks(config);
+        cmd.args(["check-worker", "--announce", "--iterations", "1"])
             .args(["--scope", scope, "--name", name, "--timeout", "30s"])
             .arg("--hold-us")
             .arg(hold.as_micros().to_string())
             .arg("--log")
-            .arg(log)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the holder");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+            .arg(log);
         let mut holder = Holder {
-            child,
-            lines,
+            run: Running::start(cmd),
             token: 0,
             pid: 0,
             enter: 0,
@@ -145,32 +117,24 @@ impl Holder {
     }
 
     fn expect_line(&self, prefix: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("the holder printed no {prefix:?} line within {limit:?}: {e}"),
-            }
-        }
+        self.run.expect_line_within(prefix, limit)
     }
 
     /// SIGKILL; returns the monotonic time read just before the signal, a
     /// lower bound of the moment the holder died.
     fn kill9(&mut self) -> u64 {
         let at = monotonic_ns();
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits");
+        let pid = libc::pid_t::try_from(self.run.child.id()).expect("pid fits");
         // SAFETY: plain kill(2) on our own child process.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
-        self.child.wait().expect("wait for the killed holder");
+        self.run.child.wait().expect("wait for the killed holder");
         at
     }
 
     fn wait(&mut self, limit: Duration) -> i32 {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.run.child.try_wait().expect("try_wait") {
                 return status.code().unwrap_or(-1);
             }
             assert!(
@@ -179,13 +143,6 @@ impl Holder {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -42,13 +42,19 @@ impl Running {
     }
 
     pub fn expect_line(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.expect_line_within(prefix, Duration::from_secs(20))
+    }
+
+    /// The next stdout line starting with `prefix`, skipping others; panics
+    /// if none comes within `limit`.
+    pub fn expect_line_within(&self, prefix: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) if line.starts_with(prefix) => return line,
                 Ok(_) => continue,
-                Err(e) => panic!("no line starting with {prefix:?} within 20 s: {e}"),
+                Err(e) => panic!("no line starting with {prefix:?} within {limit:?}: {e}"),
             }
         }
     }
