@@ -873,19 +873,20 @@ async fn waiter_retries_on_an_unlinked_file_flock() {
     waiter_retries_on_an_unlinked_file(Mechanism::Flock).await;
 }
 
+/// Takes and releases each of `names` once, leaving their lock files behind.
+async fn create_lock_files(backend: &FileBackend, names: &[&str]) {
+    for n in names {
+        let guard = backend.acquire(&req(&name(n), Wait::TryOnce)).await;
+        guard.unwrap().release().await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clean_removes_only_unheld_lock_files() {
     let tmp = temp_dir();
     let dir = tmp.path().join("locks");
     let backend = open(&dir, Mechanism::default());
-    for n in ["a", "b", "c"] {
-        drop(
-            backend
-                .acquire(&req(&name(n), Wait::TryOnce))
-                .await
-                .unwrap(),
-        );
-    }
+    create_lock_files(&backend, &["a", "b", "c"]).await;
     let held = backend
         .acquire(&req(&name("b"), Wait::TryOnce))
         .await
@@ -1192,14 +1193,7 @@ async fn clean_walks_the_tree_layout_but_not_tooz_data_or_symlinks() {
         ..FileConfig::new(&dir)
     })
     .unwrap();
-    for n in ["top", "a/b/c", "a/d"] {
-        drop(
-            backend
-                .acquire(&req(&name(n), Wait::TryOnce))
-                .await
-                .unwrap(),
-        );
-    }
+    create_lock_files(&backend, &["top", "a/b/c", "a/d"]).await;
     let held = backend
         .acquire(&req(&name("a/d"), Wait::TryOnce))
         .await
