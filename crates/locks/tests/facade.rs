@@ -448,9 +448,44 @@ fn blocking_re_entry_on_the_memory_scope_is_per_thread() {
         .unwrap()
     });
     assert_eq!(from_other_thread, ErrorKind::WouldBlock);
+    let waited_elsewhere = std::thread::scope(|s| {
+        s.spawn(|| {
+            locks
+                .lock_name(
+                    Scope::Process,
+                    "m",
+                    Wait::Timeout(Duration::from_millis(20)),
+                )
+                .map(drop)
+                .unwrap_err()
+                .kind()
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(waited_elsewhere, ErrorKind::Timeout);
     locks.release(guard).unwrap();
     let again = locks.lock_name(Scope::Process, "m", Wait::TryOnce).unwrap();
     locks.release(again).unwrap();
+    let next = std::thread::scope(|s| {
+        s.spawn(|| locks.lock_name(Scope::Process, "m", Wait::TryOnce))
+            .join()
+            .unwrap()
+    });
+    locks.release(next.expect("free after release")).unwrap();
+
+    // The runtime-free fast path is refused inside a runtime like the rest.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let inside = runtime.block_on(async {
+        locks
+            .lock_name(Scope::Process, "m2", Wait::TryOnce)
+            .map(drop)
+            .unwrap_err()
+            .kind()
+    });
+    assert_eq!(inside, ErrorKind::Unsupported);
 }
 
 #[test]
@@ -476,53 +511,4 @@ fn dropping_the_blocking_client_does_not_wait_for_an_abandoned_file_waiter() {
         started.elapsed()
     );
     holder.release(guard).unwrap();
-}
-
-/// The blocking client takes a free memory lock and releases it without
-/// entering its runtime; re-entry, contention and the in-runtime refusal
-/// behave as on the other scopes.
-#[test]
-fn blocking_client_memory_fast_path_keeps_the_rules() {
-    let dir = tempfile::tempdir().unwrap();
-    let locks = BlockingLocks::open(config_in(dir.path(), "")).unwrap();
-    let guard = locks
-        .lock_name(Scope::Process, "vol-1", Wait::Forever)
-        .unwrap();
-    let again = locks.lock_name(Scope::Process, "vol-1", Wait::TryOnce);
-    assert_eq!(again.unwrap_err().kind(), ErrorKind::WouldDeadlock);
-    let other_thread = std::thread::scope(|s| {
-        s.spawn(|| {
-            locks
-                .lock_name(
-                    Scope::Process,
-                    "vol-1",
-                    Wait::Timeout(Duration::from_millis(20)),
-                )
-                .map(drop)
-                .unwrap_err()
-                .kind()
-        })
-        .join()
-        .unwrap()
-    });
-    assert_eq!(other_thread, ErrorKind::Timeout);
-    locks.release(guard).unwrap();
-    let next = std::thread::scope(|s| {
-        s.spawn(|| locks.lock_name(Scope::Process, "vol-1", Wait::TryOnce))
-            .join()
-            .unwrap()
-    });
-    locks.release(next.expect("free after release")).unwrap();
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let inside = runtime.block_on(async {
-        locks
-            .lock_name(Scope::Process, "vol-2", Wait::TryOnce)
-            .map(drop)
-            .unwrap_err()
-            .kind()
-    });
-    assert_eq!(inside, ErrorKind::Unsupported);
 }
