@@ -74,7 +74,6 @@ impl BlockingLocks {
     /// # Errors
     /// As [`Locks::lock_with`].
     pub fn lock_with(&self, id: &str, params: &Params, wait: Wait) -> Result<LockGuard> {
-        not_in_runtime()?;
         let request = self.locks.request(id, params)?.wait(wait);
         self.acquire(request)
     }
@@ -92,7 +91,6 @@ impl BlockingLocks {
     /// # Errors
     /// As [`Locks::lock_name`].
     pub fn lock_name(&self, scope: Scope, name: &str, wait: Wait) -> Result<LockGuard> {
-        not_in_runtime()?;
         let request = self.locks.raw_request(scope, name)?.wait(wait);
         self.acquire(request)
     }
@@ -106,7 +104,7 @@ impl BlockingLocks {
         if let Some(guard) = self.locks.acquire_if_free(&request) {
             return Ok(guard);
         }
-        self.run(self.locks.acquire(request))
+        self.runtime().block_on(self.locks.acquire(request))
     }
 
     /// [`Locks::lock_many`], blocking.
@@ -125,7 +123,7 @@ impl BlockingLocks {
         not_in_runtime()?;
         match guard.release_now() {
             Ok(released) => released,
-            Err(guard) => self.run(guard.release()),
+            Err(guard) => self.runtime().block_on(guard.release()),
         }
     }
 
