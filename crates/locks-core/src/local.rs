@@ -4,18 +4,22 @@
 //! Backends put it in front of their mechanism so that two tasks of one
 //! process asking for one name take turns in the order they asked, and the
 //! process has at most one contender (lock file descriptor, etcd key,
-//! ZooKeeper node) per name. The memory backend is nothing else. Entries exist
-//! only while somebody holds or waits for their key, so any number of
-//! distinct names can pass through without memory growing.
+//! ZooKeeper node) per name. The memory backend is nothing else. Any number
+//! of distinct names can pass through without memory growing: a shard keeps
+//! at most as many idle entries as it has busy ones (or a few dozen), see below.
 //!
 //! # How it works
 //! The table is split in `SHARDS` (16) shards, each a [`std::sync::Mutex`] around
 //! a hash table (foldhash, randomly seeded) of *slots*. A slot is the mutex of
 //! one key: the key (stored once), the ticket that owns the turn, and the
 //! queue of waiting tickets. Taking a free key is one critical section that
-//! inserts a slot; ending the turn is one that hands the slot to the first
-//! waiter or removes it. There is no per-key allocation besides the slot in
-//! the table (and the waiter queue, only under contention).
+//! finds (or inserts) its slot and marks it owned; ending the turn is one that
+//! hands the slot to the first waiter or marks it idle. Idle slots stay, so a
+//! key used again and again costs no insertion, removal or key copy; once a
+//! shard has more idle slots than `max(IDLE_KEPT, busy slots)`, it drops all
+//! of them at once, which keeps the amortized cost per turn constant and the
+//! table within twice what is in use. There is no per-key allocation besides
+//! the slot in the table (and the waiter queue, only under contention).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -30,7 +34,15 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
 use crate::HolderId;
+#[cfg(test)]
+use crate::shard::SHARDS;
 use crate::shard::Sharded;
+
+/// The `owner` of an idle slot: nobody holds or waits for its key.
+const IDLE: u64 = u64::MAX;
+
+/// Idle slots a shard may keep however few are busy.
+const IDLE_KEPT: usize = 32;
 
 /// The mutex of one key.
 struct Slot<K> {
@@ -40,7 +52,7 @@ struct Slot<K> {
     /// went away gets a new slot with a new id.
     id: u64,
     /// The ticket that owns the turn: the holder, or the first waiter, handed
-    /// the turn and not yet polled.
+    /// the turn and not yet polled; [`IDLE`] when nobody does.
     owner: u64,
     /// The task (or thread) that asked for the owning ticket.
     holder: HolderId,
@@ -56,33 +68,47 @@ struct Waiter {
 
 struct ShardState<K> {
     slots: HashTable<Slot<K>>,
-    /// The next ticket (and slot id): unique within the shard.
+    /// The next ticket (and slot id): unique within the shard, and growing,
+    /// so the tickets that own one key's turns grow too.
     next_ticket: u64,
+    /// How many slots are idle.
+    idle: usize,
 }
 
 type Shared<K> = Sharded<ShardState<K>>;
 
 impl<K> ShardState<K> {
-    /// Ends the turn of slot `id`: hands it to the first waiter, or removes
-    /// the slot. Returns what to wake and drop once the shard is unlocked.
-    fn pass_on(&mut self, hash: u64, id: u64) -> (Option<Waker>, Option<Slot<K>>) {
-        match self.slots.find_entry(hash, |s| s.id == id) {
-            Ok(mut entry) => {
-                let slot = entry.get_mut();
-                match slot.waiters.pop_front() {
-                    Some(next) => {
-                        slot.owner = next.ticket;
-                        slot.holder = next.holder;
-                        (next.waker, None)
-                    }
-                    None => (None, Some(entry.remove().0)),
-                }
-            }
-            Err(_) => {
-                debug_assert!(false, "a live turn's slot is in the table");
-                (None, None)
-            }
+    fn empty() -> Self {
+        ShardState {
+            slots: HashTable::new(),
+            // Starts at 1: a ticket is also a fencing token, where 0 means none.
+            next_ticket: 1,
+            idle: 0,
         }
+    }
+
+    /// Ends the turn of slot `id`: hands it to the first waiter, or makes the
+    /// slot idle. Returns what to wake, and the slots to drop once the shard
+    /// is unlocked (when there were too many idle ones).
+    fn pass_on(&mut self, hash: u64, id: u64) -> (Option<Waker>, Vec<Slot<K>>) {
+        let Some(slot) = self.slots.find_mut(hash, |s| s.id == id) else {
+            debug_assert!(false, "a live turn's slot is in the table");
+            return (None, Vec::new());
+        };
+        if let Some(next) = slot.waiters.pop_front() {
+            slot.owner = next.ticket;
+            slot.holder = next.holder;
+            return (next.waker, Vec::new());
+        }
+        slot.owner = IDLE;
+        self.idle += 1;
+        let busy = self.slots.len() - self.idle;
+        if self.idle <= IDLE_KEPT.max(busy) {
+            return (None, Vec::new());
+        }
+        self.idle = 0;
+        let gone = self.slots.extract_if(|s| s.owner == IDLE).collect();
+        (None, gone)
     }
 }
 
@@ -112,17 +138,14 @@ impl<K> Clone for LocalLocks<K> {
 impl<K> Default for LocalLocks<K> {
     fn default() -> Self {
         LocalLocks {
-            shared: Arc::new(Sharded::new(|| ShardState {
-                slots: HashTable::new(),
-                next_ticket: 0,
-            })),
+            shared: Arc::new(Sharded::new(ShardState::empty)),
         }
     }
 }
 
 impl<K> fmt::Debug for LocalLocks<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let active: usize = self.shared.each().map(|s| s.slots.len()).sum();
+        let active: usize = self.shared.each().map(|s| s.slots.len() - s.idle).sum();
         f.debug_struct("LocalLocks")
             .field("active", &active)
             .finish()
@@ -177,11 +200,11 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
 
     /// How many keys are held or waited for right now (for leak checks).
     pub fn len(&self) -> usize {
-        self.shared.each().map(|s| s.slots.len()).sum()
+        self.shared.each().map(|s| s.slots.len() - s.idle).sum()
     }
 
-    /// How many keys the table has room for without growing (for tests that
-    /// memory stays flat).
+    /// How many keys the table has room for without growing, idle slots
+    /// included (for tests that memory stays flat).
     #[doc(hidden)]
     pub fn capacity(&self) -> usize {
         self.shared.each().map(|s| s.slots.capacity()).sum()
@@ -202,30 +225,48 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
         shard
             .slots
             .find(hash, |s| s.hash == hash && s.key == *key)
-            .is_some_and(|s| s.holder == holder)
+            .is_some_and(|s| s.owner != IDLE && s.holder == holder)
     }
 
     /// Takes the turn if the key is free; otherwise queues (when `queue`) or
     /// gives up (`None`).
     fn enter(&self, key: &K, hash: u64, queue: bool) -> Option<Entered<K>> {
         let mut shard = self.shared.lock(hash);
-        let ShardState { slots, next_ticket } = &mut *shard;
+        let ShardState {
+            slots,
+            next_ticket,
+            idle,
+        } = &mut *shard;
         let ticket = *next_ticket;
         let holder = HolderId::current();
+        let turn = |id| LocalTurn {
+            shared: Arc::clone(&self.shared),
+            hash,
+            id,
+            ticket,
+            _key: PhantomData,
+        };
         let entered = match slots.entry(hash, |s| s.hash == hash && s.key == *key, |s| s.hash) {
             Entry::Occupied(mut entry) => {
-                if !queue {
-                    return None;
-                }
                 let slot = entry.get_mut();
-                slot.waiters.push_back(Waiter {
-                    ticket,
-                    holder,
-                    waker: None,
-                });
-                Entered::Queued {
-                    slot: slot.id,
-                    ticket,
+                if slot.owner == IDLE {
+                    slot.owner = ticket;
+                    slot.holder = holder;
+                    *idle -= 1;
+                    Entered::Turn(turn(slot.id))
+                } else {
+                    if !queue {
+                        return None;
+                    }
+                    slot.waiters.push_back(Waiter {
+                        ticket,
+                        holder,
+                        waker: None,
+                    });
+                    Entered::Queued {
+                        slot: slot.id,
+                        ticket,
+                    }
                 }
             }
             Entry::Vacant(entry) => {
@@ -237,12 +278,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
                     holder,
                     waiters: VecDeque::new(),
                 });
-                Entered::Turn(LocalTurn {
-                    shared: Arc::clone(&self.shared),
-                    hash,
-                    id: ticket,
-                    _key: PhantomData,
-                })
+                Entered::Turn(turn(ticket))
             }
         };
         *next_ticket = ticket + 1;
@@ -277,6 +313,7 @@ impl<K> Future for Waiting<'_, K> {
                 shared: Arc::clone(this.shared),
                 hash: this.hash,
                 id: this.slot,
+                ticket: this.ticket,
                 _key: PhantomData,
             });
         }
@@ -326,7 +363,17 @@ pub struct LocalTurn<K> {
     hash: u64,
     /// The slot this turn owns.
     id: u64,
+    /// The ticket that was handed the turn.
+    ticket: u64,
     _key: PhantomData<fn() -> K>,
+}
+
+impl<K> LocalTurn<K> {
+    /// A number that grows with every turn on this key (and is never 0): a
+    /// fencing token for a lock that is nothing but this turn.
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
 }
 
 impl<K> Drop for LocalTurn<K> {
@@ -379,6 +426,50 @@ mod tests {
             w.await.unwrap();
         }
         assert_eq!(*order.lock().unwrap(), [0, 1, 2]);
+        assert!(locks.is_empty());
+    }
+
+    #[test]
+    fn idle_slots_are_reused_and_bounded_and_tickets_grow() {
+        let locks = LocalLocks::<u32>::new();
+        let mut last = 0;
+        for _ in 0..3 {
+            let turn = locks.try_lock(&1).expect("free");
+            assert!(turn.ticket() > last, "tickets grow on one key");
+            last = turn.ticket();
+            assert!(locks.held_by(&1, HolderId::current()));
+            drop(turn);
+            assert!(
+                !locks.held_by(&1, HolderId::current()),
+                "idle: nobody holds it"
+            );
+            assert!(locks.is_empty(), "an idle slot is not counted");
+        }
+        // Many distinct keys, each used once: the idle slots are dropped in
+        // bulk, so the table stays within its allowance.
+        for key in 0..100_000 {
+            drop(locks.try_lock(&key).expect("free"));
+        }
+        assert!(locks.is_empty());
+        let idle: usize = locks.shared.each().map(|s| s.idle).sum();
+        let slots: usize = locks.shared.each().map(|s| s.slots.len()).sum();
+        assert_eq!(idle, slots, "every slot left is idle");
+        assert!(slots <= SHARDS * (IDLE_KEPT + 1), "{slots} idle slots kept");
+        // Busy slots raise the allowance: 1 000 held keys let as many idle
+        // ones stay, but never more.
+        let held: Vec<_> = (0..1_000)
+            .map(|k| locks.try_lock(&(k + 1_000_000)).unwrap())
+            .collect();
+        for key in 0..100_000 {
+            drop(locks.try_lock(&key).expect("free"));
+        }
+        let slots: usize = locks.shared.each().map(|s| s.slots.len()).sum();
+        assert!(
+            slots <= 2 * 1_000 + SHARDS * (IDLE_KEPT + 1),
+            "{slots} slots"
+        );
+        assert_eq!(locks.len(), 1_000);
+        drop(held);
         assert!(locks.is_empty());
     }
 

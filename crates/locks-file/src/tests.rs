@@ -1010,7 +1010,9 @@ async fn a_hundred_thousand_names_leave_the_table_empty() {
         guard.release().await.unwrap();
     }
     assert_eq!(backend.active_names(), 0);
-    assert!(backend.table.capacity() < 64, "the table never grew");
+    // 16 shards, each keeping a few dozen idle slots at most (room for 112).
+    let capacity = backend.table.capacity();
+    assert!(capacity <= 16 * 112, "the table stayed small: {capacity}");
     // The cache stays within its bound, in entries, memory and descriptors.
     let bound = backend.shared.cache.capacity();
     assert!(bound > 0, "a local file system: the cache is on");
