@@ -87,11 +87,11 @@ impl<K> ShardState<K> {
         }
     }
 
-    /// Ends the turn of slot `id`: hands it to the first waiter, or makes the
-    /// slot idle. Returns what to wake, and the slots to drop once the shard
-    /// is unlocked (when there were too many idle ones).
-    fn pass_on(&mut self, hash: u64, id: u64) -> (Option<Waker>, Vec<Slot<K>>) {
-        let Some(slot) = self.slots.find_mut(hash, |s| s.id == id) else {
+    /// Ends the turn of `ticket` (the slot it owns): hands it to the first
+    /// waiter, or makes the slot idle. Returns what to wake, and the slots to
+    /// drop once the shard is unlocked (when there were too many idle ones).
+    fn pass_on(&mut self, hash: u64, ticket: u64) -> (Option<Waker>, Vec<Slot<K>>) {
+        let Some(slot) = self.slots.find_mut(hash, |s| s.owner == ticket) else {
             debug_assert!(false, "a live turn's slot is in the table");
             return (None, Vec::new());
         };
@@ -239,10 +239,9 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
         } = &mut *shard;
         let ticket = *next_ticket;
         let holder = HolderId::current();
-        let turn = |id| LocalTurn {
+        let turn = || LocalTurn {
             shared: Arc::clone(&self.shared),
             hash,
-            id,
             ticket,
             _key: PhantomData,
         };
@@ -253,7 +252,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
                     slot.owner = ticket;
                     slot.holder = holder;
                     *idle -= 1;
-                    Entered::Turn(turn(slot.id))
+                    Entered::Turn(turn())
                 } else {
                     if !queue {
                         return None;
@@ -278,7 +277,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
                     holder,
                     waiters: VecDeque::new(),
                 });
-                Entered::Turn(turn(ticket))
+                Entered::Turn(turn())
             }
         };
         *next_ticket = ticket + 1;
@@ -312,7 +311,6 @@ impl<K> Future for Waiting<'_, K> {
             return Poll::Ready(LocalTurn {
                 shared: Arc::clone(this.shared),
                 hash: this.hash,
-                id: this.slot,
                 ticket: this.ticket,
                 _key: PhantomData,
             });
@@ -343,7 +341,7 @@ impl<K> Drop for Waiting<'_, K> {
         };
         if slot.owner == self.ticket {
             // Handed the turn but dropped before taking it: pass it on.
-            let (waker, gone) = shard.pass_on(self.hash, self.slot);
+            let (waker, gone) = shard.pass_on(self.hash, self.ticket);
             drop(shard);
             drop(gone);
             if let Some(waker) = waker {
@@ -361,9 +359,8 @@ impl<K> Drop for Waiting<'_, K> {
 pub struct LocalTurn<K> {
     shared: Arc<Shared<K>>,
     hash: u64,
-    /// The slot this turn owns.
-    id: u64,
-    /// The ticket that was handed the turn.
+    /// The ticket that was handed the turn: it identifies the slot, whose
+    /// `owner` it is until the turn ends.
     ticket: u64,
     _key: PhantomData<fn() -> K>,
 }
@@ -379,7 +376,7 @@ impl<K> LocalTurn<K> {
 impl<K> Drop for LocalTurn<K> {
     fn drop(&mut self) {
         let mut shard = self.shared.lock(self.hash);
-        let (waker, gone) = shard.pass_on(self.hash, self.id);
+        let (waker, gone) = shard.pass_on(self.hash, self.ticket);
         drop(shard);
         drop(gone);
         if let Some(waker) = waker {
@@ -392,7 +389,7 @@ impl<K: fmt::Debug> fmt::Debug for LocalTurn<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let shard = self.shared.lock(self.hash);
         let mut d = f.debug_struct("LocalTurn");
-        if let Some(slot) = shard.slots.find(self.hash, |s| s.id == self.id) {
+        if let Some(slot) = shard.slots.find(self.hash, |s| s.owner == self.ticket) {
             d.field("key", &slot.key)
                 .field("waiters", &slot.waiters.len());
         }
