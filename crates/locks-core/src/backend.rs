@@ -348,6 +348,12 @@ impl LockGuard {
         }
     }
 
+    /// Whether the lock is nothing but an in-process turn (memory backend):
+    /// it cannot be lost, and [`release_now`](Self::release_now) always ends it.
+    pub fn is_local(&self) -> bool {
+        matches!(self.held, Some(Held::Local { .. }))
+    }
+
     /// A receiver of state changes, for `select!` loops.
     pub fn watch_state(&self) -> watch::Receiver<LockState> {
         match &self.state {
@@ -392,7 +398,7 @@ impl LockGuard {
     /// # Errors
     /// The inner result: as [`release`](Self::release).
     pub fn release_now(mut self) -> std::result::Result<Result<()>, LockGuard> {
-        if !matches!(self.held, Some(Held::Local { .. })) {
+        if !self.is_local() {
             return Err(self);
         }
         match self.start_release() {

@@ -468,7 +468,7 @@ unsafe fn read_params(
 
 /// Hands a new guard to C.
 fn hand_out_guard(client: &Arc<ClientInner>, guard: LockGuard, guard_out: *mut *mut locks_guard) {
-    let guard = Box::new(locks_guard::new(Arc::clone(client), guard));
+    let guard = Box::new(locks_guard::new(client, guard));
     // SAFETY: the caller checked `guard_out` (not NULL) and promised it is valid for writes.
     unsafe { guard_out.write(Box::into_raw(guard)) };
 }

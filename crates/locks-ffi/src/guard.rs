@@ -1,11 +1,15 @@
 //! `locks_guard`: a held lock, read, released and freed from C.
 
+use std::cell::UnsafeCell;
 use std::ffi::{CString, c_char};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use locks::{LockGuard, LockName, LockState};
+use tokio::sync::watch;
 
-use crate::boundary::{c_string, fallible, infallible};
+use crate::boundary::{FfiResult, c_string, fallible, infallible};
 use crate::client::{ClientInner, locks_scope, not_in_runtime};
 use crate::status::{locks_error, locks_status};
 
@@ -45,32 +49,97 @@ impl From<LockState> for locks_lock_state {
 #[derive(Debug)]
 pub struct locks_guard {
     // Declared first so that it drops before the client it may need.
-    held: Mutex<Option<LockGuard>>,
+    held: TakeOnce<LockGuard>,
     name: LockName,
     /// `name` as a C string, made the first time C asks for it.
     c_name: OnceLock<CString>,
     scope: locks_scope,
     token: u64,
-    client: Arc<ClientInner>,
+    /// The lock's state while held; `None` for a lock that cannot be lost
+    /// (a local one), which is `Held` until released.
+    state: Option<watch::Receiver<LockState>>,
+    /// The client, for a release that needs its runtime; `None` for a local
+    /// lock, which is released on the calling thread (its table lives as
+    /// long as the lock).
+    client: Option<Arc<ClientInner>>,
 }
 
 impl locks_guard {
-    pub(crate) fn new(client: Arc<ClientInner>, guard: LockGuard) -> Self {
+    pub(crate) fn new(client: &Arc<ClientInner>, guard: LockGuard) -> Self {
+        let local = guard.is_local();
         locks_guard {
             name: guard.name().clone(),
             c_name: OnceLock::new(),
             scope: guard.scope().into(),
             token: guard.token(),
-            held: Mutex::new(Some(guard)),
-            client,
+            state: (!local).then(|| guard.watch_state()),
+            client: (!local).then(|| Arc::clone(client)),
+            held: TakeOnce::new(guard),
         }
     }
 
-    fn take(&self) -> Option<LockGuard> {
-        self.held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+    /// Ends the lock: the first call takes it and releases it, later ones
+    /// (from any thread) get `None`.
+    fn release(&self) -> Option<FfiResult> {
+        let held = self.held.take()?;
+        Some(match held.release_now() {
+            Ok(released) => released.map_err(Into::into),
+            Err(held) => match &self.client {
+                Some(client) => client.release(held),
+                None => unreachable!("only local locks have no client, and they release now"),
+            },
+        })
+    }
+}
+
+/// A value that one caller, on any thread, can take out once; cheaper than a
+/// mutex around an `Option` (one atomic swap), and all a guard needs: its
+/// lock is only ever taken out to be released.
+struct TakeOnce<T> {
+    taken: AtomicBool,
+    value: UnsafeCell<ManuallyDrop<T>>,
+}
+
+// SAFETY: the value is only reached by the one caller whose swap of `taken`
+// found it false, which moves it out; it is never shared, only sent.
+unsafe impl<T: Send> Sync for TakeOnce<T> {}
+
+impl<T> TakeOnce<T> {
+    fn new(value: T) -> Self {
+        TakeOnce {
+            taken: AtomicBool::new(false),
+            value: UnsafeCell::new(ManuallyDrop::new(value)),
+        }
+    }
+
+    fn is_taken(&self) -> bool {
+        self.taken.load(Ordering::Acquire)
+    }
+
+    fn take(&self) -> Option<T> {
+        if self.taken.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        // SAFETY: this caller turned `taken` from false to true, so it is the
+        // only one ever to reach the value, which is still there.
+        Some(unsafe { ManuallyDrop::take(&mut *self.value.get()) })
+    }
+}
+
+impl<T> Drop for TakeOnce<T> {
+    fn drop(&mut self) {
+        if !*self.taken.get_mut() {
+            // SAFETY: not taken, so still there; `&mut self` is exclusive.
+            unsafe { ManuallyDrop::drop(self.value.get_mut()) }
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for TakeOnce<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TakeOnce")
+            .field("taken", &self.is_taken())
+            .finish_non_exhaustive()
     }
 }
 
@@ -129,9 +198,13 @@ pub unsafe extern "C" fn locks_guard_state(guard: *const locks_guard) -> locks_l
         let Some(guard) = (unsafe { guard.as_ref() }) else {
             return locks_lock_state::Released;
         };
-        let held = guard.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.as_ref()
-            .map_or(locks_lock_state::Released, |g| g.state().into())
+        if guard.held.is_taken() {
+            return locks_lock_state::Released;
+        }
+        guard
+            .state
+            .as_ref()
+            .map_or(locks_lock_state::Held, |rx| (*rx.borrow()).into())
     })
 }
 
@@ -174,16 +247,15 @@ pub unsafe extern "C" fn locks_guard_release(
         // Refused before the guard is taken, so that the lock stays held and
         // the guard can still be released from a thread outside the runtime.
         not_in_runtime()?;
-        let Some(held) = guard.take() else {
-            return Err(call.fail(
+        guard.release().unwrap_or_else(|| {
+            Err(call.fail(
                 locks_status::AlreadyReleased,
                 format_args!(
                     "lock `{}` was already released by this guard",
                     guard.name.as_str()
                 ),
-            ));
-        };
-        guard.client.release(held)
+            ))
+        })
     })
 }
 
@@ -202,8 +274,8 @@ pub unsafe extern "C" fn locks_guard_free(guard: *mut locks_guard) {
         }
         // SAFETY: the caller hands back ownership of a live guard.
         let guard = unsafe { Box::from_raw(guard) };
-        if let Some(held) = guard.take() {
-            let _ = guard.client.release(held);
+        if !guard.held.is_taken() {
+            let _ = guard.release();
         }
     });
 }

@@ -88,6 +88,8 @@ struct Guard(*mut locks_guard);
 
 // SAFETY: guards may be released and freed from any thread.
 unsafe impl Send for Guard {}
+// SAFETY: a live guard may be read and released from several threads at once.
+unsafe impl Sync for Guard {}
 
 impl Guard {
     fn name(&self) -> &str {
@@ -411,6 +413,58 @@ fn a_guard_outlives_its_client_handle() {
     // SAFETY: freed once, while the guard lives on.
     unsafe { locks_client_free(client) };
     assert_eq!(g.name(), "lioadm");
+    g.release().unwrap();
+}
+
+/// A memory (Process) guard: readable and releasable after its client
+/// handle is freed, and released by exactly one of many threads racing to.
+#[test]
+fn a_process_guard_is_released_once_whoever_races_for_it() {
+    let client = open_string("[backends]\nprocess = \"memory://\"\n").unwrap();
+    // SAFETY: live client.
+    let c = unsafe { &*client };
+    for round in 0..50 {
+        let g = Arc::new(lock_name(c, LOCKS_SCOPE_PROCESS, "raced", 0).unwrap());
+        // SAFETY: live guard.
+        unsafe {
+            assert_eq!(locks_guard_state(g.0), locks_lock_state::Held);
+            assert_eq!(locks_guard_scope(g.0), locks_scope::Process);
+        }
+        let barrier = Arc::new(std::sync::Barrier::new(4));
+        let outcomes: Vec<_> = (0..4)
+            .map(|_| {
+                let (g, barrier) = (Arc::clone(&g), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    g.release().map_err(|(status, _)| status)
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let ok = outcomes.iter().filter(|o| o.is_ok()).count();
+        assert_eq!(ok, 1, "round {round}: {outcomes:?}");
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, Ok(()) | Err(locks_status::AlreadyReleased))),
+            "{outcomes:?}"
+        );
+        // SAFETY: live guard.
+        assert_eq!(
+            unsafe { locks_guard_state(g.0) },
+            locks_lock_state::Released
+        );
+        assert!(
+            lock_name(c, LOCKS_SCOPE_PROCESS, "raced", 0).is_ok(),
+            "free again"
+        );
+    }
+    let g = lock_name(c, LOCKS_SCOPE_PROCESS, "outlives", 0).unwrap();
+    // SAFETY: freed once, while the guard lives on.
+    unsafe { locks_client_free(client) };
+    assert_eq!(g.name(), "outlives");
     g.release().unwrap();
 }
 
