@@ -54,8 +54,9 @@ struct Slot<K> {
     /// The ticket that owns the turn: the holder, or the first waiter, handed
     /// the turn and not yet polled; [`IDLE`] when nobody does.
     owner: u64,
-    /// The task (or thread) that asked for the owning ticket.
-    holder: HolderId,
+    /// The task (or thread) that asked for the owning ticket; `None` once
+    /// the turn is [disowned](LocalTurn::disown).
+    holder: Option<HolderId>,
     /// Tickets waiting, first come first served.
     waiters: VecDeque<Waiter>,
 }
@@ -97,7 +98,7 @@ impl<K> ShardState<K> {
         };
         if let Some(next) = slot.waiters.pop_front() {
             slot.owner = next.ticket;
-            slot.holder = next.holder;
+            slot.holder = Some(next.holder);
             return (next.waker, Vec::new());
         }
         slot.owner = IDLE;
@@ -225,7 +226,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
         shard
             .slots
             .find(hash, |s| s.hash == hash && s.key == *key)
-            .is_some_and(|s| s.owner != IDLE && s.holder == holder)
+            .is_some_and(|s| s.owner != IDLE && s.holder == Some(holder))
     }
 
     /// Takes the turn if the key is free; otherwise queues (when `queue`) or
@@ -250,7 +251,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
                 let slot = entry.get_mut();
                 if slot.owner == IDLE {
                     slot.owner = ticket;
-                    slot.holder = holder;
+                    slot.holder = Some(holder);
                     *idle -= 1;
                     Entered::Turn(turn())
                 } else {
@@ -274,7 +275,7 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
                     hash,
                     id: ticket,
                     owner: ticket,
-                    holder,
+                    holder: Some(holder),
                     waiters: VecDeque::new(),
                 });
                 Entered::Turn(turn())
@@ -370,6 +371,28 @@ impl<K> LocalTurn<K> {
     /// fencing token for a lock that is nothing but this turn.
     pub fn ticket(&self) -> u64 {
         self.ticket
+    }
+
+    /// Stops counting the turn as held by the task (or thread) that asked
+    /// for it: [`held_by`](LocalLocks::held_by) says `false` for everyone
+    /// until [`claim`](Self::claim). For a turn that goes on without its
+    /// caller, such as a wait in the kernel that outlives a timed-out acquire:
+    /// that caller may ask again, and must then queue, not be told it holds
+    /// the lock.
+    pub fn disown(&self) {
+        self.set_holder(None);
+    }
+
+    /// Counts the turn as held by the caller running now.
+    pub fn claim(&self) {
+        self.set_holder(Some(HolderId::current()));
+    }
+
+    fn set_holder(&self, holder: Option<HolderId>) {
+        let mut shard = self.shared.lock(self.hash);
+        if let Some(slot) = shard.slots.find_mut(self.hash, |s| s.owner == self.ticket) {
+            slot.holder = holder;
+        }
     }
 }
 
@@ -558,6 +581,28 @@ mod tests {
         assert!(!locks.held_by(&9, me), "handed on");
         drop(turn);
         assert!(!locks.held_by(&9, me));
+    }
+
+    #[tokio::test]
+    async fn a_disowned_turn_is_held_by_nobody_until_claimed() {
+        let locks = LocalLocks::<u32>::new();
+        let me = HolderId::current();
+        let turn = locks.lock(&4).await;
+        turn.disown();
+        assert!(!locks.held_by(&4, me));
+        assert!(locks.try_lock(&4).is_none(), "still taken");
+        let other = locks.clone();
+        let (claimed, mine) = tokio::spawn(async move {
+            turn.claim();
+            let mine = other.held_by(&4, HolderId::current());
+            (turn, mine)
+        })
+        .await
+        .unwrap();
+        assert!(mine, "claimed by the other task");
+        assert!(!locks.held_by(&4, me));
+        drop(claimed);
+        assert!(locks.is_empty());
     }
 
     /// A waker replaced by a later poll is dropped after the shard is

@@ -216,8 +216,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use locks_core::{
-    Backend, Capabilities, CleanReport, Error, ErrorKind, FencingToken, HeldLock, LocalLocks,
-    LocalTurn, LockGuard, LockName, LockRequest, Result, Scope, Wait, async_trait, never_lost,
+    Backend, Capabilities, CleanReport, Error, ErrorKind, FencingToken, HeldLock, HolderId,
+    LocalLocks, LocalTurn, LockGuard, LockName, LockRequest, Result, Scope, Wait, async_trait,
+    never_lost,
 };
 use tokio::sync::oneshot;
 
@@ -870,6 +871,18 @@ impl Backend for FileBackend {
         }
     }
 
+    fn knows_holders(&self) -> bool {
+        true
+    }
+
+    /// Whether `holder` has the in-process turn on the file of
+    /// `request.name`: it holds the lock, or was handed the turn and is about
+    /// to lock the file.
+    fn held_by(&self, request: &LockRequest, holder: HolderId) -> bool {
+        Key::relative(&request.name, self.layout)
+            .is_ok_and(|relative| self.table.held_by(&Key::from(&*relative), holder))
+    }
+
     /// Locks the file of `request.name`, creating it if needed.
     ///
     /// # Errors
@@ -923,7 +936,11 @@ impl Backend for FileBackend {
             Attempt::Busy(open) => open,
         };
 
-        // Slow path: wait in the kernel on a blocking thread.
+        // Slow path: wait in the kernel on a blocking thread. That wait may
+        // outlive this future (timeout, cancellation): meanwhile the turn is
+        // nobody's, so that this task, asking again, queues behind it
+        // instead of being told it holds the lock.
+        turn.disown();
         let (tx, rx) = oneshot::channel::<Answer>();
         let shared = Arc::clone(&self.shared);
         let layout = self.layout;
@@ -968,6 +985,7 @@ impl Backend for FileBackend {
 
         match rx.await {
             Ok(Ok(Some((held, token)))) => {
+                held._turn.claim();
                 Ok(LockGuard::new(request, token, never_lost(), Box::new(held)))
             }
             Ok(Ok(None)) => Err(request.would_block(self)),

@@ -802,8 +802,12 @@ async fn cancelled_kernel_waiter_lets_go(mechanism: Mechanism) {
     )
     .await;
     assert!(cancelled.is_err(), "the waiter cannot get a held lock");
-    // The abandoned thread still blocks in the kernel and keeps its entry.
+    // The abandoned thread still blocks in the kernel and keeps its entry,
+    // but the turn is nobody's: this caller, asking again, must queue, not
+    // be told it holds the lock.
     assert_eq!(waiter.active_names(), 1);
+    let me = HolderId::current();
+    assert!(!waiter.held_by(&req(&n, Wait::Forever), me));
     let err = waiter.acquire(&req(&n, Wait::TryOnce)).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::WouldBlock);
 
@@ -811,7 +815,10 @@ async fn cancelled_kernel_waiter_lets_go(mechanism: Mechanism) {
     let start = Instant::now();
     let again = try_until(&waiter, &n, Duration::from_secs(2)).await;
     assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(waiter.held_by(&req(&n, Wait::Forever), me));
+    assert!(!holder.held_by(&req(&n, Wait::Forever), me), "another table");
     again.release().await.unwrap();
+    assert!(!waiter.held_by(&req(&n, Wait::Forever), me));
     let other = try_until(&holder, &n, Duration::from_secs(2)).await;
     other.release().await.unwrap();
     assert_eq!(waiter.active_names(), 0);
