@@ -271,6 +271,20 @@ impl LockGuard {
         }
     }
 
+    /// Wraps a lock a backend acquired for `request` that cannot be lost
+    /// while this process lives (a kernel file lock): [`new`](Self::new)
+    /// with a state that stays `Held` until release, without a channel.
+    pub fn unlosable(request: &LockRequest, token: FencingToken, held: Box<dyn HeldLock>) -> Self {
+        LockGuard {
+            name: request.name.clone(),
+            scope: request.scope,
+            token,
+            state: None,
+            held: Some(Held::Backend(held)),
+            ticket: None,
+        }
+    }
+
     /// Wraps a lock that is nothing but `turn` on a [`LocalLocks`](crate::LocalLocks)
     /// table (the memory backend): it cannot be lost, and releasing it ends
     /// the turn. Unlike [`new`](Self::new), this allocates nothing.

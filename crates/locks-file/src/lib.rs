@@ -218,7 +218,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use locks_core::{
     Backend, Capabilities, CleanReport, Error, ErrorKind, FencingToken, HeldLock, HolderId,
     LocalLocks, LocalTurn, LockGuard, LockName, LockRequest, Result, Scope, Wait, async_trait,
-    never_lost,
 };
 use tokio::sync::oneshot;
 
@@ -615,7 +614,7 @@ impl FileBackend {
             shared: Arc::clone(&self.shared),
             _turn: turn,
         };
-        LockGuard::new(request, next_token(), never_lost(), Box::new(held))
+        LockGuard::unlosable(request, next_token(), Box::new(held))
     }
 
     /// How many unlocked lock files this backend keeps open (for leak checks).
@@ -986,7 +985,7 @@ impl Backend for FileBackend {
         match rx.await {
             Ok(Ok(Some((held, token)))) => {
                 held._turn.claim();
-                Ok(LockGuard::new(request, token, never_lost(), Box::new(held)))
+                Ok(LockGuard::unlosable(request, token, Box::new(held)))
             }
             Ok(Ok(None)) => Err(request.would_block(self)),
             Ok(Err(e)) => Err(e),

@@ -816,7 +816,10 @@ async fn cancelled_kernel_waiter_lets_go(mechanism: Mechanism) {
     let again = try_until(&waiter, &n, Duration::from_secs(2)).await;
     assert!(start.elapsed() < Duration::from_secs(2));
     assert!(waiter.held_by(&req(&n, Wait::Forever), me));
-    assert!(!holder.held_by(&req(&n, Wait::Forever), me), "another table");
+    assert!(
+        !holder.held_by(&req(&n, Wait::Forever), me),
+        "another table"
+    );
     again.release().await.unwrap();
     assert!(!waiter.held_by(&req(&n, Wait::Forever), me));
     let other = try_until(&holder, &n, Duration::from_secs(2)).await;
