@@ -225,6 +225,15 @@ pub trait HeldLock: fmt::Debug + Send + Sync + 'static {
     /// must work outside a tokio runtime (backends that need one keep a
     /// `Handle` from their construction).
     fn release_on_drop(self: Box<Self>);
+
+    /// Releases the lock on the calling thread and reports the outcome, when
+    /// that takes no waiting (a system call that cannot block, such as
+    /// unlocking a file); `None`, leaving the lock held, when it needs
+    /// [`release`](Self::release). After `Some`, dropping the lock does
+    /// nothing. Default: `None`.
+    fn release_at_once(&mut self) -> Option<Result<()>> {
+        None
+    }
 }
 
 /// What a guard lets go of when it is released.
@@ -394,8 +403,9 @@ impl LockGuard {
     }
 
     /// Releases at once, on the calling thread and without a runtime, when
-    /// that needs no I/O (a lock of the memory backend); otherwise hands the
-    /// guard back for [`release`](Self::release).
+    /// that needs no waiting (a lock of the memory backend, or one whose
+    /// backend [releases at once](HeldLock::release_at_once), such as a file
+    /// lock); otherwise hands the guard back for [`release`](Self::release).
     ///
     /// ```
     /// # use locks_core::{LocalLocks, LockGuard, LockName, LockRequest, Scope};
@@ -412,21 +422,29 @@ impl LockGuard {
     /// # Errors
     /// The inner result: as [`release`](Self::release).
     pub fn release_now(mut self) -> std::result::Result<Result<()>, LockGuard> {
-        if !self.is_local() {
-            return Err(self);
-        }
-        match self.start_release() {
+        let at_once = match &mut self.held {
+            Some(Held::Local { .. }) => None,
+            Some(Held::Backend(held)) => match held.release_at_once() {
+                Some(result) => Some(result),
+                None => return Err(self),
+            },
+            None => None,
+        };
+        match self.start_release(at_once) {
             Started::Done(result) => Ok(result),
-            // A local turn never has a release future.
+            // Only a held backend lock can have a release future, and it
+            // was released at once.
             Started::Pending(..) => Ok(Ok(())),
         }
     }
 
     /// Starts the release: ends the local turn at once, or takes out the
     /// backend's release future, with the [`ErrorKind::Lost`] error to report
-    /// after it if the lock was lost before. Works in place (moving the guard
-    /// or its turn around costs more than the rest of a memory release).
-    fn start_release(&mut self) -> Started {
+    /// after it if the lock was lost before. `at_once` is the outcome of a
+    /// backend release already done by [`HeldLock::release_at_once`]. Works
+    /// in place (moving the guard or its turn around costs more than the
+    /// rest of a memory release).
+    fn start_release(&mut self, at_once: Option<Result<()>>) -> Started {
         let lost = (self.reported() == LockState::Lost).then(|| {
             Error::new(
                 ErrorKind::Lost,
@@ -439,14 +457,18 @@ impl LockGuard {
         if let Some(ticket) = self.ticket.take() {
             ticket.forget(&self.name);
         }
-        if let Some(Held::Backend(_)) = &self.held
+        if at_once.is_none()
+            && let Some(Held::Backend(_)) = &self.held
             && let Some(Held::Backend(held)) = self.held.take()
         {
             return Started::Pending(held.release(), lost);
         }
-        // Ends a local turn where it lies.
+        // Ends a local turn (or drops a released lock) where it lies.
         self.held = None;
-        Started::Done(lost.map_or(Ok(()), Err))
+        match lost {
+            Some(lost) => Started::Done(Err(lost)),
+            None => Started::Done(at_once.unwrap_or(Ok(()))),
+        }
     }
 }
 
@@ -473,7 +495,11 @@ impl Future for Release {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
         if let Release::Start(guard) = this {
-            let started = guard.start_release();
+            let at_once = match &mut guard.held {
+                Some(Held::Backend(held)) => held.release_at_once(),
+                _ => None,
+            };
+            let started = guard.start_release(at_once);
             // Drops the guard, which has nothing left to release.
             *this = Release::Done;
             match started {

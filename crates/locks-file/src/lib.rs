@@ -808,6 +808,10 @@ impl HeldLock for FileHeld {
         // Unlocking is a plain system call: no runtime needed.
         drop(self);
     }
+
+    fn release_at_once(&mut self) -> Option<Result<()>> {
+        Some(self.let_go())
+    }
 }
 
 /// What the locking thread sends back.
