@@ -6,7 +6,7 @@
 //! process has at most one contender (lock file descriptor, etcd key,
 //! ZooKeeper node) per name. The memory backend is nothing else. Any number
 //! of distinct names can pass through without memory growing: a shard keeps
-//! at most as many idle entries as it has busy ones (or a few dozen), see below.
+//! at most as many idle entries as it has busy ones (or a handful), see below.
 //!
 //! # How it works
 //! The table is split in `SHARDS` (16) shards, each a [`std::sync::Mutex`] around
@@ -42,7 +42,7 @@ use crate::shard::Sharded;
 const IDLE: u64 = u64::MAX;
 
 /// Idle slots a shard may keep however few are busy.
-const IDLE_KEPT: usize = 32;
+const IDLE_KEPT: usize = 8;
 
 /// The mutex of one key.
 struct Slot<K> {

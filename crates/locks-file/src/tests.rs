@@ -1020,7 +1020,7 @@ async fn a_hundred_thousand_names_leave_the_table_empty() {
         guard.release().await.unwrap();
     }
     assert_eq!(backend.active_names(), 0);
-    // 16 shards, each keeping a few dozen idle slots at most (room for 112).
+    // 16 shards, each keeping a handful of idle slots (room for at most 112).
     let capacity = backend.table.capacity();
     assert!(capacity <= 16 * 112, "the table stayed small: {capacity}");
     // The cache stays within its bound, in entries, memory and descriptors.

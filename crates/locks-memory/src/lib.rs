@@ -133,7 +133,7 @@ mod tests {
             guard.release().await.unwrap();
         }
         assert_eq!(backend.active_names(), 0);
-        // 16 shards, each keeping a few dozen idle slots at most (room for 112).
+        // 16 shards, each keeping a handful of idle slots (room for at most 112).
         let capacity = backend.table.capacity();
         assert!(capacity <= 16 * 112, "the table stayed small: {capacity}");
     }
