@@ -298,9 +298,19 @@ impl LockGuard {
     /// table (the memory backend): it cannot be lost, and releasing it ends
     /// the turn. Unlike [`new`](Self::new), this allocates nothing.
     pub fn local(request: &LockRequest, token: FencingToken, turn: LocalTurn<LockName>) -> Self {
+        Self::local_named(request.name.clone(), request.scope, token, turn)
+    }
+
+    /// [`local`](Self::local) for `name` in `scope`, without a request.
+    pub fn local_named(
+        name: LockName,
+        scope: Scope,
+        token: FencingToken,
+        turn: LocalTurn<LockName>,
+    ) -> Self {
         LockGuard {
-            name: request.name.clone(),
-            scope: request.scope,
+            name,
+            scope,
             token,
             state: None,
             held: Some(Held::Local { _turn: turn }),
@@ -613,6 +623,17 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     /// this succeeds, because a caller cannot hold a free lock.
     fn try_acquire_now(&self, request: &LockRequest) -> Option<LockGuard> {
         let _ = request;
+        None
+    }
+
+    /// [`try_acquire_now`](Backend::try_acquire_now) for a lock given by its
+    /// full name as text (a request in `scope`), for when
+    /// building the [`LockName`] costs more than the rest: only a backend
+    /// that already knows the name (the memory backend, for a name it served
+    /// lately) can answer. `name` is not validated: return a guard only for
+    /// a name that was. Default: `None`.
+    fn try_acquire_name_now(&self, name: &str, scope: Scope) -> Option<LockGuard> {
+        let _ = (name, scope);
         None
     }
 

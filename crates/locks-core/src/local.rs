@@ -21,6 +21,7 @@
 //! table within twice what is in use. There is no per-key allocation besides
 //! the slot in the table (and the waiter queue, only under contention).
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
@@ -197,6 +198,43 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
             Entered::Turn(turn) => Some(turn),
             Entered::Queued { .. } => None,
         }
+    }
+
+    /// Takes the turn on `key` if the table has an idle slot for it (the key
+    /// was used lately and nobody holds or waits for it now), and returns
+    /// the table's copy of the key with it; `None` otherwise, also when the
+    /// key is merely unknown. Lets a caller with a borrowed form of the key
+    /// (a `&str` for a name) skip building one.
+    pub fn try_lock_known<Q>(&self, key: &Q) -> Option<(LocalTurn<K>, K)>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.shared.hash(key);
+        let mut shard = self.shared.lock(hash);
+        let ShardState {
+            slots,
+            next_ticket,
+            idle,
+        } = &mut *shard;
+        let slot = slots.find_mut(hash, |s| s.hash == hash && s.key.borrow() == key)?;
+        if slot.owner != IDLE {
+            return None;
+        }
+        let ticket = *next_ticket;
+        *next_ticket = ticket + 1;
+        slot.owner = ticket;
+        slot.holder = Some(HolderId::current());
+        *idle -= 1;
+        let key = slot.key.clone();
+        drop(shard);
+        let turn = LocalTurn {
+            shared: Arc::clone(&self.shared),
+            hash,
+            ticket,
+            _key: PhantomData,
+        };
+        Some((turn, key))
     }
 
     /// How many keys are held or waited for right now (for leak checks).
@@ -490,6 +528,24 @@ mod tests {
         );
         assert_eq!(locks.len(), 1_000);
         drop(held);
+        assert!(locks.is_empty());
+    }
+
+    #[test]
+    fn a_known_idle_key_is_found_by_its_borrowed_form() {
+        let locks = LocalLocks::<String>::new();
+        assert!(locks.try_lock_known("vol").is_none(), "unknown");
+        let first = locks.try_lock(&"vol".to_owned()).unwrap();
+        assert!(locks.try_lock_known("vol").is_none(), "held");
+        let ticket = first.ticket();
+        drop(first);
+        let (turn, key) = locks.try_lock_known("vol").expect("idle, known");
+        assert_eq!(key, "vol");
+        assert!(turn.ticket() > ticket);
+        assert!(locks.held_by(&key, HolderId::current()));
+        assert!(locks.try_lock(&key).is_none(), "taken");
+        assert_eq!(locks.len(), 1);
+        drop(turn);
         assert!(locks.is_empty());
     }
 

@@ -479,6 +479,14 @@ impl fmt::Display for LockName {
     }
 }
 
+/// Lets tables keyed by names be searched with text (the hash and equality
+/// of a name are those of its text).
+impl std::borrow::Borrow<str> for LockName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for LockName {
     fn as_ref(&self) -> &str {
         &self.0

@@ -216,6 +216,23 @@ impl ClientInner {
         }
     }
 
+    /// The fast path of `acquire` for raw lock `name`, given as text: a free
+    /// lock whose backend knows the name (see `Locks::acquire_name_if_free`),
+    /// taken without building a request. Only in per-thread mode, as there.
+    fn acquire_name_if_free(
+        &self,
+        scope: Scope,
+        name: &str,
+        cancel: Option<&locks_cancel>,
+    ) -> Option<LockGuard> {
+        if !self.reentry_per_thread.load(Ordering::Relaxed)
+            || cancel.is_some_and(|c| c.inner.is_triggered())
+        {
+            return None;
+        }
+        self.locks.acquire_name_if_free(scope, name)
+    }
+
     fn runtime(&self) -> FfiResult<&Runtime> {
         self.runtime.as_ref().ok_or_else(|| Failure {
             status: locks_status::Internal,
@@ -524,6 +541,11 @@ unsafe fn lock_raw(
     let cancel = unsafe { cancel.as_ref() };
     let scope = scope_from_int(call, scope)?;
     call.out(guard_out, "guard_out")?;
+    not_in_runtime()?;
+    if let Some(guard) = client.inner.acquire_name_if_free(scope, name, cancel) {
+        hand_out_guard(&client.inner, guard, guard_out);
+        return Ok(());
+    }
     let request = client
         .inner
         .locks

@@ -91,6 +91,10 @@ impl BlockingLocks {
     /// # Errors
     /// As [`Locks::lock_name`].
     pub fn lock_name(&self, scope: Scope, name: &str, wait: Wait) -> Result<LockGuard> {
+        not_in_runtime()?;
+        if let Some(guard) = self.locks.acquire_name_if_free(scope, name) {
+            return Ok(guard);
+        }
         let request = self.locks.raw_request(scope, name)?.wait(wait);
         self.acquire(request)
     }

@@ -249,6 +249,9 @@ impl Locks {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn lock_name(&self, scope: Scope, name: &str, wait: Wait) -> Result<LockGuard> {
+        if let Some(guard) = self.acquire_name_if_free(scope, name) {
+            return Ok(guard);
+        }
         let request = self.raw_request(scope, name)?.wait(wait);
         if let Some(guard) = self.acquire_now(&request) {
             return Ok(guard);
@@ -285,6 +288,32 @@ impl Locks {
     /// The backend's fast path ([`Backend::try_acquire_now`]): the guard if the
     /// lock was free. A lock that is free is not held by the caller, so there
     /// is no re-entry check to make.
+    /// [`acquire_if_free`](Self::acquire_if_free) for raw lock `name` in
+    /// `scope` (the prefix is put before it), without building a request:
+    /// only when the backend already knows the name (the memory backend, for
+    /// a name it served lately) and holds no one's lock under it. `None`
+    /// otherwise, also for names that are not valid.
+    pub fn acquire_name_if_free(&self, scope: Scope, name: &str) -> Option<LockGuard> {
+        let i = index(scope);
+        // The client's own re-entry record needs a request: only backends that
+        // keep that record themselves.
+        if !self.inner.backend_knows_holders[i] {
+            return None;
+        }
+        let backend = &self.inner.backends[i];
+        let prefix = self.inner.prefix.as_str();
+        if prefix.is_empty() {
+            return backend.try_acquire_name_now(name, scope);
+        }
+        // Prefix and name side by side on the stack: no allocation.
+        let mut buf = [0u8; 256];
+        let full = buf.get_mut(..prefix.len() + name.len())?;
+        let (head, tail) = full.split_at_mut(prefix.len());
+        head.copy_from_slice(prefix.as_bytes());
+        tail.copy_from_slice(name.as_bytes());
+        backend.try_acquire_name_now(std::str::from_utf8(full).ok()?, scope)
+    }
+
     fn acquire_now(&self, request: &LockRequest) -> Option<LockGuard> {
         let i = index(request.scope);
         let mut guard = self.inner.backends[i].try_acquire_now(request)?;

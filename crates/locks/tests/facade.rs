@@ -236,6 +236,75 @@ async fn re_entry_on_the_memory_scope_is_detected_per_task() {
     g.release().await.unwrap();
 }
 
+/// A name the memory backend served lately is taken again without building
+/// a name (`acquire_name_if_free`): the guard still carries the full,
+/// prefixed name, re-entry is still detected, and names the fast path cannot
+/// take (too long for its buffer, invalid) go the full way.
+#[tokio::test]
+async fn a_known_memory_name_is_taken_again_by_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let locks = open(dir.path()).await;
+    assert!(
+        locks
+            .acquire_name_if_free(Scope::Process, "vol-1")
+            .is_none(),
+        "not known yet"
+    );
+    let first = locks
+        .lock_name(Scope::Process, "vol-1", Wait::TryOnce)
+        .await
+        .unwrap();
+    let token = first.token();
+    first.release().await.unwrap();
+    let again = locks
+        .acquire_name_if_free(Scope::Process, "vol-1")
+        .expect("known and free");
+    assert_eq!(again.name().as_str(), "cinder-vol-1");
+    assert_eq!(again.scope(), Scope::Process);
+    assert!(again.token() > token);
+    assert!(
+        locks
+            .acquire_name_if_free(Scope::Process, "vol-1")
+            .is_none(),
+        "held"
+    );
+    let err = locks
+        .lock_name(Scope::Process, "vol-1", Wait::Forever)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldDeadlock, "{}", err.report());
+    again.release().await.unwrap();
+    let third = locks
+        .lock_name(Scope::Process, "vol-1", Wait::TryOnce)
+        .await
+        .unwrap();
+    assert_eq!(third.name().as_str(), "cinder-vol-1");
+    third.release().await.unwrap();
+
+    // Longer than the fast path's buffer: still served, by the full path.
+    let long = "v".repeat(400);
+    for _ in 0..2 {
+        let g = locks
+            .lock_name(Scope::Process, &long, Wait::TryOnce)
+            .await
+            .unwrap();
+        assert_eq!(g.name().as_str(), format!("cinder-{long}"));
+        g.release().await.unwrap();
+    }
+    let err = locks
+        .lock_name(Scope::Process, "bad\0name", Wait::TryOnce)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidName);
+    // A backend that does not serve names by text (file) sends every call the full way.
+    let g = locks
+        .lock_name(Scope::Node, "n", Wait::TryOnce)
+        .await
+        .unwrap();
+    g.release().await.unwrap();
+    assert!(locks.acquire_name_if_free(Scope::Node, "n").is_none());
+}
+
 #[tokio::test]
 async fn lock_many_takes_sorted_deduplicated_names_and_releases_a_partial_set() {
     let dir = tempfile::tempdir().unwrap();
