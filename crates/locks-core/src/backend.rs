@@ -627,11 +627,11 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     }
 
     /// [`try_acquire_now`](Backend::try_acquire_now) for a lock given by its
-    /// full name as text (a request in `scope`), for when
-    /// building the [`LockName`] costs more than the rest: only a backend
-    /// that already knows the name (the memory backend, for a name it served
-    /// lately) can answer. `name` is not validated: return a guard only for
-    /// a name that was. Default: `None`.
+    /// full name as text (a request in `scope`), for when building the
+    /// [`LockName`] costs as much as the rest (the memory backend builds one
+    /// only for a name it has not served lately). `name` is not validated:
+    /// a backend builds its [`LockName`] (which validates) or finds one it
+    /// built; `None` for an invalid name. Default: `None`.
     fn try_acquire_name_now(&self, name: &str, scope: Scope) -> Option<LockGuard> {
         let _ = (name, scope);
         None

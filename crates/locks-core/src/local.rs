@@ -200,12 +200,17 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
         }
     }
 
-    /// Takes the turn on `key` if the table has an idle slot for it (the key
-    /// was used lately and nobody holds or waits for it now), and returns
-    /// the table's copy of the key with it; `None` otherwise, also when the
-    /// key is merely unknown. Lets a caller with a borrowed form of the key
-    /// (a `&str` for a name) skip building one.
-    pub fn try_lock_known<Q>(&self, key: &Q) -> Option<(LocalTurn<K>, K)>
+    /// Takes the turn on the key `key` stands for (its borrowed form: a
+    /// `&str` for a name) if nobody holds or waits for it, and returns the
+    /// table's copy of the key with it; `None` if somebody does. A key the
+    /// table has no slot for is made by `make` (which runs with the shard
+    /// locked; its `None` is this call's `None`). Lets a caller skip
+    /// building the key when the table has it already.
+    pub fn try_lock_by<Q>(
+        &self,
+        key: &Q,
+        make: impl FnOnce(&Q) -> Option<K>,
+    ) -> Option<(LocalTurn<K>, K)>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -217,16 +222,34 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
             next_ticket,
             idle,
         } = &mut *shard;
-        let slot = slots.find_mut(hash, |s| s.hash == hash && s.key.borrow() == key)?;
-        if slot.owner != IDLE {
-            return None;
-        }
         let ticket = *next_ticket;
+        let holder = Some(HolderId::current());
+        let key = match slots.find_mut(hash, |s| s.hash == hash && s.key.borrow() == key) {
+            Some(slot) if slot.owner == IDLE => {
+                slot.owner = ticket;
+                slot.holder = holder;
+                *idle -= 1;
+                slot.key.clone()
+            }
+            Some(_) => return None,
+            None => {
+                let made = make(key)?;
+                slots.insert_unique(
+                    hash,
+                    Slot {
+                        key: made.clone(),
+                        hash,
+                        id: ticket,
+                        owner: ticket,
+                        holder,
+                        waiters: VecDeque::new(),
+                    },
+                    |s| s.hash,
+                );
+                made
+            }
+        };
         *next_ticket = ticket + 1;
-        slot.owner = ticket;
-        slot.holder = Some(HolderId::current());
-        *idle -= 1;
-        let key = slot.key.clone();
         drop(shard);
         let turn = LocalTurn {
             shared: Arc::clone(&self.shared),
@@ -532,18 +555,30 @@ mod tests {
     }
 
     #[test]
-    fn a_known_idle_key_is_found_by_its_borrowed_form() {
+    fn a_key_is_taken_by_its_borrowed_form() {
         let locks = LocalLocks::<String>::new();
-        assert!(locks.try_lock_known("vol").is_none(), "unknown");
-        let first = locks.try_lock(&"vol".to_owned()).unwrap();
-        assert!(locks.try_lock_known("vol").is_none(), "held");
+        assert!(
+            locks.try_lock_by("bad", |_| None).is_none(),
+            "unknown, and not made"
+        );
+        assert!(locks.is_empty());
+        let (first, key) = locks
+            .try_lock_by("vol", |k| Some(k.to_owned()))
+            .expect("made");
+        assert_eq!(key, "vol");
+        assert!(locks.try_lock(&key).is_none(), "held");
+        assert!(
+            locks.try_lock_by("vol", |_| panic!("known")).is_none(),
+            "held"
+        );
         let ticket = first.ticket();
         drop(first);
-        let (turn, key) = locks.try_lock_known("vol").expect("idle, known");
+        let (turn, key) = locks
+            .try_lock_by("vol", |_| panic!("known: not made again"))
+            .expect("idle, known");
         assert_eq!(key, "vol");
         assert!(turn.ticket() > ticket);
         assert!(locks.held_by(&key, HolderId::current()));
-        assert!(locks.try_lock(&key).is_none(), "taken");
         assert_eq!(locks.len(), 1);
         drop(turn);
         assert!(locks.is_empty());

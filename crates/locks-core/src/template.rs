@@ -429,9 +429,9 @@ impl LockName {
     /// # Errors
     /// [`ErrorKind::InvalidName`] when the name is empty, longer than
     /// [`MAX_NAME_LEN`] bytes, or contains NUL or another control character.
-    pub fn new(name: impl Into<String>) -> Result<Self, Error> {
-        let name = name.into();
-        validate_name(&name).map_err(|e| e.into_error(format_args!("lock name {name:?}")))?;
+    pub fn new(name: impl AsRef<str>) -> Result<Self, Error> {
+        let name = name.as_ref();
+        validate_name(name).map_err(|e| e.into_error(format_args!("lock name {name:?}")))?;
         Ok(LockName(Arc::from(name)))
     }
 

@@ -104,7 +104,9 @@ impl Backend for MemoryBackend {
 
     /// The table records the task (or thread) of each turn.
     fn try_acquire_name_now(&self, name: &str, scope: Scope) -> Option<LockGuard> {
-        let (turn, name) = self.table.try_lock_known(name)?;
+        let (turn, name) = self
+            .table
+            .try_lock_by(name, |text| LockName::new(text).ok())?;
         Some(LockGuard::local_named(name, scope, turn.ticket(), turn))
     }
 

@@ -290,14 +290,16 @@ impl Locks {
     /// is no re-entry check to make.
     /// [`acquire_if_free`](Self::acquire_if_free) for raw lock `name` in
     /// `scope` (the prefix is put before it), without building a request:
-    /// only when the backend already knows the name (the memory backend, for
-    /// a name it served lately) and holds no one's lock under it. `None`
-    /// otherwise, also for names that are not valid.
+    /// for backends that can take a lock by its name as text (the memory
+    /// backend, which then builds no name for a name it served lately).
+    /// `None` otherwise, also for names that are not valid (which
+    /// [`lock_name`](Self::lock_name) reports).
     pub fn acquire_name_if_free(&self, scope: Scope, name: &str) -> Option<LockGuard> {
         let i = index(scope);
         // The client's own re-entry record needs a request: only backends that
-        // keep that record themselves.
-        if !self.inner.backend_knows_holders[i] {
+        // keep that record themselves. An empty name is valid text after a
+        // prefix, but not a valid name.
+        if !self.inner.backend_knows_holders[i] || name.is_empty() {
             return None;
         }
         let backend = &self.inner.backends[i];

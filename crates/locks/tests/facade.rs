@@ -236,24 +236,18 @@ async fn re_entry_on_the_memory_scope_is_detected_per_task() {
     g.release().await.unwrap();
 }
 
-/// A name the memory backend served lately is taken again without building
-/// a name (`acquire_name_if_free`): the guard still carries the full,
-/// prefixed name, re-entry is still detected, and names the fast path cannot
-/// take (too long for its buffer, invalid) go the full way.
+/// The memory backend takes a free lock by its name as text
+/// (`acquire_name_if_free`): the guard carries the full, prefixed name,
+/// re-entry is still detected, and names the fast path cannot take (too
+/// long for its buffer, invalid) go the full way.
 #[tokio::test]
 async fn a_known_memory_name_is_taken_again_by_text() {
     let dir = tempfile::tempdir().unwrap();
     let locks = open(dir.path()).await;
-    assert!(
-        locks
-            .acquire_name_if_free(Scope::Process, "vol-1")
-            .is_none(),
-        "not known yet"
-    );
     let first = locks
-        .lock_name(Scope::Process, "vol-1", Wait::TryOnce)
-        .await
-        .unwrap();
+        .acquire_name_if_free(Scope::Process, "vol-1")
+        .expect("free");
+    assert_eq!(first.name().as_str(), "cinder-vol-1");
     let token = first.token();
     first.release().await.unwrap();
     let again = locks
@@ -291,11 +285,14 @@ async fn a_known_memory_name_is_taken_again_by_text() {
         assert_eq!(g.name().as_str(), format!("cinder-{long}"));
         g.release().await.unwrap();
     }
-    let err = locks
-        .lock_name(Scope::Process, "bad\0name", Wait::TryOnce)
-        .await
-        .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::InvalidName);
+    for bad in ["bad\0name", ""] {
+        assert!(locks.acquire_name_if_free(Scope::Process, bad).is_none());
+        let err = locks
+            .lock_name(Scope::Process, bad, Wait::TryOnce)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidName);
+    }
     // A backend that does not serve names by text (file) sends every call the full way.
     let g = locks
         .lock_name(Scope::Node, "n", Wait::TryOnce)
