@@ -79,8 +79,13 @@ impl Call {
             return Err(self.null(arg));
         }
         // SAFETY: non-NULL and NUL-terminated per this function's contract.
-        let bytes = unsafe { CStr::from_ptr(ptr) };
-        bytes.to_str().map_err(|e| {
+        let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
+        if bytes.is_ascii() {
+            // SAFETY: ASCII is UTF-8. (The common case, checked a word at a
+            // time, which costs less than full UTF-8 validation.)
+            return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+        }
+        std::str::from_utf8(bytes).map_err(|e| {
             self.fail(
                 locks_status::InvalidUtf8,
                 format_args!(
