@@ -1,12 +1,13 @@
 //! Process-scope locks: one FIFO async mutex per lock name, in memory.
 //!
 //! Excludes the tasks and threads of one process. Waiters are served in the
-//! order they asked (the queue each name has in [`LocalLocks`]). An entry exists only
-//! while somebody holds or waits for its name, so any number of distinct names
-//! can pass through without memory growing.
+//! order they asked (the queue each name has in [`LocalLocks`]). Any number of
+//! distinct names can pass through without memory growing: the table keeps
+//! an entry while somebody holds or waits for its name, and a bounded few
+//! idle ones, so that a name used again and again costs no allocation.
 //!
-//! Fencing tokens come from one process-wide counter: strictly increasing
-//! across all holders of all names in this process, and meaningless outside it.
+//! Fencing tokens are the turns' tickets: strictly increasing across the
+//! holders of one name in this process, and meaningless outside it.
 //!
 //! ```
 //! use locks_core::{Backend, LockName, LockRequest, Scope, Wait};
