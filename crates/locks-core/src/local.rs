@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use hashbrown::HashTable;
-use hashbrown::hash_table::Entry;
 
 use crate::HolderId;
 #[cfg(test)]
@@ -112,6 +111,67 @@ impl<K> ShardState<K> {
         let gone = self.slots.extract_if(|s| s.owner == IDLE).collect();
         (None, gone)
     }
+
+    /// Draws the next ticket for `holder`, asking for the key `key` stands
+    /// for, and gives it the turn if the key's slot is idle, or absent (then
+    /// a slot keyed by `make(key)` is added; `None` if `make` gives none).
+    /// A busy slot is handed back with the ticket, for the caller to queue
+    /// it or not.
+    fn take<Q>(
+        &mut self,
+        hash: u64,
+        key: &Q,
+        holder: HolderId,
+        make: impl FnOnce(&Q) -> Option<K>,
+    ) -> Option<Taken<'_, K>>
+    where
+        K: Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let ShardState {
+            slots,
+            next_ticket,
+            idle,
+        } = self;
+        let ticket = *next_ticket;
+        let slot = match slots.find_entry(hash, |s| s.hash == hash && s.key.borrow() == key) {
+            Ok(entry) => {
+                let slot = entry.into_mut();
+                if slot.owner != IDLE {
+                    *next_ticket = ticket + 1;
+                    return Some(Taken::Busy { slot, ticket });
+                }
+                slot.owner = ticket;
+                slot.holder = Some(holder);
+                *idle -= 1;
+                slot
+            }
+            Err(absent) => {
+                let slot = Slot {
+                    key: make(key)?,
+                    hash,
+                    id: ticket,
+                    owner: ticket,
+                    holder: Some(holder),
+                    waiters: VecDeque::new(),
+                };
+                absent
+                    .into_table()
+                    .insert_unique(hash, slot, |s| s.hash)
+                    .into_mut()
+            }
+        };
+        *next_ticket = ticket + 1;
+        Some(Taken::Turn { slot, ticket })
+    }
+}
+
+/// What [`ShardState::take`] found.
+enum Taken<'a, K> {
+    /// `ticket` has the turn on `slot`.
+    Turn { slot: &'a mut Slot<K>, ticket: u64 },
+    /// `slot` is busy; `ticket` is the caller's place, if it queues.
+    Busy { slot: &'a mut Slot<K>, ticket: u64 },
 }
 
 /// A table of per-key FIFO async mutexes; cheap to clone, clones share it.
@@ -217,47 +277,22 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
     {
         let hash = self.shared.hash(key);
         let mut shard = self.shared.lock(hash);
-        let ShardState {
-            slots,
-            next_ticket,
-            idle,
-        } = &mut *shard;
-        let ticket = *next_ticket;
-        let holder = Some(HolderId::current());
-        let key = match slots.find_mut(hash, |s| s.hash == hash && s.key.borrow() == key) {
-            Some(slot) if slot.owner == IDLE => {
-                slot.owner = ticket;
-                slot.holder = holder;
-                *idle -= 1;
-                slot.key.clone()
-            }
-            Some(_) => return None,
-            None => {
-                let made = make(key)?;
-                slots.insert_unique(
-                    hash,
-                    Slot {
-                        key: made.clone(),
-                        hash,
-                        id: ticket,
-                        owner: ticket,
-                        holder,
-                        waiters: VecDeque::new(),
-                    },
-                    |s| s.hash,
-                );
-                made
-            }
+        let Taken::Turn { slot, ticket } = shard.take(hash, key, HolderId::current(), make)? else {
+            return None;
         };
-        *next_ticket = ticket + 1;
+        let key = slot.key.clone();
         drop(shard);
-        let turn = LocalTurn {
+        Some((self.turn(hash, ticket), key))
+    }
+
+    /// The turn of `ticket` on the key of `hash`, which it was just given.
+    fn turn(&self, hash: u64, ticket: u64) -> LocalTurn<K> {
+        LocalTurn {
             shared: Arc::clone(&self.shared),
             hash,
             ticket,
             _key: PhantomData,
-        };
-        Some((turn, key))
+        }
     }
 
     /// How many keys are held or waited for right now (for leak checks).
@@ -293,56 +328,23 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
     /// Takes the turn if the key is free; otherwise queues (when `queue`) or
     /// gives up (`None`).
     fn enter(&self, key: &K, hash: u64, queue: bool) -> Option<Entered<K>> {
-        let mut shard = self.shared.lock(hash);
-        let ShardState {
-            slots,
-            next_ticket,
-            idle,
-        } = &mut *shard;
-        let ticket = *next_ticket;
         let holder = HolderId::current();
-        let turn = || LocalTurn {
-            shared: Arc::clone(&self.shared),
-            hash,
-            ticket,
-            _key: PhantomData,
-        };
-        let entered = match slots.entry(hash, |s| s.hash == hash && s.key == *key, |s| s.hash) {
-            Entry::Occupied(mut entry) => {
-                let slot = entry.get_mut();
-                if slot.owner == IDLE {
-                    slot.owner = ticket;
-                    slot.holder = Some(holder);
-                    *idle -= 1;
-                    Entered::Turn(turn())
-                } else {
-                    if !queue {
-                        return None;
-                    }
-                    slot.waiters.push_back(Waiter {
-                        ticket,
-                        holder,
-                        waker: None,
-                    });
-                    Entered::Queued {
-                        slot: slot.id,
-                        ticket,
-                    }
+        let mut shard = self.shared.lock(hash);
+        let entered = match shard.take(hash, key, holder, |k| Some(k.clone()))? {
+            Taken::Turn { ticket, .. } => Entered::Turn(self.turn(hash, ticket)),
+            Taken::Busy { .. } if !queue => return None,
+            Taken::Busy { slot, ticket } => {
+                slot.waiters.push_back(Waiter {
+                    ticket,
+                    holder,
+                    waker: None,
+                });
+                Entered::Queued {
+                    slot: slot.id,
+                    ticket,
                 }
             }
-            Entry::Vacant(entry) => {
-                entry.insert(Slot {
-                    key: key.clone(),
-                    hash,
-                    id: ticket,
-                    owner: ticket,
-                    holder: Some(holder),
-                    waiters: VecDeque::new(),
-                });
-                Entered::Turn(turn())
-            }
         };
-        *next_ticket = ticket + 1;
         drop(shard);
         Some(entered)
     }
