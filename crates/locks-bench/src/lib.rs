@@ -579,11 +579,71 @@ async fn file(
         Some(1000.0),
         Some(1.0),
     )?;
+    let raw = raw_handoff(
+        opts,
+        &node,
+        &dir.join("raw-handoff-floor"),
+        plan.handoffs,
+        Duration::from_millis(3),
+    )
+    .await?;
+    row(
+        out,
+        "handoff vs raw OFD handoff (no target)",
+        hand.p50(),
+        &format!("raw_p99={:.2}", raw.p99()),
+        Some(raw.p50()),
+        None,
+    )?;
     contention(opts, &node, &node, Scope::Node, plan.contend, out).await?;
     Ok(Ours {
         cycle: ours.p50(),
         handoff: hand.p50(),
     })
+}
+
+/// The floor of a file handoff: `handoff` done with raw OFD calls on both
+/// sides (the peer blocks in `F_OFD_SETLKW` on a descriptor of its own).
+async fn raw_handoff(
+    opts: &BenchOptions,
+    node: &str,
+    path: &Path,
+    rounds: usize,
+    settle: Duration,
+) -> Result<Dist> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(io_err("opening the raw handoff's lock file"))?;
+    let fd = file.as_raw_fd();
+    let mut peer = Peer::spawn(opts, node, node, Scope::Node, "bench-raw-handoff").await?;
+    let mut dist = Dist::default();
+    for i in 0..rounds + 2 {
+        ofd(fd, true).map_err(io_err("raw OFD lock"))?;
+        peer.send(&format!("raw-acquire {}", path.display()))
+            .await?;
+        let waiting = peer.line().await?;
+        if waiting != "waiting" {
+            return Err(unavailable(format_args!("bench peer said {waiting:?}")));
+        }
+        tokio::time::sleep(settle).await;
+        let t0 = monotonic_ns();
+        ofd(fd, false).map_err(io_err("raw OFD unlock"))?;
+        let t1: u64 = peer
+            .line()
+            .await?
+            .parse()
+            .map_err(|_| unavailable("bench peer sent no timestamp"))?;
+        if i >= 2 {
+            dist.push(t1.saturating_sub(t0) as f64 / 1e3);
+        }
+    }
+    peer.finish().await?;
+    Ok(dist)
 }
 
 /// Our p50s of one backend, for the rows against the Python tools.
@@ -771,7 +831,8 @@ pub struct PeerOptions {
 /// The other process of the handoff and contention rows: says `ready`, then
 /// reads commands from stdin until EOF. `acquire`: says `waiting`, acquires,
 /// prints the `CLOCK_MONOTONIC` nanoseconds at which it held the lock,
-/// releases. `contend START_NS END_NS`: acquires and releases from
+/// releases. `raw-acquire PATH`: the same with raw OFD calls on the file
+/// `PATH`. `contend START_NS END_NS`: acquires and releases from
 /// `CLOCK_MONOTONIC` `START_NS` to `END_NS`, then prints how many cycles it did.
 ///
 /// # Errors
@@ -808,6 +869,24 @@ pub async fn peer(opts: PeerOptions) -> Result<()> {
                 .await?;
             let t1 = monotonic_ns();
             guard.release().await?;
+            write(format!("{t1}\n")).await?;
+        } else if let Some(path) = line.strip_prefix("raw-acquire ") {
+            use std::os::fd::AsRawFd;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(io_err("opening the raw handoff's lock file"))?;
+            write("waiting\n".to_owned()).await?;
+            let t1 = tokio::task::spawn_blocking(move || {
+                ofd(file.as_raw_fd(), true)?;
+                let t1 = monotonic_ns();
+                ofd(file.as_raw_fd(), false)?;
+                Ok::<_, std::io::Error>(t1)
+            })
+            .await
+            .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?
+            .map_err(io_err("raw OFD lock in the peer"))?;
             write(format!("{t1}\n")).await?;
         } else if let Some(times) = line.strip_prefix("contend ") {
             let mut times = times.split(' ').map(str::parse::<u64>);
