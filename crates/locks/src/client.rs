@@ -285,9 +285,6 @@ impl Locks {
         self.acquire_now(request)
     }
 
-    /// The backend's fast path ([`Backend::try_acquire_now`]): the guard if the
-    /// lock was free. A lock that is free is not held by the caller, so there
-    /// is no re-entry check to make.
     /// [`acquire_if_free`](Self::acquire_if_free) for raw lock `name` in
     /// `scope` (the prefix is put before it), without building a request:
     /// for backends that can take a lock by its name as text (the memory
@@ -316,6 +313,9 @@ impl Locks {
         backend.try_acquire_name_now(std::str::from_utf8(full).ok()?, scope)
     }
 
+    /// The backend's fast path ([`Backend::try_acquire_now`]): the guard if the
+    /// lock was free. A lock that is free is not held by the caller, so there
+    /// is no re-entry check to make.
     fn acquire_now(&self, request: &LockRequest) -> Option<LockGuard> {
         let i = index(request.scope);
         let mut guard = self.inner.backends[i].try_acquire_now(request)?;
