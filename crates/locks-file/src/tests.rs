@@ -460,6 +460,15 @@ async fn release_and_drop_keep_the_file() {
     drop(backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap());
     assert!(path.is_file(), "drop must not unlink");
     assert!(probe_free(&path, Mechanism::Ofd));
+    // Released on the calling thread, without a runtime's help.
+    let guard = backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
+    assert!(!probe_free(&path, Mechanism::Ofd));
+    let released = guard
+        .release_now()
+        .expect("a file lock is released at once");
+    assert!(released.is_ok());
+    assert!(path.is_file());
+    assert!(probe_free(&path, Mechanism::Ofd));
 }
 
 /// Every descriptor this process has open on `path`, with its `FD_CLOEXEC` flag.
