@@ -1,0 +1,119 @@
+//! `locks bench --quick`: one table per backend, with the rows the benchmark
+//! issue names, and every row that has a target ending in
+//! `ratio=X.XX target=Y.YY` so that scripts can read it. Only the shape and
+//! the sanity of the numbers are checked here: speed is for the benchmark
+//! itself to report, never for a timed test to assert.
+
+mod common;
+
+use std::process::Command;
+
+use common::output;
+use locks_core::testing::server_from_env;
+
+/// The value of `key=` in a row, as a number.
+fn field(row: &str, key: &str) -> Option<f64> {
+    row.split_whitespace()
+        .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.trim_end_matches('x').parse().ok())
+}
+
+/// The rows of section `name` (`[memory]`, `[etcd 127.0.0.1:2379]`, …).
+fn section<'a>(report: &'a str, name: &str) -> Vec<&'a str> {
+    let mut lines = report.lines().skip_while(|l| {
+        !(l.starts_with(&format!("[{name}]")) || l.starts_with(&format!("[{name} ")))
+    });
+    assert!(lines.next().is_some(), "no [{name}] section in:\n{report}");
+    lines
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with('['))
+        .collect()
+}
+
+fn row<'a>(rows: &[&'a str], what: &str) -> &'a str {
+    rows.iter()
+        .copied()
+        .find(|r| r.contains(what))
+        .unwrap_or_else(|| panic!("no row {what:?} in {rows:#?}"))
+}
+
+#[test]
+fn quick_bench_prints_a_readable_table_per_backend() {
+    let mut only = vec!["memory", "file"];
+    let etcd = server_from_env("LOCKS_TEST_ETCD").is_some();
+    let zookeeper = server_from_env("LOCKS_TEST_ZK").is_some();
+    if etcd {
+        only.push("etcd");
+    }
+    if zookeeper {
+        only.push("zookeeper");
+    }
+    let (code, report, stderr) = output(
+        Command::new(env!("CARGO_BIN_EXE_locks"))
+            .env_remove("LOCKS_CONFIG")
+            .args(["bench", "--quick", "--only", &only.join(",")]),
+    );
+    assert_eq!(code, 0, "locks bench failed:\n{report}\n{stderr}");
+    assert!(report.starts_with("locks bench --quick:"), "{report}");
+
+    // Every row with a target ends in ratio=X.XX target=Y.YY, with sane numbers.
+    let targeted: Vec<&str> = report.lines().filter(|l| l.contains("target=")).collect();
+    assert!(targeted.len() >= 4, "{report}");
+    for line in &targeted {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [.., ratio, target] = fields[..] else {
+            panic!("short row {line:?}")
+        };
+        for (field, key) in [(ratio, "ratio="), (target, "target=")] {
+            let value = field
+                .strip_prefix(key)
+                .unwrap_or_else(|| panic!("{line:?} does not end in ratio=X.XX target=Y.YY"));
+            assert_eq!(value.split('.').nth(1).map(str::len), Some(2), "{line:?}");
+            let value: f64 = value.parse().expect("a number");
+            assert!(value.is_finite() && value > 0.0, "{line:?}");
+        }
+        let ours = number(line, "ours");
+        assert!(ours > 0.0, "{line:?}");
+    }
+
+    let memory = section(&report, "memory");
+    row(&memory, "cycle vs raw tokio::sync::Mutex cycle");
+    row(&memory, "distinct names vs raw mutex cycle");
+
+    let file = section(&report, "file");
+    row(&file, "cycle vs raw OFD lock+unlock on an open fd");
+    let handoff = row(&file, "handoff between processes p50");
+    assert!(field(handoff, "p99").unwrap() >= field(handoff, "ours").unwrap());
+    row(&file, "handoff vs raw OFD handoff");
+    contention(&file);
+
+    if etcd {
+        let rows = section(&report, "etcd");
+        row(&rows, "cycle vs raw put+delete");
+        row(&rows, "handoff p50 vs one write round trip");
+        let held = row(&rows, "names held on one lease");
+        assert!(field(held, "held").unwrap() >= 1000.0, "{held}");
+        contention(&rows);
+    }
+    if zookeeper {
+        let rows = section(&report, "zookeeper");
+        row(&rows, "cycle vs raw create+delete");
+        row(&rows, "handoff p50 vs one write round trip");
+        let held = row(&rows, "names held on one session");
+        assert!(field(held, "held").unwrap() >= 1000.0, "{held}");
+        contention(&rows);
+    }
+    assert!(report.lines().any(|l| l.starts_with("total ")), "{report}");
+}
+
+/// `ours=` of a row, which every row has.
+fn number(row: &str, key: &str) -> f64 {
+    field(row, key).unwrap_or_else(|| panic!("no {key}= in {row:?}"))
+}
+
+/// The contention row: four processes all got turns, and fairness is min/max.
+fn contention(rows: &[&str]) {
+    let line = row(rows, "contention: 4 processes on one name");
+    let fairness = number(line, "fairness");
+    assert!(fairness > 0.0 && fairness <= 1.0, "{line}");
+    assert!(number(line, "cycles/s") > 0.0, "{line}");
+}
