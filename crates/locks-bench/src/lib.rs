@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use locks::{BackendUrls, Config, Error, ErrorKind, Locks, Result, Scope, Wait};
+use locks::{BackendUrls, Config, Error, ErrorKind, LockGuard, Locks, Result, Scope, Wait};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
@@ -620,30 +620,16 @@ async fn raw_handoff(
         .open(path)
         .map_err(io_err("opening the raw handoff's lock file"))?;
     let fd = file.as_raw_fd();
-    let mut peer = Peer::spawn(opts, node, node, Scope::Node, "bench-raw-handoff").await?;
-    let mut dist = Dist::default();
-    for i in 0..rounds + 2 {
-        ofd(fd, true).map_err(io_err("raw OFD lock"))?;
-        peer.send(&format!("raw-acquire {}", path.display()))
-            .await?;
-        let waiting = peer.line().await?;
-        if waiting != "waiting" {
-            return Err(unavailable(format_args!("bench peer said {waiting:?}")));
-        }
-        tokio::time::sleep(settle).await;
-        let t0 = monotonic_ns();
-        ofd(fd, false).map_err(io_err("raw OFD unlock"))?;
-        let t1: u64 = peer
-            .line()
-            .await?
-            .parse()
-            .map_err(|_| unavailable("bench peer sent no timestamp"))?;
-        if i >= 2 {
-            dist.push(t1.saturating_sub(t0) as f64 / 1e3);
-        }
-    }
-    peer.finish().await?;
-    Ok(dist)
+    let peer = Peer::spawn(opts, node, node, Scope::Node, "bench-raw-handoff").await?;
+    time_handoffs(
+        peer,
+        &format!("raw-acquire {}", path.display()),
+        rounds,
+        settle,
+        async || ofd(fd, true).map_err(io_err("raw OFD lock")),
+        async |()| ofd(fd, false).map_err(io_err("raw OFD unlock")),
+    )
+    .await
 }
 
 /// Our p50s of one backend, for the rows against the Python tools.
@@ -737,19 +723,42 @@ async fn handoff(
     rounds: usize,
     settle: Duration,
 ) -> Result<Dist> {
-    let mut peer = Peer::spawn(opts, node, global, scope, name).await?;
+    let peer = Peer::spawn(opts, node, global, scope, name).await?;
+    time_handoffs(
+        peer,
+        "acquire",
+        rounds,
+        settle,
+        async || locks.lock_name(scope, name, Wait::Forever).await,
+        async |guard: LockGuard| guard.release().await,
+    )
+    .await
+}
+
+/// Times `rounds` handoffs (after two unreported ones) to `peer`, in µs:
+/// `hold` takes the lock here, the peer is told `command` and says it
+/// waits, and after `settle` (for its wait to reach the kernel or the
+/// server) `release` lets go; each time runs from the release call to the
+/// peer's `CLOCK_MONOTONIC` stamp of holding the lock.
+async fn time_handoffs<H>(
+    mut peer: Peer,
+    command: &str,
+    rounds: usize,
+    settle: Duration,
+    mut hold: impl AsyncFnMut() -> Result<H>,
+    mut release: impl AsyncFnMut(H) -> Result<()>,
+) -> Result<Dist> {
     let mut dist = Dist::default();
     for i in 0..rounds + 2 {
-        let guard = locks.lock_name(scope, name, Wait::Forever).await?;
-        peer.send("acquire").await?;
+        let held = hold().await?;
+        peer.send(command).await?;
         let waiting = peer.line().await?;
         if waiting != "waiting" {
             return Err(unavailable(format_args!("bench peer said {waiting:?}")));
         }
-        // Let the peer's acquire reach the kernel or the server before we release.
         tokio::time::sleep(settle).await;
         let t0 = monotonic_ns();
-        guard.release().await?;
+        release(held).await?;
         let t1: u64 = peer
             .line()
             .await?
