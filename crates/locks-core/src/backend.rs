@@ -505,6 +505,13 @@ impl Future for Release {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
         if let Release::Start(guard) = this {
+            if guard.is_local() && guard.ticket.is_none() {
+                // A local turn: never lost, nothing to forget; ending the
+                // turn is the whole release.
+                guard.held = None;
+                *this = Release::Done;
+                return Poll::Ready(Ok(()));
+            }
             let at_once = match &mut guard.held {
                 Some(Held::Backend(held)) => held.release_at_once(),
                 _ => None,
