@@ -17,8 +17,9 @@
 //! hands the slot to the first waiter or marks it idle. Idle slots stay, so a
 //! key used again and again costs no insertion, removal or key copy; once a
 //! shard has more idle slots than `max(IDLE_KEPT, busy slots)`, it drops all
-//! of them at once, which keeps the amortized cost per turn constant and the
-//! table within twice what is in use. There is no per-key allocation besides
+//! of them at once (and shrinks its table after a peak), which keeps the
+//! amortized cost per turn constant and the table within a small multiple of
+//! what is in use. There is no per-key allocation besides
 //! the slot in the table (and the waiter queue, only under contention).
 
 use std::borrow::Borrow;
@@ -43,6 +44,9 @@ const IDLE: u64 = u64::MAX;
 
 /// Idle slots a shard may keep however few are busy.
 const IDLE_KEPT: usize = 8;
+
+/// Room for waiters an idle slot may keep.
+const WAITERS_KEPT: usize = 4;
 
 /// The mutex of one key.
 struct Slot<K> {
@@ -102,6 +106,10 @@ impl<K> ShardState<K> {
             return (next.waker, Vec::new());
         }
         slot.owner = IDLE;
+        if slot.waiters.capacity() > WAITERS_KEPT {
+            // A crowd once queued here: its room goes, the key may stay.
+            slot.waiters = VecDeque::new();
+        }
         self.idle += 1;
         let busy = self.slots.len() - self.idle;
         if self.idle <= IDLE_KEPT.max(busy) {
@@ -109,6 +117,13 @@ impl<K> ShardState<K> {
         }
         self.idle = 0;
         let gone = self.slots.extract_if(|s| s.owner == IDLE).collect();
+        // A sweep walks the whole table, which never shrinks by itself: after
+        // a peak of busy keys it is shrunk, so that sweeps stay as cheap as
+        // the turns they pay for.
+        let needed = self.slots.len() + IDLE_KEPT;
+        if self.slots.capacity() > 4 * needed {
+            self.slots.shrink_to(2 * needed, |s| s.hash);
+        }
         (None, gone)
     }
 
@@ -230,8 +245,8 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
     ///
     /// # Cancel safety
     /// Cancel safe: a dropped future leaves the queue (passing the turn on if
-    /// it had just been handed it), and the entry goes away if nobody else
-    /// uses it.
+    /// it had just been handed it), and the entry turns idle (see the module
+    /// docs) if nobody else uses it.
     pub async fn lock(&self, key: &K) -> LocalTurn<K> {
         let hash = self.shared.hash(key);
         match self.enter(key, hash, true) {
@@ -554,6 +569,55 @@ mod tests {
         assert_eq!(locks.len(), 1_000);
         drop(held);
         assert!(locks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn after_a_peak_the_table_shrinks_and_idle_slots_drop_their_queues() {
+        let locks = LocalLocks::<u32>::new();
+        let held: Vec<_> = (0..100_000).map(|k| locks.try_lock(&k).unwrap()).collect();
+        let peak = locks.capacity();
+        assert!(peak >= 100_000);
+        drop(held);
+        // One-off keys after the peak: sweeps come often, and each walks a
+        // table that has been shrunk to what is in use.
+        for key in 1_000_000..1_010_000 {
+            drop(locks.try_lock(&key).expect("free"));
+        }
+        assert!(locks.is_empty());
+        let capacity = locks.capacity();
+        assert!(
+            capacity < 4_096,
+            "{capacity} slots of room left after a peak of {peak}"
+        );
+
+        // A crowd queued on one key leaves no room for it behind.
+        let first = locks.lock(&7).await;
+        let crowd: Vec<_> = (0..64).map(|_| Box::pin(locks.lock(&7))).collect();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut crowd = crowd;
+        for w in &mut crowd {
+            assert!(w.as_mut().poll(&mut cx).is_pending());
+        }
+        drop(first);
+        for mut w in crowd {
+            let Poll::Ready(turn) = w.as_mut().poll(&mut cx) else {
+                panic!("handed the turn in order")
+            };
+            drop(turn);
+        }
+        assert!(locks.is_empty());
+        let room: usize = locks
+            .shared
+            .each()
+            .map(|s| {
+                s.slots
+                    .iter()
+                    .map(|slot| slot.waiters.capacity())
+                    .sum::<usize>()
+            })
+            .sum();
+        assert!(room <= WAITERS_KEPT, "{room}");
     }
 
     #[test]

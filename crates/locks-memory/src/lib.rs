@@ -103,7 +103,8 @@ impl Backend for MemoryBackend {
         Some(guard(request, turn))
     }
 
-    /// The table records the task (or thread) of each turn.
+    /// The table has the name already when it served it lately; otherwise it
+    /// is built (and validated) here, once.
     fn try_acquire_name_now(&self, name: &str, scope: Scope) -> Option<LockGuard> {
         let (turn, name) = self
             .table
@@ -111,6 +112,7 @@ impl Backend for MemoryBackend {
         Some(LockGuard::local_named(name, scope, turn.ticket(), turn))
     }
 
+    /// The table records the task (or thread) of each turn.
     fn knows_holders(&self) -> bool {
         true
     }
