@@ -1,11 +1,13 @@
 """Timing anchors for `locks bench`: the Python tools users would pick instead.
 
     python anchors.py oslo-external LOCK_DIR ITERATIONS
+    python anchors.py lockf LOCK_DIR ITERATIONS
     python anchors.py tooz BACKEND_URL ITERATIONS
     python anchors.py handoff KIND TARGET ROUNDS
 
 Prints the median microseconds of one acquire+release cycle (after a short
-warm-up) on stdout, and nothing else. `handoff` runs a second process of
+warm-up) on stdout, and nothing else. `lockf` is Python's own floor under
+oslo's lock: `fcntl.lockf` lock and unlock on a file opened once. `handoff` runs a second process of
 this script as the waiter and prints the median microseconds from the
 holder's release call to the waiter holding the lock (CLOCK_MONOTONIC,
 shared by both processes).
@@ -25,6 +27,19 @@ def oslo_cycle(lock_dir):
             pass
 
     return cycle, lambda: None
+
+
+def lockf_cycle(lock_dir):
+    import fcntl
+    import os
+
+    fd = os.open(os.path.join(lock_dir, "bench-lockf"), os.O_RDWR | os.O_CREAT, 0o644)
+
+    def cycle():
+        fcntl.lockf(fd, fcntl.LOCK_EX)
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+
+    return cycle, lambda: os.close(fd)
 
 
 def oslo_lock(lock_dir):
@@ -107,6 +122,8 @@ def main():
     kind, target, iterations = sys.argv[1], sys.argv[2], int(sys.argv[3])
     if kind == "oslo-external":
         cycle, stop = oslo_cycle(target)
+    elif kind == "lockf":
+        cycle, stop = lockf_cycle(target)
     elif kind == "tooz":
         cycle, stop = tooz_cycle(target)
     else:

@@ -1348,6 +1348,29 @@ async fn python(
     let get = |k: &str| ours.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
     let pydir = dir.join("python-locks");
     std::fs::create_dir_all(&pydir).map_err(io_err("creating the Python lock dir"))?;
+    // Python's own floor under oslo's lock, for context: lockf on a file opened once.
+    if let Some(file) = get("file") {
+        let output = Command::new(py)
+            .arg(&script)
+            .args(["lockf", &pydir.display().to_string()])
+            .arg((plan.python_iters * 10).to_string())
+            .output()
+            .await
+            .map_err(io_err("running the Python anchors"))?;
+        let label = "file cycle vs Python's raw fcntl.lockf (no target)";
+        match String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse::<f64>()
+        {
+            Ok(theirs) if output.status.success() => {
+                row(out, label, file.cycle, "", Some(theirs), None)?
+            }
+            _ => say(
+                out,
+                format_args!("  {label:<46} skipped: the lockf loop failed"),
+            )?,
+        }
+    }
     let mut cases: Vec<(&str, String, &str)> = vec![
         ("oslo-external", pydir.display().to_string(), "file"),
         ("tooz", format!("file://{}", pydir.display()), "file"),
