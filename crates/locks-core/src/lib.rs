@@ -17,7 +17,7 @@
 //! ```
 //!
 //! # Feature flags
-//! - `testing`: the [`conformance_tests!`] suite every backend runs.
+//! - `testing`: the `conformance_tests!` suite every backend runs.
 
 mod backend;
 mod catalog;
