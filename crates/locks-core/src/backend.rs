@@ -568,7 +568,12 @@ impl Drop for LockGuard {
 pub struct Capabilities {
     /// The scopes this backend can honour.
     pub scopes: &'static [Scope],
-    /// Waiters on one name acquire in the order they asked.
+    /// Waiters on one name acquire in the order they asked: always among the
+    /// tasks of one backend value (client); across clients (processes), in
+    /// the order they reached the shared queue (a server's), which a task
+    /// queued behind another task of its own client reaches only when that
+    /// task's turn ends, so another client's waiter that reached it
+    /// meanwhile goes first.
     pub fifo: bool,
     /// Fencing tokens strictly increase across holders of one name.
     pub fencing: bool,

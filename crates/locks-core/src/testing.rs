@@ -287,25 +287,23 @@ pub async fn fencing_tokens_increase(backend: Arc<dyn Backend>, peer: Arc<dyn Ba
     }
 }
 
-/// Waiters on both clients acquire in the order they asked (where the
-/// backend claims FIFO).
+/// Where the backend claims FIFO: the waiters of one client acquire in the
+/// order they asked, and across clients a waiter that reached the shared
+/// queue goes before one that reached it later. (A waiter queued behind a
+/// task of its own client reaches a server's queue only when that task's
+/// turn ends, so "later" is not always "asked later"; see
+/// [`Capabilities::fifo`](crate::Capabilities::fifo).)
 pub async fn fifo_order(backend: Arc<dyn Backend>, peer: Arc<dyn Backend>) {
     if !backend.capabilities().fifo {
         return;
     }
+    // One client: five waiters behind a holder on the other client.
     let name = unique_name("fifo");
     let holder = take(&*backend, &name, Wait::TryOnce).await;
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut waiters = Vec::new();
     for i in 0..5 {
-        let (client, name, order) = (client(i + 1, &backend, &peer), name.clone(), order.clone());
-        waiters.push(tokio::spawn(async move {
-            let guard = take(&*client, &name, PATIENCE).await;
-            order.lock().unwrap_or_else(|e| e.into_inner()).push(i);
-            release(guard).await;
-        }));
-        // Let this waiter queue up before the next one asks.
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        waiters.push(queue_up(&peer, &name, &order, i).await);
     }
     release(holder).await;
     for w in waiters {
@@ -313,8 +311,46 @@ pub async fn fifo_order(backend: Arc<dyn Backend>, peer: Arc<dyn Backend>) {
     }
     assert_eq!(
         *order.lock().unwrap_or_else(|e| e.into_inner()),
-        [0, 1, 2, 3, 4]
+        [0, 1, 2, 3, 4],
+        "one client's waiters in the order they asked"
     );
+
+    // Across clients: a waiter of the other client, queued while the holder
+    // holds, goes before a waiter of the holder's own client that asked
+    // after it.
+    let name = unique_name("fifo-across");
+    let holder = take(&*backend, &name, Wait::TryOnce).await;
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let other = queue_up(&peer, &name, &order, 0).await;
+    let own = queue_up(&backend, &name, &order, 1).await;
+    release(holder).await;
+    for w in [other, own] {
+        w.await.unwrap_or_else(|e| panic!("waiter failed: {e}"));
+    }
+    assert_eq!(
+        *order.lock().unwrap_or_else(|e| e.into_inner()),
+        [0, 1],
+        "the other client's waiter, which queued first, goes first"
+    );
+}
+
+/// Starts a task that waits for `name` on `client`, records `i` once it
+/// holds it and releases; returns once the waiter has had time to queue.
+async fn queue_up(
+    client: &Arc<dyn Backend>,
+    name: &LockName,
+    order: &Arc<std::sync::Mutex<Vec<usize>>>,
+    i: usize,
+) -> tokio::task::JoinHandle<()> {
+    let (client, name, order) = (Arc::clone(client), name.clone(), Arc::clone(order));
+    let waiter = tokio::spawn(async move {
+        let guard = take(&*client, &name, PATIENCE).await;
+        order.lock().unwrap_or_else(|e| e.into_inner()).push(i);
+        release(guard).await;
+    });
+    // Let this waiter queue up before the next one asks.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    waiter
 }
 
 /// An acquire that times out or is dropped leaves nothing that blocks later

@@ -11,9 +11,10 @@
 //!   `concurrency.Mutex`, which `etcdctl lock` and the server's Lock RPC use:
 //!   every contender creates the key `<prefix><name>/<lease id in hex>` on its
 //!   lease; the key with the lowest create revision holds the lock; every other
-//!   contender watches only the key created just before its own. Waiters are
-//!   served in the order they asked (FIFO), and a release wakes exactly one of
-//!   them. A waiter that had only the holder ahead of it takes the lock on the
+//!   contender watches only the key created just before its own. Contenders
+//!   are served in the order they created their keys (FIFO; a task queued
+//!   behind another task of this backend creates its key when that task's
+//!   turn ends, see below), and a release wakes exactly one of them. A waiter that had only the holder ahead of it takes the lock on the
 //!   holder's delete event without reading the queue again, as long as its
 //!   own lease is provably alive (the last keep-alive answered leaves more
 //!   than a quarter of the TTL); otherwise it reads the queue once more, as
