@@ -89,10 +89,14 @@ locks_bin="$CARGO_TARGET_DIR/debug/locks"
 printf '[backends]\nnode = "file://%s/check-locks"\n' "$state" >"$state/check-file.toml"
 printf '[backends]\nnode = "file://%s/check-locks"\nglobal = "etcd://%s"\n' "$state" "$LOCKS_TEST_ETCD" >"$state/check-etcd.toml"
 printf '[backends]\nnode = "file://%s/check-locks"\nglobal = "zookeeper://%s"\n' "$state" "$LOCKS_TEST_ZK" >"$state/check-zookeeper.toml"
-# backend, its configuration, scope, holders (tasks for the process scope), iterations
-for run in "memory file process 8 251" "file file node 4 501" "etcd etcd global 4 501" \
-    "zookeeper zookeeper global 4 501"; do
+# backend, its configuration, scope, holders (tasks for the process scope),
+# iterations, pause after each release in µs (lock files are not first come,
+# first served: without a pause a releasing process mostly takes the lock
+# again before a woken waiter runs, and few handoffs cross processes)
+for run in "memory file process 8 251 0" "file file node 4 501 100" "etcd etcd global 4 501 0" \
+    "zookeeper zookeeper global 4 501 0"; do
     set -- $run
-    echo "-- $1: $3 scope, $4 holders x $5 iterations"
-    "$locks_bin" --config "$state/check-$2.toml" check --name ci-check --scope "$3" --processes "$4" --iterations "$5"
+    echo "-- $1: $3 scope, $4 holders x $5 iterations, pause $6 µs"
+    "$locks_bin" --config "$state/check-$2.toml" check --name ci-check --scope "$3" --processes "$4" \
+        --iterations "$5" --pause-us "$6"
 done

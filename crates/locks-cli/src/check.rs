@@ -56,6 +56,13 @@ pub(crate) struct CheckArgs {
     #[arg(long, value_name = "US", default_value_t = 0)]
     hold_us: u64,
 
+    /// How long each holder waits after a release before asking again, in
+    /// microseconds. Lets the others in: a process that releases a lock file
+    /// often takes it again before a waiting process, woken by the kernel,
+    /// runs (lock files are not first come, first served).
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    pause_us: u64,
+
     /// Append the holdings to FILE and keep it (default: a temporary file, removed
     /// afterwards). Every holding already in FILE is verified too.
     #[arg(long, value_name = "FILE")]
@@ -84,6 +91,10 @@ pub(crate) struct WorkerArgs {
     /// How long each holding lasts, in microseconds.
     #[arg(long, value_name = "US", default_value_t = 0)]
     hold_us: u64,
+
+    /// How long to wait after a release before asking again, in microseconds.
+    #[arg(long, value_name = "US", default_value_t = 0)]
+    pause_us: u64,
 
     /// The log to append holdings to.
     #[arg(long, value_name = "FILE")]
@@ -139,6 +150,8 @@ struct Plan {
     name: String,
     iterations: usize,
     hold: Duration,
+    /// The wait after each release.
+    pause: Duration,
     timeout: Duration,
     announce: bool,
     /// Written as the holder's PID: the process id, or the task number.
@@ -153,6 +166,7 @@ async fn hold_loop(locks: &Locks, plan: &Plan, log: &mut std::fs::File) -> locks
         ref name,
         iterations,
         hold,
+        pause,
         timeout,
         announce,
         pid,
@@ -195,6 +209,9 @@ async fn hold_loop(locks: &Locks, plan: &Plan, log: &mut std::fs::File) -> locks
                 Err(e) => return Err(e),
             }
         }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
     }
     Ok(lost)
 }
@@ -208,6 +225,7 @@ pub(crate) async fn worker(config: Option<&Path>, args: WorkerArgs) -> locks::Re
         name: args.name,
         iterations: args.iterations,
         hold: Duration::from_micros(args.hold_us),
+        pause: Duration::from_micros(args.pause_us),
         timeout: args.timeout,
         announce: args.announce,
         pid: std::process::id(),
@@ -410,6 +428,7 @@ async fn run_tasks(
             name: args.name.clone(),
             iterations: args.iterations,
             hold: Duration::from_micros(args.hold_us),
+            pause: Duration::from_micros(args.pause_us),
             timeout: args.timeout,
             announce: false,
             pid: u32::try_from(task).unwrap_or(u32::MAX),
@@ -461,6 +480,8 @@ async fn run_processes(
             .arg(args.iterations.to_string())
             .arg("--hold-us")
             .arg(args.hold_us.to_string())
+            .arg("--pause-us")
+            .arg(args.pause_us.to_string())
             .arg("--timeout")
             .arg(format!("{}ms", args.timeout.as_millis()))
             .arg("--log")

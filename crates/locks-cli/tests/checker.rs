@@ -85,6 +85,46 @@ fn file_processes() {
     run(&config(dir.path(), None), "node", 4, 50);
 }
 
+/// Lock files are not first come, first served: a releasing process mostly
+/// takes the lock again before a waiter the kernel woke runs. `--pause-us`
+/// makes holders wait after each release, so that handoffs cross processes
+/// (`ci/test.sh` relies on it for its node-scope run).
+#[test]
+fn a_pause_after_release_lets_the_other_processes_in() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), None);
+    let (code, stdout, stderr) = check(
+        &config,
+        &[
+            "--scope",
+            "node",
+            "--name",
+            "checker-pause",
+            "--processes",
+            "3",
+            "--iterations",
+            "40",
+            "--pause-us",
+            "1000",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(
+        last_line(&stdout),
+        "handoffs=119 overlaps=0 token_regressions=0",
+        "{stdout}{stderr}"
+    );
+    let switches: usize = stdout
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("process_switches="))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no process_switches= in {stdout}"));
+    assert!(
+        switches >= 30,
+        "only {switches} of 119 handoffs crossed processes: {stdout}"
+    );
+}
+
 #[test]
 fn etcd_processes() {
     let Some(addr) = server("LOCKS_TEST_ETCD") else {
