@@ -432,30 +432,42 @@ impl LockGuard {
     /// # Errors
     /// The inner result: as [`release`](Self::release).
     pub fn release_now(mut self) -> std::result::Result<Result<()>, LockGuard> {
-        let at_once = match &mut self.held {
-            Some(Held::Local { .. }) => None,
-            Some(Held::Backend(held)) => match held.release_at_once() {
-                Some(result) => Some(result),
-                None => return Err(self),
-            },
-            None => None,
-        };
-        match self.start_release(at_once) {
-            Started::Done(result) => Ok(result),
-            // Only a held backend lock can have a release future, and it
-            // was released at once.
-            Started::Pending(..) => Ok(Ok(())),
-        }
+        self.release_at_once().ok_or(self)
     }
 
-    /// Starts the release: ends the local turn at once, or takes out the
-    /// backend's release future, with the [`ErrorKind::Lost`] error to report
-    /// after it if the lock was lost before. `at_once` is the outcome of a
-    /// backend release already done by [`HeldLock::release_at_once`]. Works
-    /// in place (moving the guard or its turn around costs more than the
-    /// rest of a memory release).
-    fn start_release(&mut self, at_once: Option<Result<()>>) -> Started {
-        let lost = (self.reported() == LockState::Lost).then(|| {
+    /// Ends the hold on the calling thread if that needs no waiting (a local
+    /// turn, or a backend lock that [releases at once](HeldLock::release_at_once))
+    /// and returns the outcome; `None`, leaving the guard as it was, if the
+    /// backend's release future is needed. Works in place: moving the guard
+    /// or its turn around costs more than the rest of a memory release.
+    fn release_at_once(&mut self) -> Option<Result<()>> {
+        if self.ticket.is_none() && self.state.is_none() && self.is_local() {
+            // The common case, kept short: a turn that cannot be lost and
+            // that no re-entry record tracks ends by being dropped.
+            self.held = None;
+            return Some(Ok(()));
+        }
+        let outcome = match &mut self.held {
+            Some(Held::Backend(held)) => held.release_at_once()?,
+            _ => Ok(()),
+        };
+        let lost = self.settle();
+        // Ends a local turn (or drops a released backend lock) where it lies.
+        self.held = None;
+        Some(lost.map_or(outcome, Err))
+    }
+
+    /// What every release does besides letting go: forgets the holding in
+    /// the client's re-entry record, and returns the [`ErrorKind::Lost`]
+    /// error to report if the lock was lost before it was released.
+    #[inline]
+    fn settle(&mut self) -> Option<Error> {
+        if let Some(ticket) = self.ticket.take() {
+            ticket.forget(&self.name);
+        }
+        // Without a state channel the lock cannot be lost.
+        let state = self.state.as_ref()?;
+        (*state.borrow() == LockState::Lost).then(|| {
             Error::new(
                 ErrorKind::Lost,
                 format!(
@@ -463,31 +475,11 @@ impl LockGuard {
                     self.name, self.scope
                 ),
             )
-        });
-        if let Some(ticket) = self.ticket.take() {
-            ticket.forget(&self.name);
-        }
-        if at_once.is_none()
-            && let Some(Held::Backend(_)) = &self.held
-            && let Some(Held::Backend(held)) = self.held.take()
-        {
-            return Started::Pending(held.release(), lost);
-        }
-        // Ends a local turn (or drops a released lock) where it lies.
-        self.held = None;
-        match lost {
-            Some(lost) => Started::Done(Err(lost)),
-            None => Started::Done(at_once.unwrap_or(Ok(()))),
-        }
+        })
     }
 }
 
 type BoxedRelease = Pin<Box<dyn Future<Output = Result<()>> + Send>>;
-
-enum Started {
-    Done(Result<()>),
-    Pending(BoxedRelease, Option<Error>),
-}
 
 /// The future of [`LockGuard::release`].
 enum Release {
@@ -505,24 +497,16 @@ impl Future for Release {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
         if let Release::Start(guard) = this {
-            if guard.is_local() && guard.ticket.is_none() {
-                // A local turn: never lost, nothing to forget; ending the
-                // turn is the whole release.
-                guard.held = None;
+            if let Some(result) = guard.release_at_once() {
+                // Drops the guard, which has nothing left to release.
                 *this = Release::Done;
-                return Poll::Ready(Ok(()));
+                return Poll::Ready(result);
             }
-            let at_once = match &mut guard.held {
-                Some(Held::Backend(held)) => held.release_at_once(),
-                _ => None,
+            let lost = guard.settle();
+            let Some(Held::Backend(held)) = guard.held.take() else {
+                unreachable!("only a backend lock is not released at once");
             };
-            let started = guard.start_release(at_once);
-            // Drops the guard, which has nothing left to release.
-            *this = Release::Done;
-            match started {
-                Started::Done(result) => return Poll::Ready(result),
-                Started::Pending(release, lost) => *this = Release::Pending(release, lost),
-            }
+            *this = Release::Pending(held.release(), lost);
         }
         let Release::Pending(release, lost) = this else {
             panic!("LockGuard::release polled after it completed");
