@@ -75,20 +75,25 @@ impl Dir {
         &self.path
     }
 
+    /// Opens `name` in this directory with `flags` (never `O_CREAT`), and
+    /// gives its path for messages with the outcome.
+    fn open_at(&self, name: &OsStr, flags: libc::c_int) -> Result<(PathBuf, io::Result<OwnedFd>)> {
+        let path = self.path.join(name);
+        let c_name = c_string(name, &path)?;
+        // SAFETY: our open directory, a valid NUL-terminated name, and flags
+        // without O_CREAT (so no mode argument is read).
+        let fd = unsafe { libc::openat(self.fd.as_raw_fd(), c_name.as_ptr(), flags) };
+        Ok((path, owned(fd)))
+    }
+
     /// The subdirectory `name`, entered without following a symlink;
     /// `Ok(None)` if it is gone or is no longer a directory.
     pub(crate) fn subdir(&self, name: &OsStr) -> Result<Option<Dir>> {
-        let path = self.path.join(name);
-        let c_name = c_string(name, &path)?;
-        // SAFETY: our open directory, a valid NUL-terminated name, plain flags.
-        let fd = unsafe {
-            libc::openat(
-                self.fd.as_raw_fd(),
-                c_name.as_ptr(),
-                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            )
-        };
-        match owned(fd) {
+        let (path, opened) = self.open_at(
+            name,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )?;
+        match opened {
             Ok(fd) => Ok(Some(Dir { fd, path })),
             Err(e) if is_gone_or_swapped(&e) => Ok(None),
             Err(e) => Err(Error::io(
@@ -186,18 +191,12 @@ impl Dir {
         name: &OsStr,
         mechanisms: &[Mechanism],
     ) -> Result<Cleaned> {
-        let path = self.path.join(name);
-        let c_name = c_string(name, &path)?;
-        // SAFETY: our open directory, a valid name, plain flags (no O_CREAT).
-        let fd = unsafe {
-            libc::openat(
-                self.fd.as_raw_fd(),
-                c_name.as_ptr(),
-                // O_NONBLOCK: a FIFO swapped in meanwhile must not block the open.
-                libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
-            )
-        };
-        let file = match owned(fd) {
+        let (path, opened) = self.open_at(
+            name,
+            // O_NONBLOCK: a FIFO swapped in meanwhile must not block the open.
+            libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )?;
+        let file = match opened {
             Ok(fd) => File::from(fd),
             Err(e) if is_gone_or_swapped(&e) => return Ok(Cleaned::Gone),
             Err(e) => {
