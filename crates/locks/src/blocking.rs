@@ -96,7 +96,7 @@ impl BlockingLocks {
             return Ok(guard);
         }
         let request = self.locks.raw_request(scope, name)?.wait(wait);
-        self.acquire(request)
+        self.acquire_outside_runtime(request)
     }
 
     /// [`Locks::acquire`], blocking.
@@ -105,6 +105,11 @@ impl BlockingLocks {
     /// As [`Locks::acquire`].
     pub fn acquire(&self, request: LockRequest) -> Result<LockGuard> {
         not_in_runtime()?;
+        self.acquire_outside_runtime(request)
+    }
+
+    /// [`acquire`](Self::acquire) once the caller is known to be outside a runtime.
+    fn acquire_outside_runtime(&self, request: LockRequest) -> Result<LockGuard> {
         if let Some(guard) = self.locks.acquire_if_free(&request) {
             return Ok(guard);
         }
