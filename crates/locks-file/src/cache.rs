@@ -93,55 +93,6 @@ impl fmt::Debug for Key {
     }
 }
 
-/// A multiply-rotate hash over the key's bytes (FxHash's step), seeded per
-/// cache. Quick for short names; the cache is small and bounded, so a poor
-/// spread costs little.
-#[derive(Clone, Copy)]
-struct QuickHash(u64);
-
-impl BuildHasher for QuickHash {
-    type Hasher = QuickHasher;
-
-    fn build_hasher(&self) -> QuickHasher {
-        QuickHasher(self.0)
-    }
-}
-
-struct QuickHasher(u64);
-
-impl QuickHasher {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
-    }
-}
-
-impl Hasher for QuickHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        let mut word = [0u8; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        self.add(u64::from_le_bytes(word) ^ ((bytes.len() as u64) << 56));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    fn finish(&self) -> u64 {
-        // Spread the high bits (which the multiply mixes best) down to the
-        // low ones, which pick the bucket.
-        self.0 ^ (self.0 >> 32)
-    }
-}
-
 /// One backend's idle lock file descriptors, by key.
 pub(crate) struct Cache {
     inner: Mutex<Inner>,
@@ -152,7 +103,7 @@ pub(crate) struct Cache {
 /// algorithm (second chance): an approximation of least-recently-used that
 /// costs a flag per use and a short sweep per eviction.
 struct Inner {
-    index: HashMap<Key, usize, QuickHash>,
+    index: HashMap<Key, usize, foldhash::fast::RandomState>,
     /// At most `capacity` entries, never moved (the index points at them).
     slots: Vec<Entry>,
     /// Where the next eviction sweep starts.
@@ -178,7 +129,7 @@ impl Cache {
     pub(crate) fn new(capacity: usize) -> Cache {
         Cache {
             inner: Mutex::new(Inner {
-                index: HashMap::with_hasher(QuickHash(seed())),
+                index: HashMap::with_hasher(foldhash::fast::RandomState::default()),
                 slots: Vec::new(),
                 hand: 0,
                 seen: vec![0; 2 * capacity],
@@ -395,11 +346,6 @@ impl fmt::Debug for Cache {
             .field("capacity", &self.capacity)
             .finish()
     }
-}
-
-/// A random seed for one cache's hash.
-fn seed() -> u64 {
-    std::collections::hash_map::RandomState::new().hash_one(0x6c6f_636b_7321_u64)
 }
 
 /// The capacity of the cache of a backend on `dir`: a sixteenth of the
