@@ -331,12 +331,18 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
     /// that called [`lock`](Self::lock) or [`try_lock`](Self::try_lock) for
     /// it, even if the turn has since moved elsewhere. A waiter handed the
     /// turn owns it from then on, before it resumes.
-    pub fn held_by(&self, key: &K, holder: HolderId) -> bool {
+    ///
+    /// `key` may be the key's borrowed form (a `&str` for a name).
+    pub fn held_by<Q>(&self, key: &Q, holder: HolderId) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let hash = self.shared.hash(key);
         let shard = self.shared.lock(hash);
         shard
             .slots
-            .find(hash, |s| s.hash == hash && s.key == *key)
+            .find(hash, |s| s.hash == hash && s.key.borrow() == key)
             .is_some_and(|s| s.owner != IDLE && s.holder == Some(holder))
     }
 

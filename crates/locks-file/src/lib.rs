@@ -883,7 +883,7 @@ impl Backend for FileBackend {
     /// to lock the file.
     fn held_by(&self, request: &LockRequest, holder: HolderId) -> bool {
         Key::relative(&request.name, self.layout)
-            .is_ok_and(|relative| self.table.held_by(&Key::from(&*relative), holder))
+            .is_ok_and(|relative| self.table.held_by(&*relative, holder))
     }
 
     /// Locks the file of `request.name`, creating it if needed.
