@@ -43,14 +43,12 @@ impl Cancel {
 
     /// Completes once the handle is triggered (at once if it already was).
     pub(crate) async fn cancelled(&self) {
-        loop {
-            // Created before the flag is read: `notify_waiters` wakes every
-            // `Notified` that exists when it is called, polled or not, so a
-            // trigger between the read and the await is not missed.
-            let notified = self.notify.notified();
-            if self.is_triggered() {
-                return;
-            }
+        // Created before the flag is read: `notify_waiters` wakes every
+        // `Notified` that exists when it is called, polled or not, so a
+        // trigger between the read and the await is not missed. Only
+        // `trigger` notifies, after setting the flag.
+        let notified = self.notify.notified();
+        if !self.is_triggered() {
             notified.await;
         }
     }

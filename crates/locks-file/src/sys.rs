@@ -228,7 +228,9 @@ pub(crate) fn lock_file(
         locked.unlock().map_err(|e| {
             Error::io(
                 format_args!(
-                    "cannot release the {mechanism} lock on the removed lock file {}",
+                    "cannot release the {mechanism} lock on the removed lock file {} (closing \
+                     its descriptor releases it); remove lock files only with `locks clean`, \
+                     which takes each lock first",
                     target.path().display()
                 ),
                 e,
