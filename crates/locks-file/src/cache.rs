@@ -247,12 +247,13 @@ impl Cache {
             drop(file);
             return;
         }
-        // A new entry gets no second chance until it is used again: names
-        // used once go first.
+        // A new name gets no second chance until it is used again: names used
+        // once go first. A name whose entry only gets a fresh descriptor is
+        // in use, and keeps it.
         let entry = Entry {
             key: key.clone(),
             file: Some(file),
-            used: false,
+            used: found.is_some(),
         };
         match at {
             Some(at) => {

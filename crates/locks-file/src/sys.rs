@@ -482,32 +482,26 @@ pub(crate) fn lock_error(
 pub(crate) fn later_ctime_after_read(dir: &Path) -> bool {
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::{AsRawFd, FromRawFd};
-        use std::os::unix::ffi::OsStrExt;
-        let Ok(c_dir) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let Ok(file) = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(dir)
+        else {
             return false;
         };
-        // SAFETY: `c_dir` is a NUL-terminated path; the flags and mode are valid.
-        let fd = unsafe {
-            libc::open(
-                c_dir.as_ptr(),
-                libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return false;
-        }
-        // SAFETY: `fd` was just opened and is owned by nobody else.
-        let file = unsafe { File::from_raw_fd(fd) };
         let ctime = || fstat(&file).ok().map(|s| s.ctime);
         for _ in 0..3 {
             let before = coarse_clock();
             let mut increasing = true;
             let mut last = ctime();
             for mode in [0o640, 0o600, 0o640] {
-                // SAFETY: a valid descriptor of our own file.
-                if unsafe { libc::fchmod(file.as_raw_fd(), mode) } != 0 {
+                if file
+                    .set_permissions(std::fs::Permissions::from_mode(mode))
+                    .is_err()
+                {
                     return false;
                 }
                 let now = ctime();

@@ -667,6 +667,36 @@ async fn a_cached_file_that_is_moved_or_replaced_is_not_locked_again() {
     );
 }
 
+/// A name whose cached descriptor is replaced by a fresh one (opened while
+/// the cached one was out) is in use: it keeps its second chance.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_fresh_descriptor_for_a_cached_name_keeps_its_second_chance() {
+    let tmp = temp_dir();
+    assert!(cache::capacity_for(tmp.path()) >= 2, "a local file system");
+    let cache = cache::Cache::new(2);
+    let key = |i: usize| cache::Key::from(format!("g{i}").as_bytes());
+    let put = |i: usize| {
+        cache.put(
+            &key(i),
+            sys::open_for_test(&tmp.path().join(format!("g{i}"))),
+        )
+    };
+    let cached =
+        |i: usize| descriptors_under(tmp.path()).contains(&tmp.path().join(format!("g{i}")));
+    put(0);
+    put(1);
+    // g0's entry gets a descriptor of its own file opened meanwhile.
+    put(0);
+    assert_eq!(descriptors_under(tmp.path()).len(), 2);
+    // g2 comes by twice: the second time it takes the place of the name not
+    // used again, g1.
+    put(2);
+    put(2);
+    assert!(cached(0) && !cached(1) && cached(2));
+    cache.clear();
+}
+
 #[cfg(target_os = "linux")]
 #[test]
 fn the_cache_keeps_the_descriptors_used_again() {
