@@ -69,6 +69,13 @@ const Version = C.LOCKS_VERSION
 // unless the header and the library come from different builds.
 func LibraryVersion() string { return C.GoString(C.locks_version()) }
 
+// PollInterval used to bound how long a Lock call waited before it checked a
+// cancellable context again. Waits are now cancelled through the C library
+// at once, in one piece, so it is not read.
+//
+// Deprecated: it has no effect; kept so that code setting it still builds.
+var PollInterval = 200 * time.Millisecond
+
 // Scope says how far a lock reaches.
 type Scope int
 
