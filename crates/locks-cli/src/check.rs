@@ -16,6 +16,19 @@
 //!
 //! For the process scope the holders are tasks of the checker itself; for the
 //! node and global scopes they are copies of this binary (`locks check-worker`).
+//!
+//! With `--fenced`, every holding also writes its fencing token to a shared
+//! resource, the file `LOG.resource`, once right after it acquired and once
+//! after its hold, whether or not it still holds the lock: a holder paused
+//! past its TTL (a zombie) writes as it would in real life. The resource, as
+//! a fenced store does, refuses a token lower than the highest it has seen,
+//! and every write is logged as `write TOKEN PID AT_NS accepted|refused`.
+//! The checker then counts **stale writes**: accepted writes made after a
+//! holding with a higher token had entered. That must be 0: the tokens are
+//! what protects a resource from a holder that lost its lock without
+//! knowing. In this mode an overlap with a holding that reported its lock
+//! lost is the zombie case fencing exists for; it is counted apart
+//! (`zombie_overlaps`), not as an overlap.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -26,6 +39,10 @@ use std::time::{Duration, Instant};
 use locks::{Error, ErrorKind, Locks, Scope, Wait};
 
 use crate::{ScopeArg, open_locks};
+
+mod fenced;
+
+use fenced::{FencedWrite, Resource};
 
 /// Arguments of `locks check`.
 #[derive(clap::Args, Debug)]
@@ -71,6 +88,11 @@ pub(crate) struct CheckArgs {
     /// How long one acquire may wait before the holder gives up (`60s`, `2m`).
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse, default_value = "120s")]
     timeout: Duration,
+
+    /// Every holding writes its token to a resource that refuses tokens lower
+    /// than the highest it has seen; count accepted stale writes.
+    #[arg(long)]
+    fenced: bool,
 }
 
 /// Arguments of the hidden `locks check-worker`: one holder of `locks check`.
@@ -107,6 +129,10 @@ pub(crate) struct WorkerArgs {
     /// Print `acquired TOKEN PID ENTER_NS` when the lock is had and `lost TOKEN` when it is lost.
     #[arg(long)]
     announce: bool,
+
+    /// Write each holding's token to the fenced resource `LOG.resource`.
+    #[arg(long)]
+    fenced: bool,
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process of this host.
@@ -156,6 +182,8 @@ struct Plan {
     announce: bool,
     /// Written as the holder's PID: the process id, or the task number.
     pid: u32,
+    /// The fenced resource every holding writes its token to, with `--fenced`.
+    fence: Option<Resource>,
 }
 
 /// One holder: takes the lock `iterations` times and logs every holding.
@@ -170,12 +198,16 @@ async fn hold_loop(locks: &Locks, plan: &Plan, log: &mut std::fs::File) -> locks
         timeout,
         announce,
         pid,
+        ref fence,
     } = *plan;
     let mut lost = 0;
     for _ in 0..iterations {
         let guard = locks.lock_name(scope, name, Wait::Timeout(timeout)).await?;
         let enter = monotonic_ns();
         let token = guard.token();
+        if let Some(fence) = fence {
+            append(log, &fence.write(token, pid)?.line())?;
+        }
         if announce {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "acquired {token} {pid} {enter}");
@@ -191,6 +223,11 @@ async fn hold_loop(locks: &Locks, plan: &Plan, log: &mut std::fs::File) -> locks
             }
         };
         let exit = monotonic_ns();
+        // Written whether or not the lock is still held, as a holder that
+        // lost it without knowing would: the resource must refuse it.
+        if let Some(fence) = fence {
+            append(log, &fence.write(token, pid)?.line())?;
+        }
         let mark = if was_lost { " lost" } else { "" };
         append(log, &format!("{token} {pid} {enter} {exit}{mark}\n"))?;
         if was_lost {
@@ -229,6 +266,7 @@ pub(crate) async fn worker(config: Option<&Path>, args: WorkerArgs) -> locks::Re
         timeout: args.timeout,
         announce: args.announce,
         pid: std::process::id(),
+        fence: args.fenced.then(|| Resource::beside(&args.log)),
     };
     let lost = hold_loop(&locks, &plan, &mut log).await?;
     if lost > 0 {
@@ -260,6 +298,13 @@ pub(crate) struct Verdict {
     pub(crate) malformed: usize,
     /// Consecutive holdings (in enter order) by different processes.
     pub(crate) switches: usize,
+    /// With `--fenced`: overlaps with a holding that reported its lock lost.
+    pub(crate) zombie_overlaps: usize,
+    /// With `--fenced`: writes the resource accepted and refused.
+    pub(crate) writes_accepted: usize,
+    pub(crate) writes_refused: usize,
+    /// With `--fenced`: accepted writes made after a higher token entered.
+    pub(crate) stale_writes: usize,
     /// The first few violations, for the report.
     pub(crate) examples: Vec<String>,
 }
@@ -291,11 +336,20 @@ fn parse_line(line: &str) -> Option<Holding> {
 }
 
 /// Verifies a log: sorted by enter time, no holding may enter before every
-/// earlier one exited, and tokens must strictly increase.
-pub(crate) fn verify(text: &str) -> Verdict {
+/// earlier one exited, and tokens must strictly increase. With `fenced`, an
+/// overlap with a holding that reported its loss is a zombie overlap, and
+/// accepted writes after a higher token entered are stale writes.
+pub(crate) fn verify(text: &str, fenced: bool) -> Verdict {
     let mut verdict = Verdict::default();
     let mut holdings = Vec::new();
+    let mut writes = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if line.starts_with("write ")
+            && let Some(write) = FencedWrite::parse(line)
+        {
+            writes.push(write);
+            continue;
+        }
         match parse_line(line) {
             Some(h) => holdings.push(h),
             None => {
@@ -309,11 +363,27 @@ pub(crate) fn verify(text: &str) -> Verdict {
     holdings.sort_by_key(|h| (h.enter, h.exit));
     verdict.holdings = holdings.len();
     verdict.lost = holdings.iter().filter(|h| h.lost).count();
+    verdict.writes_accepted = writes.iter().filter(|w| w.accepted).count();
+    verdict.writes_refused = writes.len() - verdict.writes_accepted;
+    let stale = fenced::stale_writes(&holdings, &writes);
+    verdict.stale_writes = stale.len();
+    for write in stale.iter().take(5) {
+        verdict.examples.push(format!(
+            "stale write accepted: token {} (pid {}) at {} after a higher token entered",
+            write.token, write.pid, write.at
+        ));
+    }
     // The holding that exits last among those seen so far.
     let mut latest: Option<Holding> = None;
     let mut previous: Option<Holding> = None;
     for h in holdings {
         if let Some(l) = latest
+            && h.enter < l.exit
+            && fenced
+            && l.lost
+        {
+            verdict.zombie_overlaps += 1;
+        } else if let Some(l) = latest
             && h.enter < l.exit
         {
             verdict.overlaps += 1;
@@ -362,8 +432,10 @@ pub(crate) async fn check(config: Option<&Path>, args: CheckArgs) -> locks::Resu
             true,
         ),
     };
+    let resource = Resource::beside(&log_path);
     if temporary {
         let _ = std::fs::remove_file(&log_path);
+        let _ = std::fs::remove_file(resource.path());
     }
     // Created before any holder starts, so that a bad path fails at once.
     drop(open_log(&log_path)?);
@@ -380,8 +452,9 @@ pub(crate) async fn check(config: Option<&Path>, args: CheckArgs) -> locks::Resu
         .map_err(|e| Error::io(format_args!("reading check log {}", log_path.display()), e))?;
     if temporary {
         let _ = std::fs::remove_file(&log_path);
+        let _ = std::fs::remove_file(resource.path());
     }
-    let verdict = verify(&text);
+    let verdict = verify(&text, args.fenced);
     for example in &verdict.examples {
         eprintln!("locks check: {example}");
     }
@@ -396,14 +469,24 @@ pub(crate) async fn check(config: Option<&Path>, args: CheckArgs) -> locks::Resu
         verdict.malformed,
         elapsed.as_secs_f64()
     );
+    let fenced = if args.fenced {
+        println!(
+            "fenced writes_accepted={} writes_refused={} zombie_overlaps={}",
+            verdict.writes_accepted, verdict.writes_refused, verdict.zombie_overlaps
+        );
+        format!(" stale_writes={}", verdict.stale_writes)
+    } else {
+        String::new()
+    };
     println!(
-        "handoffs={} overlaps={} token_regressions={}",
+        "handoffs={} overlaps={} token_regressions={}{fenced}",
         verdict.handoffs(),
         verdict.overlaps,
         verdict.token_regressions
     );
     let ok = verdict.overlaps == 0
         && verdict.token_regressions == 0
+        && verdict.stale_writes == 0
         && verdict.malformed == 0
         && failures == 0;
     Ok(if ok {
@@ -432,6 +515,7 @@ async fn run_tasks(
             timeout: args.timeout,
             announce: false,
             pid: u32::try_from(task).unwrap_or(u32::MAX),
+            fence: args.fenced.then(|| Resource::beside(log_path)),
         };
         let locks = locks.clone();
         let mut log = open_log(log_path)?;
@@ -486,6 +570,7 @@ async fn run_processes(
             .arg(format!("{}ms", args.timeout.as_millis()))
             .arg("--log")
             .arg(log_path)
+            .args(args.fenced.then_some("--fenced"))
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         let child = cmd
@@ -511,9 +596,57 @@ async fn run_processes(
 mod tests {
     use super::*;
 
+    fn verify_plain(text: &str) -> Verdict {
+        verify(text, false)
+    }
+
+    #[test]
+    fn a_zombie_overlap_is_counted_apart_only_when_fenced() {
+        // Token 1 was lost while paused; token 2 entered before it noticed.
+        let log = "1 10 100 500 lost\n2 11 300 400\n";
+        let plain = verify(log, false);
+        assert_eq!((plain.overlaps, plain.zombie_overlaps), (1, 0));
+        let fenced = verify(log, true);
+        assert_eq!((fenced.overlaps, fenced.zombie_overlaps), (0, 1));
+    }
+
+    #[test]
+    fn stale_writes_are_accepted_writes_after_a_higher_token_entered() {
+        let log = "1 10 100 500 lost\n2 11 300 400\n\
+                   write 1 10 110 accepted\nwrite 2 11 310 accepted\n\
+                   write 2 11 390 accepted\nwrite 1 10 450 refused\n";
+        let v = verify(log, true);
+        assert_eq!(
+            (v.writes_accepted, v.writes_refused, v.stale_writes),
+            (3, 1, 0)
+        );
+        // The zombie wrote before the new holder did: the resource could not know.
+        let log = "1 10 100 500 lost\n2 11 300 400\n\
+                   write 1 10 110 accepted\nwrite 1 10 305 accepted\n\
+                   write 2 11 310 accepted\n";
+        let v = verify(log, true);
+        assert_eq!(v.stale_writes, 1, "{:?}", v.examples);
+        assert!(v.examples[0].contains("stale write accepted: token 1"));
+    }
+
+    #[test]
+    fn the_resource_refuses_lower_tokens_and_keeps_the_highest() {
+        let dir = std::env::temp_dir().join(format!("locks-fence-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let resource = Resource::beside(&dir.join("check.log"));
+        let outcomes: Vec<bool> = [5, 5, 7, 6, 8]
+            .into_iter()
+            .map(|token| resource.write(token, 1).expect("write").accepted)
+            .collect();
+        assert_eq!(outcomes, [true, true, true, false, true]);
+        let kept = std::fs::read_to_string(dir.join("check.log.resource")).expect("read");
+        assert_eq!(kept, "8");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn disjoint_increasing_holdings_pass() {
-        let v = verify("1 10 100 200\n2 11 200 300\n3 10 301 400 lost\n");
+        let v = verify_plain("1 10 100 200\n2 11 200 300\n3 10 301 400 lost\n");
         assert_eq!(
             (
                 v.holdings,
@@ -529,20 +662,20 @@ mod tests {
     #[test]
     fn overlaps_count_against_the_latest_exit_so_far() {
         // The third holding overlaps the first although not the second.
-        let v = verify("1 1 0 1000\n2 2 10 20\n3 3 30 40\n4 4 1000 1100\n");
+        let v = verify_plain("1 1 0 1000\n2 2 10 20\n3 3 30 40\n4 4 1000 1100\n");
         assert_eq!(v.overlaps, 2, "{:?}", v.examples);
     }
 
     #[test]
     fn token_regressions_follow_enter_order() {
-        let v = verify("5 1 300 400\n4 2 100 200\n5 3 500 600\n");
+        let v = verify_plain("5 1 300 400\n4 2 100 200\n5 3 500 600\n");
         assert_eq!(v.token_regressions, 1, "{:?}", v.examples);
         assert_eq!(v.overlaps, 0);
     }
 
     #[test]
     fn malformed_lines_are_counted() {
-        let v = verify("1 1 10 5\nx\n1 2 3 4 5\n");
+        let v = verify_plain("1 1 10 5\nx\n1 2 3 4 5\n");
         assert_eq!((v.malformed, v.holdings), (3, 0));
     }
 }

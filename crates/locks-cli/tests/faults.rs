@@ -91,8 +91,21 @@ struct Holder {
 
 impl Holder {
     fn start(config: &Path, scope: &str, name: &str, hold: Duration, log: &Path) -> Holder {
+        Holder::start_with(config, scope, name, hold, log, &[])
+    }
+
+    /// [`start`](Self::start) with more `check-worker` arguments.
+    fn start_with(
+        config: &Path,
+        scope: &str,
+        name: &str,
+        hold: Duration,
+        log: &Path,
+        more: &[&str],
+    ) -> Holder {
         let mut cmd = locks(config);
         cmd.args(["check-worker", "--announce", "--iterations", "1"])
+            .args(more)
             .args(["--scope", scope, "--name", name, "--timeout", "30s"])
             .arg("--hold-us")
             .arg(hold.as_micros().to_string())
@@ -118,6 +131,13 @@ impl Holder {
 
     fn expect_line(&self, prefix: &str, limit: Duration) -> String {
         self.run.expect_line_within(prefix, limit)
+    }
+
+    /// Sends `signal` to the holder's process.
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.run.child.id()).expect("pid fits");
+        // SAFETY: plain kill(2) on our own child process.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
     }
 
     /// SIGKILL; returns the monotonic time read just before the signal, a
@@ -463,6 +483,88 @@ fn frozen_zookeeper_the_holder_is_told_before_anyone_else_acquires() {
         "/locks-faults?session_timeout=2s",
         "/locks-faults?session_timeout=20s&connect_timeout=10s",
     );
+}
+
+// ---------------------------------------------------------------- paused holder
+
+/// A holder paused with SIGSTOP past its TTL (a zombie) while another
+/// process takes the lock. Both write their fencing token to the fenced
+/// resource of `locks check --fenced`. On SIGCONT the zombie's guard is lost
+/// at once, its write with the old token is refused, and the checker finds
+/// no accepted stale write; the new holder's token is greater.
+fn paused_holder(url: &str) {
+    let env = Env::new();
+    let config = env.config("global.toml", Some(url));
+    let log = env.path("check.log");
+    let name = "fault-zombie";
+    let fenced = ["--fenced"];
+    let mut zombie = Holder::start_with(
+        &config,
+        "global",
+        name,
+        Duration::from_secs(60),
+        &log,
+        &fenced,
+    );
+    zombie.signal(libc::SIGSTOP);
+    // Acquires once the zombie's lease or session has expired on the server,
+    // and writes its token to the resource before it announces the lock.
+    let mut next = Holder::start_with(
+        &config,
+        "global",
+        name,
+        Duration::from_millis(500),
+        &log,
+        &fenced,
+    );
+    assert!(
+        next.token > zombie.token,
+        "the next holder's token {} is above the zombie's {}",
+        next.token,
+        zombie.token
+    );
+    let continued = Instant::now();
+    zombie.signal(libc::SIGCONT);
+    zombie.expect_line("lost ", Duration::from_secs(5));
+    eprintln!(
+        "{url}: the resumed holder saw its lock lost {:?} after SIGCONT",
+        continued.elapsed()
+    );
+    assert_eq!(zombie.wait(Duration::from_secs(30)), 0);
+    assert_eq!(next.wait(Duration::from_secs(30)), 0);
+    let (code, stdout, stderr) = output(
+        locks(&config)
+            .args(["check", "--scope", "global", "--name", name, "--fenced"])
+            .args(["--processes", "0", "--iterations", "0", "--log"])
+            .arg(&log),
+    );
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("fenced writes_accepted=3 writes_refused=1 zombie_overlaps=1"),
+        "the zombie's late write is the one refused: {stdout}"
+    );
+    assert!(
+        stdout.contains("overlaps=0 token_regressions=0 stale_writes=0"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn paused_etcd_holder_is_lost_at_once_and_its_stale_write_refused() {
+    let Some(addr) = server("LOCKS_TEST_ETCD") else {
+        return;
+    };
+    paused_holder(&format!("etcd://{addr}?ttl=2s"));
+}
+
+#[test]
+fn paused_zookeeper_holder_is_lost_at_once_and_its_stale_write_refused() {
+    let Some(addr) = server("LOCKS_TEST_ZK") else {
+        return;
+    };
+    paused_holder(&format!(
+        "zookeeper://{addr}/locks-faults?session_timeout=2s"
+    ));
 }
 
 // ---------------------------------------------------------------- etcd restart
