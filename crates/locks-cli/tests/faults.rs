@@ -549,6 +549,74 @@ fn paused_holder(url: &str) {
     );
 }
 
+/// `locks run` paused with SIGSTOP past its TTL while its command runs on;
+/// another process takes the lock; on SIGCONT `locks run` stops its command
+/// (SIGTERM) at once and exits with the lock-unavailable status.
+fn paused_run(url: &str) {
+    let env = Env::new();
+    let config = env.config("global.toml", Some(url));
+    let name = "fault-zombie-run";
+    let mut cmd = locks(&config);
+    cmd.args(["run", "--scope", "global", "--name", name, "--"])
+        .args(["sh", "-c", "echo command $$; exec sleep 60"]);
+    let mut run = Running::start(cmd);
+    let line = run.expect_line_within("command ", Duration::from_secs(30));
+    let command: libc::pid_t = line[8..].trim().parse().expect("the command's pid");
+    let pid = libc::pid_t::try_from(run.child.id()).expect("pid fits");
+    // SAFETY: plain kill(2) on our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let mut next = Holder::start(
+        &config,
+        "global",
+        name,
+        Duration::from_millis(200),
+        &env.path("next.log"),
+    );
+    let alive = |pid: libc::pid_t| Path::new(&format!("/proc/{pid}")).exists();
+    assert!(
+        alive(command),
+        "the command runs on while `locks run` is paused"
+    );
+    let continued = Instant::now();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let status = loop {
+        if let Some(status) = run.child.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            continued.elapsed() < Duration::from_secs(10),
+            "`locks run` still runs 10 s after it was continued"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    eprintln!(
+        "{url}: `locks run` stopped its command and exited {:?} after SIGCONT",
+        continued.elapsed()
+    );
+    assert_eq!(status.code(), Some(75), "the lock-unavailable status");
+    assert!(!alive(command), "the command was stopped");
+    assert_eq!(next.wait(Duration::from_secs(30)), 0);
+}
+
+#[test]
+fn paused_etcd_locks_run_stops_its_command_when_continued() {
+    let Some(addr) = server("LOCKS_TEST_ETCD") else {
+        return;
+    };
+    paused_run(&format!("etcd://{addr}?ttl=2s"));
+}
+
+#[test]
+fn paused_zookeeper_locks_run_stops_its_command_when_continued() {
+    let Some(addr) = server("LOCKS_TEST_ZK") else {
+        return;
+    };
+    paused_run(&format!(
+        "zookeeper://{addr}/locks-faults?session_timeout=2s"
+    ));
+}
+
 #[test]
 fn paused_etcd_holder_is_lost_at_once_and_its_stale_write_refused() {
     let Some(addr) = server("LOCKS_TEST_ETCD") else {
