@@ -83,7 +83,8 @@ fi
 
 step "mutual-exclusion checker (>= 2000 handoffs per backend)"
 # `locks check` runs N holders x M iterations on one name and proves that no two
-# holdings overlap and that fencing tokens strictly increase (docs/reliability.md).
+# holdings overlap, that fencing tokens strictly increase and (--fenced) that a
+# resource refusing lower tokens never accepted a stale write (docs/reliability.md).
 cargo build -p locks-cli --locked
 locks_bin="$CARGO_TARGET_DIR/debug/locks"
 printf '[backends]\nnode = "file://%s/check-locks"\n' "$state" >"$state/check-file.toml"
@@ -98,5 +99,5 @@ for run in "memory file process 8 251 0" "file file node 4 501 100" "etcd etcd g
     set -- $run
     echo "-- $1: $3 scope, $4 holders x $5 iterations, pause $6 µs"
     "$locks_bin" --config "$state/check-$2.toml" check --name ci-check --scope "$3" --processes "$4" \
-        --iterations "$5" --pause-us "$6"
+        --iterations "$5" --pause-us "$6" --fenced
 done
