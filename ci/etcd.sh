@@ -20,15 +20,33 @@
 #   LOCKS_TEST_ETCD_CA=STATE_DIR/etcd-tls/ca.pem
 #   LOCKS_TEST_ETCD_CERT=STATE_DIR/etcd-tls/client.pem
 #   LOCKS_TEST_ETCD_KEY=STATE_DIR/etcd-tls/client-key.pem
+#
+# A cluster of N members on 127.0.0.1 (heartbeat 100 ms, election timeout 1 s),
+# each member a process of its own with its own ports and data dir:
+#
+#   ci/etcd.sh start-cluster STATE_DIR N   # start N members, wait until every one is healthy
+#   ci/etcd.sh leader STATE_DIR            # prints "INDEX ADDRESS PID" of the leader (waits up to 15 s for one)
+#   ci/etcd.sh stop-member STATE_DIR I [SIGNAL]  # stop member I (1-based) with SIGTERM, or e.g. KILL
+#   ci/etcd.sh start-member STATE_DIR I    # start member I again on its ports and data dir
+#   ci/etcd.sh stop STATE_DIR              # stops every member (and a plain `start` server there)
+#
+# `start-cluster` writes STATE_DIR/etcd-cluster.env:
+#
+#   LOCKS_TEST_ETCD_CLUSTER=127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3
+#   LOCKS_TEST_ETCD_CLUSTER_STATE=STATE_DIR   (absolute, for stop-member / start-member)
+#   LOCKS_TEST_ETCD_M1=127.0.0.1:P1   LOCKS_TEST_ETCD_M1_PID=PID   LOCKS_TEST_ETCD_M1_PEER_PORT=PORT
+#   ... one triple per member; a stopped member's PID is empty.
+#
 # This script installs nothing: ci/install.sh provides `etcd` and `etcdctl`.
 set -euo pipefail
 
 usage() {
     echo "usage: $0 start|start-tls|stop|restart STATE_DIR" >&2
+    echo "       $0 start-cluster STATE_DIR N | leader STATE_DIR | stop-member STATE_DIR I [SIGNAL] | start-member STATE_DIR I" >&2
     exit 2
 }
 
-[ $# -eq 2 ] || usage
+[ $# -ge 2 ] || usage
 tls=false
 action=$1
 state=$2
@@ -150,8 +168,13 @@ restart() {
 }
 
 stop() {
+    local cluster=false
+    if [ -f "$state/etcd-cluster.env" ]; then
+        stop_cluster
+        cluster=true
+    fi
     if [ ! -f "$state/etcd.env" ]; then
-        echo "etcd.sh: no $state/etcd.env: nothing to stop" >&2
+        $cluster || echo "etcd.sh: no $state/etcd.env or etcd-cluster.env: nothing to stop" >&2
         return 0
     fi
     local pid
@@ -175,10 +198,215 @@ stop() {
     echo "etcd.sh: stopped etcd (pid ${pid:-?})"
 }
 
+
+# --- clusters -----------------------------------------------------------------
+
+cluster_env() { echo "$state/etcd-cluster.env"; }
+
+# The value of KEY in the cluster's env file.
+cluster_get() {
+    sed -n "s/^$1=//p" "$(cluster_env)"
+}
+
+# Sets KEY to VALUE in the cluster's env file.
+cluster_set() {
+    sed -i "s|^$1=.*|$1=$2|" "$(cluster_env)"
+}
+
+# Whether pid $1 runs (a zombie that its new parent has not reaped yet does not).
+running() {
+    [ -n "$1" ] && kill -0 "$1" 2>/dev/null &&
+        ! grep -q '^[0-9]* (.*) Z' "/proc/$1/stat" 2>/dev/null
+}
+
+# Sends SIGCONT then $2 (default TERM) to pid $1 and waits (15 s, then SIGKILL) until it is gone.
+stop_pid() {
+    local pid=$1 signal=${2:-TERM}
+    running "$pid" || return 0
+    kill -CONT "$pid" 2>/dev/null || true
+    kill "-$signal" "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while running "$pid"; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "etcd.sh: etcd (pid $pid) ignored SIG$signal for 15 s; sending SIGKILL" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+            deadline=$((SECONDS + 15))
+        fi
+        sleep 0.05
+    done
+    # Reap it if it is our child (it is not when another invocation started it).
+    wait "$pid" 2>/dev/null || true
+}
+
+# Starts member $1 of the cluster described by $initial_cluster in the
+# background, on its ports and data dir; sets $pid.
+launch_member() {
+    local i=$1 client_port peer_port
+    client_port=$(cluster_get "LOCKS_TEST_ETCD_M$i" | sed 's/^127.0.0.1://')
+    peer_port=$(cluster_get "LOCKS_TEST_ETCD_M${i}_PEER_PORT")
+    local initial
+    initial=$(cluster_get LOCKS_TEST_ETCD_CLUSTER_PEERS)
+    # A member restarted on its data dir ignores the --initial-* flags.
+    etcd --name "m$i" \
+        --data-dir "$state/etcd-m$i-data" \
+        --listen-client-urls "http://127.0.0.1:$client_port" --advertise-client-urls "http://127.0.0.1:$client_port" \
+        --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+        --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token "locks-test-$$" \
+        --heartbeat-interval 100 --election-timeout 1000 \
+        >>"$state/etcd-m$i.log" 2>&1 </dev/null &
+    pid=$!
+    cluster_set "LOCKS_TEST_ETCD_M${i}_PID" "$pid"
+}
+
+# Waits (30 s at most) until member $1 answers `etcdctl $2` (`endpoint health`,
+# which needs a quorum, or `endpoint status`, which does not).
+wait_member() {
+    local i=$1 probe=$2 addr pid
+    addr=$(cluster_get "LOCKS_TEST_ETCD_M$i")
+    pid=$(cluster_get "LOCKS_TEST_ETCD_M${i}_PID")
+    local deadline=$((SECONDS + 30))
+    # shellcheck disable=SC2086
+    until ETCDCTL_API=3 etcdctl --endpoints "http://$addr" --dial-timeout 1s --command-timeout 2s \
+        $probe >/dev/null 2>&1; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "etcd.sh: member $i (pid $pid) exited during startup; its log:" >&2
+            tail -n 50 "$state/etcd-m$i.log" >&2
+            exit 1
+        fi
+        if [ $SECONDS -ge $deadline ]; then
+            echo "etcd.sh: member $i on $addr does not answer \`etcdctl $probe\` after 30 s; its log:" >&2
+            tail -n 50 "$state/etcd-m$i.log" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
+}
+
+start_cluster() {
+    local n=$1
+    case "$n" in '' | *[!0-9]*) usage ;; esac
+    [ "$n" -ge 1 ] && [ "$n" -le 9 ] || { echo "etcd.sh: a cluster has 1 to 9 members, not $n" >&2; exit 2; }
+    command -v etcd >/dev/null || { echo "etcd.sh: \`etcd\` is not installed (run ci/install.sh)" >&2; exit 1; }
+    command -v etcdctl >/dev/null || { echo "etcd.sh: \`etcdctl\` is not installed (run ci/install.sh)" >&2; exit 1; }
+    mkdir -p "$state"
+    state=$(cd "$state" && pwd)
+    if [ -f "$(cluster_env)" ]; then
+        echo "etcd.sh: $(cluster_env) exists: a cluster may still run there (ci/etcd.sh stop $state)" >&2
+        exit 1
+    fi
+    local ports=() port i
+    while [ ${#ports[@]} -lt $((2 * n)) ]; do
+        port=$(free_port)
+        [[ " ${ports[*]} " == *" $port "* ]] || ports+=("$port")
+    done
+    local members=() peers=() lines=()
+    for ((i = 1; i <= n; i++)); do
+        local client_port=${ports[$((2 * i - 2))]} peer_port=${ports[$((2 * i - 1))]}
+        members+=("127.0.0.1:$client_port")
+        peers+=("m$i=http://127.0.0.1:$peer_port")
+        lines+=("LOCKS_TEST_ETCD_M$i=127.0.0.1:$client_port" "LOCKS_TEST_ETCD_M${i}_PID=" "LOCKS_TEST_ETCD_M${i}_PEER_PORT=$peer_port")
+        rm -rf "$state/etcd-m$i-data"
+    done
+    {
+        echo "LOCKS_TEST_ETCD_CLUSTER=$(IFS=,; echo "${members[*]}")"
+        echo "LOCKS_TEST_ETCD_CLUSTER_STATE=$state"
+        echo "LOCKS_TEST_ETCD_CLUSTER_PEERS=$(IFS=,; echo "${peers[*]}")"
+        printf '%s\n' "${lines[@]}"
+    } >"$(cluster_env)"
+    # Every member must run before any can elect a leader.
+    for ((i = 1; i <= n; i++)); do
+        launch_member "$i"
+    done
+    for ((i = 1; i <= n; i++)); do
+        if ! (wait_member "$i" "endpoint health"); then
+            stop_cluster
+            exit 1
+        fi
+    done
+    echo "etcd.sh: $n-member etcd cluster is healthy on $(cluster_get LOCKS_TEST_ETCD_CLUSTER); environment in $(cluster_env)"
+}
+
+# Prints "INDEX ADDRESS PID" of the member that is the leader now.
+leader() {
+    state=$(cd "$state" && pwd)
+    [ -f "$(cluster_env)" ] || { echo "etcd.sh: no $(cluster_env): start-cluster first" >&2; exit 1; }
+    local deadline=$((SECONDS + 15)) i addr pid out
+    while true; do
+        for ((i = 1; ; i++)); do
+            addr=$(cluster_get "LOCKS_TEST_ETCD_M$i")
+            [ -n "$addr" ] || break
+            pid=$(cluster_get "LOCKS_TEST_ETCD_M${i}_PID")
+            [ -n "$pid" ] || continue
+            out=$(ETCDCTL_API=3 etcdctl --endpoints "http://$addr" --dial-timeout 1s --command-timeout 1s \
+                endpoint status -w json 2>/dev/null) || continue
+            if python3 -c 'import json, sys
+s = json.load(sys.stdin)[0]["Status"]
+sys.exit(0 if s["leader"] == s["header"]["member_id"] else 1)' <<<"$out"; then
+                echo "$i $addr $pid"
+                return 0
+            fi
+        done
+        if [ $SECONDS -ge $deadline ]; then
+            echo "etcd.sh: no member of $(cluster_get LOCKS_TEST_ETCD_CLUSTER) is the leader after 15 s" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+
+member_index() {
+    local i=$1
+    case "$i" in '' | *[!0-9]*) usage ;; esac
+    state=$(cd "$state" && pwd)
+    [ -f "$(cluster_env)" ] || { echo "etcd.sh: no $(cluster_env): start-cluster first" >&2; exit 1; }
+    [ -n "$(cluster_get "LOCKS_TEST_ETCD_M$i")" ] || { echo "etcd.sh: the cluster has no member $i" >&2; exit 1; }
+}
+
+stop_member() {
+    local i=$1 signal=${2:-TERM}
+    member_index "$i"
+    local pid
+    pid=$(cluster_get "LOCKS_TEST_ETCD_M${i}_PID")
+    stop_pid "$pid" "$signal"
+    cluster_set "LOCKS_TEST_ETCD_M${i}_PID" ""
+    echo "etcd.sh: stopped member $i (pid ${pid:-none}, SIG$signal)"
+}
+
+start_member() {
+    local i=$1
+    member_index "$i"
+    local old
+    old=$(cluster_get "LOCKS_TEST_ETCD_M${i}_PID")
+    if running "$old"; then
+        echo "etcd.sh: member $i runs already (pid $old)" >&2
+        exit 1
+    fi
+    launch_member "$i"
+    # Without the others the member may have no quorum: wait only until it serves.
+    wait_member "$i" "endpoint status"
+    echo "etcd.sh: started member $i (pid $pid) on $(cluster_get "LOCKS_TEST_ETCD_M$i") with its data dir"
+}
+
+stop_cluster() {
+    local i pid
+    for ((i = 1; ; i++)); do
+        [ -n "$(cluster_get "LOCKS_TEST_ETCD_M$i")" ] || break
+        pid=$(cluster_get "LOCKS_TEST_ETCD_M${i}_PID")
+        stop_pid "$pid" TERM
+        rm -rf "$state/etcd-m$i-data"
+    done
+    rm -f "$(cluster_env)"
+    echo "etcd.sh: stopped the cluster in $state"
+}
+
 case "$action" in
-    start) start ;;
-    start-tls) tls=true; start ;;
-    stop) stop ;;
-    restart) restart ;;
+    start-cluster) [ $# -eq 3 ] || usage; start_cluster "$3" ;;
+    leader) [ $# -eq 2 ] || usage; leader ;;
+    stop-member) [ $# -ge 3 ] && [ $# -le 4 ] || usage; stop_member "$3" "${4:-TERM}" ;;
+    start-member) [ $# -eq 3 ] || usage; start_member "$3" ;;
+    start) [ $# -eq 2 ] || usage; start ;;
+    start-tls) [ $# -eq 2 ] || usage; tls=true; start ;;
+    stop) [ $# -eq 2 ] || usage; stop ;;
+    restart) [ $# -eq 2 ] || usage; restart ;;
     *) usage ;;
 esac
