@@ -4,8 +4,10 @@
 //! cluster, checks that the new one fits, picks the next free device name and
 //! creates the space. Two creates at once both see the same free capacity and
 //! the same next name: the pool is over-committed and two volumes get one
-//! device. Cinder holds one lock per process (`hgst'devices` in the seed
-//! document; `hgst-devices` in the catalog) around the whole operation.
+//! device. Cinder held one lock per process around the whole operation
+//! (`hgst'devices` in the seed document, garbling the driver's
+//! `@lockutils.synchronized('devices', 'cinder-hgst-')`; `hgst-devices` in the
+//! catalog). The HGST driver is gone upstream (absent from Cinder 29.0.0).
 //!
 //! `cargo run --example hgst [-- --locked | --unlocked]`
 

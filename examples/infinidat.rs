@@ -1,5 +1,7 @@
 //! Infinidat driver: the Global-scope lock `infinidat-{management_address}-lock`
-//! around `initialize_connection` and `terminate_connection`.
+//! around `initialize_connection` and `terminate_connection` (in Cinder
+//! 29.0.0 the private `_initialize_connection` and `_terminate_connection`
+//! they call take it).
 //!
 //! Attaching finds or creates the host object on the InfiniBox, picks a free
 //! LUN and maps the volume; detaching unmaps it and deletes the host when it

@@ -1,5 +1,9 @@
-//! Kaminario FC and iSCSI drivers: one Global-scope lock `kaminario-{san_ip}`
+//! Kaminario FC and iSCSI drivers: one Global-scope lock `Kaminario-{san_ip}`
 //! shared by both, around `initialize_connection` and `terminate_connection`.
+//!
+//! The capital K is Cinder's: `kaminario_common.K2_LOCK_PREFIX = 'Kaminario'`
+//! (Cinder's "Drivers Locking Examples" document says `kaminario-{san_ip}`,
+//! which would be another lock and exclude nothing Cinder holds).
 //!
 //! The catalog declares two entries, `kaminario-fc` and `kaminario-iscsi`,
 //! whose templates render the same name for one K2 array: an FC backend and
@@ -197,7 +201,7 @@ async fn scenario(locks: Locks, mode: Mode) -> Result<Vec<String>, BoxError> {
 #[tokio::main]
 async fn main() -> ExitCode {
     locks_examples::run(
-        "kaminario: Kaminario FC and iSCSI drivers sharing `kaminario-{san_ip}`",
+        "kaminario: Kaminario FC and iSCSI drivers sharing `Kaminario-{san_ip}`",
         &["kaminario-fc", "kaminario-iscsi"],
         scenario,
     )

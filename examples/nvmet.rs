@@ -1,9 +1,10 @@
 //! NVMET target: the Node-scope lock `nvmetcli` around creating and deleting
 //! NVMe-oF targets.
 //!
-//! Cinder's `NVMET.create_nvmeof_target` and `delete_nvmeof_target` read the
-//! kernel's nvmet configuration, change it and save it back through
-//! `nvmetcli`. Two of them at once on one host lose each other's change: a
+//! Cinder's NVMET target (`_map_volume` and `_locked_unmap_volume` in Cinder
+//! 29.0.0; `create_nvmeof_target` and `delete_nvmeof_target` in the seed
+//! document, as this example names them) reads the kernel's nvmet
+//! configuration, changes it and saves it back through `nvmetcli`. Two of them at once on one host lose each other's change: a
 //! deleted target comes back, a created one disappears. Here this process
 //! creates targets while a second copy of the example deletes others, on one
 //! simulated nvmet configuration.

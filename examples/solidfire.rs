@@ -1,6 +1,8 @@
 //! SolidFire driver: the Process-scope lock `solidfire-{resource_id}`, taken by
 //! Cinder's `locked_image_id_operation` and `locked_source_id_operation`
-//! decorators.
+//! decorators, as the seed document describes them. (Cinder 29.0.0 still
+//! defines `locked_image_id_operation` but no method uses it: there only
+//! cloning and creating from a snapshot take the lock.)
 //!
 //! Creating a volume from an image caches the image once as a template volume
 //! on the cluster and clones it; two creates from one image at once would

@@ -70,10 +70,10 @@ const EXAMPLES: &[(&str, &[&str])] = &[
     (
         "kaminario",
         &[
-            "kaminario-10.0.1.5`: one lock",
+            "Kaminario-10.0.1.5`: one lock",
             "FC    holds `",
             "iSCSI holds `",
-            "kaminario-10.0.1.6`",
+            "Kaminario-10.0.1.6`",
             "K2 10.0.1.5: 4 operations, one at a time",
         ],
     ),
@@ -89,11 +89,11 @@ const EXAMPLES: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "dothill",
+        "stx",
         &[
             "map_volume holds `",
-            "dothill-A1-map`",
-            "dothill-A2-map`",
+            "STXClient-A1-map`",
+            "HPMSAClient-A2-map`",
             "A1: compute-1 [1=vol-* 2=vol-* 3=vol-*]",
             "A1 management API: * operations, one at a time",
         ],

@@ -34,18 +34,32 @@ fn name_text(e: &CatalogEntry) -> String {
 
 fn where_text(e: &CatalogEntry) -> String {
     let quoted: Vec<String> = e.methods.iter().map(|m| format!("`{m}`")).collect();
-    let kind = if e.methods.iter().all(|m| m.starts_with("locked_")) {
-        "decorators"
-    } else if e.methods.len() > 1 {
-        "methods"
-    } else {
-        "method"
+    let decorators = e.methods.iter().all(|m| m.starts_with("locked_"));
+    let kind = match (decorators, e.methods.len() > 1) {
+        (true, true) => "decorators",
+        (true, false) => "decorator",
+        (false, true) => "methods",
+        (false, false) => "method",
     };
     match quoted.as_slice() {
         [] => "(not recorded)".to_owned(),
         [one] => format!("{one} {kind}"),
         [init @ .., last] => format!("{} and {last} {kind}", init.join(", ")),
     }
+}
+
+/// The lines the catalog adds to the seed's shape: where the name is built, removal upstream.
+fn extra_items(e: &CatalogEntry) -> Vec<String> {
+    let mut items = Vec::new();
+    if let Some(file) = &e.name_file {
+        items.push(format!("Name built in: `{file}`."));
+    }
+    if let Some(version) = &e.removed_upstream {
+        items.push(format!(
+            "Removed upstream: the file is gone from Cinder {version}."
+        ));
+    }
+    items
 }
 
 fn sentence(text: &str) -> String {
@@ -80,6 +94,9 @@ pub(crate) fn render(catalog: &Catalog, format: Format) -> String {
                 let _ = writeln!(out, "  - Where: {}.", where_text(e));
                 let _ = writeln!(out, "  - File: `{}`.", e.file);
                 let _ = writeln!(out, "  - Catalog id: `{}`.", e.id);
+                for item in extra_items(e) {
+                    let _ = writeln!(out, "  - {item}");
+                }
                 if let Some(notes) = &e.notes {
                     let _ = writeln!(out, "  - Notes: {}", sentence(notes));
                 }
@@ -107,6 +124,9 @@ pub(crate) fn render(catalog: &Catalog, format: Format) -> String {
                 let _ = writeln!(out, "- Lock name: `{}`.", name_text(e));
                 let _ = writeln!(out, "- Where: {}.", where_text(e));
                 let _ = writeln!(out, "- File: `{}`.", e.file);
+                for item in extra_items(e) {
+                    let _ = writeln!(out, "- {item}");
+                }
                 if let Some(notes) = &e.notes {
                     let _ = writeln!(out, "- Notes: {}", sentence(notes));
                 }
@@ -136,7 +156,15 @@ mod tests {
         let text = render(Catalog::cinder(), Format::Rst);
         assert!(text.starts_with("Drivers Locking Examples\n========================\n"));
         assert!(text.contains("LIO target\n  - Lock scope: Node.\n  - Critical section: Calls to `cinder-rtstool` CLI.\n  - Lock name: `'lioadm'`.\n  - Where: `_execute` method.\n  - File: `cinder/volume/targets/lio.py`."));
-        assert!(text.contains("  - Lock name: `solidfire-{resource_id}`.\n  - Where: `locked_image_id_operation` and `locked_source_id_operation` decorators."));
+        assert!(text.contains("  - Lock name: `solidfire-{resource_id}`.\n  - Where: `locked_source_id_operation` decorator."));
+        assert!(text.contains("  - Lock name: `Kaminario-{san_ip}`."));
+        assert!(!text.contains("  - Lock name: `kaminario-"));
+        assert!(text.contains(
+            "  - Catalog id: `hgst`.\n  - Removed upstream: the file is gone from Cinder 29.0.0.\n"
+        ));
+        assert!(text.contains(
+            "  - Name built in: `cinder/volume/drivers/kaminario/kaminario_common.py`.\n"
+        ));
         assert!(text.contains("Other files\n-----------\n"));
         assert!(text.contains("- `cinder/volume/drivers/netapp/dataontap/nfs_base.py`"));
     }

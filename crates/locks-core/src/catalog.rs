@@ -30,6 +30,12 @@ pub struct CatalogEntry {
     pub file: String,
     /// Anything a reader should know (deviations from the source, traps).
     pub notes: Option<String>,
+    /// The source file that builds the name, when it is not [`file`](Self::file)
+    /// (Kaminario's drivers lock a name built in `kaminario_common.py`).
+    pub name_file: Option<String>,
+    /// The upstream version, checked, in which [`file`](Self::file) is gone: the
+    /// driver was removed upstream (not necessarily in that release).
+    pub removed_upstream: Option<String>,
 }
 
 impl CatalogEntry {
@@ -84,10 +90,20 @@ struct RawEntry {
     methods: Vec<String>,
     file: String,
     notes: Option<String>,
+    name_file: Option<String>,
+    removed_upstream: Option<toml::Spanned<String>>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Whether `version` is a release number such as `29.0.0`: numbers separated by dots.
+fn is_version(version: &str) -> bool {
+    !version.is_empty()
+        && version
+            .split('.')
+            .all(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
 }
 
 impl Catalog {
@@ -95,11 +111,14 @@ impl Catalog {
     ///
     /// The format is `title`, `other_files = [...]` and one `[[lock]]` table
     /// per entry with `id`, `driver`, `name` (the template), `scope`,
-    /// `critical_section`, `where` (list of methods), `file` and optional `notes`.
+    /// `critical_section`, `where` (list of methods), `file`, and optional
+    /// `notes`, `name_file` (the file that builds the name, when not `file`)
+    /// and `removed_upstream` (the version, e.g. `"29.0.0"`, in which `file` is gone).
     ///
     /// # Errors
     /// [`ErrorKind::InvalidCatalog`] for malformed TOML, unknown or missing keys
-    /// (the message gives the line), invalid ids or invalid templates.
+    /// (the message gives the line), invalid ids, invalid templates, or a
+    /// `removed_upstream` that is not a version number.
     pub fn from_toml_str(text: &str) -> Result<Self, Error> {
         Self::from_toml_named(text, "catalog")
     }
@@ -144,6 +163,20 @@ impl Catalog {
                 )
                 .with_source(e)
             })?;
+            let removed_upstream = match entry.removed_upstream {
+                Some(version) if !is_version(version.get_ref()) => {
+                    let line = line_of(text, version.span().start);
+                    return Err(Error::new(
+                        ErrorKind::InvalidCatalog,
+                        format!(
+                            "{origin} (line {line}): lock `{id}`: removed_upstream {:?} is not a version; \
+                             write the upstream release in which the file is gone, e.g. \"29.0.0\"",
+                            version.get_ref()
+                        ),
+                    ));
+                }
+                version => version.map(toml::Spanned::into_inner),
+            };
             entries.push(CatalogEntry {
                 id,
                 driver: entry.driver,
@@ -153,6 +186,8 @@ impl Catalog {
                 methods: entry.methods,
                 file: entry.file,
                 notes: entry.notes,
+                name_file: entry.name_file,
+                removed_upstream,
             });
         }
         Ok(Catalog {
@@ -333,7 +368,8 @@ impl fmt::Display for LintFinding {
 mod tests {
     use super::*;
 
-    const SEED_IDS: [&str; 12] = [
+    /// The seed document's entries, then the ones Cinder 29.0.0 added.
+    const IDS: [&str; 14] = [
         "lio",
         "nvmet",
         "hgst",
@@ -346,13 +382,15 @@ mod tests {
         "unity-attach-detach",
         "dothill-api",
         "dothill-map",
+        "stx-api",
+        "stx-map",
     ];
 
     #[test]
     fn cinder_catalog_has_every_seed_entry() {
         let c = Catalog::cinder();
         let ids: Vec<&str> = c.entries().iter().map(|e| e.id.as_str()).collect();
-        assert_eq!(ids, SEED_IDS);
+        assert_eq!(ids, IDS);
         let expect = [
             ("lio", "lioadm", Scope::Node),
             ("nvmet", "nvmetcli", Scope::Node),
@@ -362,8 +400,9 @@ mod tests {
                 "infinidat-{management_address}-lock",
                 Scope::Global,
             ),
-            ("kaminario-fc", "kaminario-{san_ip}", Scope::Global),
-            ("kaminario-iscsi", "kaminario-{san_ip}", Scope::Global),
+            // Cinder's K2_LOCK_PREFIX is 'Kaminario', whatever the seed document says.
+            ("kaminario-fc", "Kaminario-{san_ip}", Scope::Global),
+            ("kaminario-iscsi", "Kaminario-{san_ip}", Scope::Global),
             ("unity-create-host", "{self.host}-{name}", Scope::Global),
             (
                 "unity-create-host-and-attach",
@@ -381,6 +420,8 @@ mod tests {
                 "{driver_name}-{array_name}-map",
                 Scope::Global,
             ),
+            ("stx-api", "{driver_name}-{array_name}", Scope::Global),
+            ("stx-map", "{driver_name}-{array_name}-map", Scope::Global),
         ];
         for (id, template, scope) in expect {
             let e = c.get(id).unwrap();
@@ -389,6 +430,27 @@ mod tests {
         let hgst = c.get("hgst").unwrap();
         assert_eq!(hgst.scope, Scope::Process);
         assert!(hgst.notes.as_deref().unwrap_or("").contains("hgst'devices"));
+        let removed: Vec<&str> = c
+            .entries()
+            .iter()
+            .filter(|e| e.removed_upstream.is_some())
+            .map(|e| e.id.as_str())
+            .collect();
+        assert_eq!(removed, ["hgst", "dothill-api", "dothill-map"]);
+        assert!(
+            c.entries()
+                .iter()
+                .all(|e| e.removed_upstream.as_deref().is_none_or(|v| v == "29.0.0"))
+        );
+        let kaminario = c.get("kaminario-fc").unwrap();
+        assert_eq!(
+            kaminario.name_file.as_deref(),
+            Some("cinder/volume/drivers/kaminario/kaminario_common.py")
+        );
+        let name = kaminario
+            .render(&Params::new().with("san_ip", "10.0.0.1"))
+            .unwrap();
+        assert_eq!(name.as_str(), "Kaminario-10.0.0.1");
         assert_eq!(c.other_files().len(), 27);
         assert!(
             c.other_files()
@@ -428,6 +490,36 @@ mod tests {
         assert_eq!(err.kind(), ErrorKind::InvalidCatalog);
         assert!(err.message().contains("line 11"), "{}", err.message());
         assert!(err.message().contains("colour"), "{}", err.message());
+    }
+
+    #[test]
+    fn removed_upstream_and_name_file_are_optional_and_checked() {
+        let base = "[[lock]]\nid = \"a\"\ndriver = \"d\"\nname = \"x\"\nscope = \"node\"\n\
+                    critical_section = \"c\"\nwhere = []\nfile = \"f\"\n";
+        let plain = Catalog::from_toml_str(base).unwrap();
+        assert_eq!(plain.entries()[0].removed_upstream, None);
+        assert_eq!(plain.entries()[0].name_file, None);
+
+        let text = format!("{base}removed_upstream = \"14.0.0\"\nname_file = \"g\"\n");
+        let c = Catalog::from_toml_str(&text).unwrap();
+        assert_eq!(c.entries()[0].removed_upstream.as_deref(), Some("14.0.0"));
+        assert_eq!(c.entries()[0].name_file.as_deref(), Some("g"));
+
+        for bad in ["\"yes\"", "\"\"", "\"29..0\"", "\"v29\""] {
+            let text = format!("{base}removed_upstream = {bad}\n");
+            let err = Catalog::from_toml_str(&text).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidCatalog, "{bad}");
+            assert!(
+                err.message().contains("line 9")
+                    && err.message().contains("`a`")
+                    && err.message().contains("29.0.0"),
+                "{bad}: {}",
+                err.message()
+            );
+        }
+        let err = Catalog::from_toml_str(&format!("{base}removed_upstream = true\n")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidCatalog);
+        assert!(err.message().contains("line 9"), "{}", err.message());
     }
 
     #[test]

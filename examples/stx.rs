@@ -1,18 +1,25 @@
-//! Dothill: two Global-scope locks per array.
+//! The STX client family (Seagate STX, HPE MSA, Lenovo, Dell PowerVault ME;
+//! DotHill's successor in Cinder 29.0.0): two Global-scope locks per array.
 //!
-//! - `dothill-api`, `{driver_name}-{array_name}`: getting a session key and
+//! - `stx-api`, `{driver_name}-{array_name}`: getting a session key and
 //!   every HTTP request on the array's management API. The array keeps one
 //!   session per user: a login while another request is on the wire
 //!   invalidates that request's key, and its management controller takes one
 //!   request at a time.
-//! - `dothill-map`, `{driver_name}-{array_name}-map`: `map_volume`, which
+//! - `stx-map`, `{driver_name}-{array_name}-map`: `map_volume`, which
 //!   reads the host's mappings, picks the first free LUN and maps the volume;
 //!   two at once pick the same LUN.
 //!
 //! `map_volume` holds the map lock while its requests take the API lock:
 //! different names, so the nesting is safe. A second array runs in parallel.
 //!
-//! `cargo run --example dothill [-- --locked | --unlocked]`
+//! As in Cinder's `stx/client.py`, `driver_name` is the client's class name
+//! (`STXClient`, or a subclass: `HPMSAClient`, `LenovoClient`, `PVMEClient`):
+//! here array A1 is driven by an `STXClient`, A2 by an `HPMSAClient`. The
+//! seed document's DotHill entries (`dothill-api`, `dothill-map`) declare the
+//! same names; the DotHill driver itself is gone upstream.
+//!
+//! `cargo run --example stx [-- --locked | --unlocked]`
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,14 +31,14 @@ use locks_examples::{
 
 /// The simulated array: its management API (one request at a time, one
 /// session key) and its host mappings.
-struct DothillArray {
+struct StxArray {
     api: Device<u32>,
     san: Mutex<San>,
 }
 
-impl DothillArray {
+impl StxArray {
     fn new(name: &str) -> Self {
-        DothillArray {
+        StxArray {
             api: Device::new(format!("{name} management API"), 0),
             san: Mutex::new(San::new(name)),
         }
@@ -42,23 +49,24 @@ impl DothillArray {
     }
 }
 
-struct DothillClient {
+struct StxClient {
     locks: Locks,
     mode: Mode,
     driver_name: String,
     array_name: String,
-    array: Arc<DothillArray>,
+    array: Arc<StxArray>,
     session_key: Mutex<Option<u32>>,
 }
 
-impl DothillClient {
-    fn new(locks: &Locks, mode: Mode, array_name: &str) -> Self {
-        DothillClient {
+impl StxClient {
+    /// A client of class `driver_name` (Cinder's `self.__class__.__name__`) for one array.
+    fn new(locks: &Locks, mode: Mode, driver_name: &str, array_name: &str) -> Self {
+        StxClient {
             locks: locks.clone(),
             mode,
-            driver_name: "dothill".to_owned(),
+            driver_name: driver_name.to_owned(),
             array_name: array_name.to_owned(),
-            array: Arc::new(DothillArray::new(array_name)),
+            array: Arc::new(StxArray::new(array_name)),
             session_key: Mutex::new(None),
         }
     }
@@ -73,7 +81,7 @@ impl DothillClient {
     /// `_get_session_key`: a login; it replaces the array's session key.
     #[locked(
         locks = self.locks,
-        id = "dothill-api",
+        id = "stx-api",
         driver_name = self.driver_name,
         array_name = self.array_name
     )]
@@ -103,7 +111,7 @@ impl DothillClient {
     /// `_api_request`: one HTTP request with the current session key.
     #[locked(
         locks = self.locks,
-        id = "dothill-api",
+        id = "stx-api",
         driver_name = self.driver_name,
         array_name = self.array_name
     )]
@@ -142,7 +150,7 @@ impl DothillClient {
     /// `map_volume`: the first free LUN of the host, then the mapping.
     #[locked(
         locks = self.locks,
-        id = "dothill-map",
+        id = "stx-map",
         driver_name = self.driver_name,
         array_name = self.array_name,
         guard = lock
@@ -193,8 +201,8 @@ impl DothillClient {
 }
 
 async fn scenario(locks: Locks, mode: Mode) -> Result<Vec<String>, BoxError> {
-    let a1 = Arc::new(DothillClient::new(&locks, mode, "A1"));
-    let a2 = Arc::new(DothillClient::new(&locks, mode, "A2"));
+    let a1 = Arc::new(StxClient::new(&locks, mode, "STXClient", "A1"));
+    let a2 = Arc::new(StxClient::new(&locks, mode, "HPMSAClient", "A2"));
     for client in [&a1, &a2] {
         client.array.san().create_host("setup", "compute-1");
     }
@@ -261,8 +269,8 @@ async fn scenario(locks: Locks, mode: Mode) -> Result<Vec<String>, BoxError> {
 #[tokio::main]
 async fn main() -> ExitCode {
     locks_examples::run(
-        "dothill: Dothill, `{driver_name}-{array_name}` on API requests and `...-map` on map_volume",
-        &["dothill-api", "dothill-map"],
+        "stx: STX clients, `{driver_name}-{array_name}` on API requests and `...-map` on map_volume",
+        &["stx-api", "stx-map"],
         scenario,
     )
     .await
