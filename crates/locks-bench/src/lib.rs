@@ -25,6 +25,7 @@ use locks::{BackendUrls, Config, Error, ErrorKind, LockGuard, Locks, Result, Sco
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
+mod queue;
 mod stats;
 use stats::Dist;
 
@@ -596,6 +597,15 @@ async fn file(
         None,
     )?;
     contention(opts, &node, &node, Scope::Node, plan.contend, out).await?;
+    let queue = queue::Queue {
+        locks: &locks,
+        node: &node,
+        global: &node,
+        scope: Scope::Node,
+        name: "bench-file-queue",
+        settle: Duration::from_millis(3),
+    };
+    queue::rows(opts, &queue, out).await?;
     Ok(Ours {
         cycle: ours.p50(),
         handoff: hand.p50(),
@@ -840,7 +850,8 @@ pub struct PeerOptions {
 /// The other process of the handoff and contention rows: says `ready`, then
 /// reads commands from stdin until EOF. `acquire`: says `waiting`, acquires,
 /// prints the `CLOCK_MONOTONIC` nanoseconds at which it held the lock,
-/// releases. `raw-acquire PATH`: the same with raw OFD calls on the file
+/// releases. `queue`: says `waiting`, acquires, releases, and prints the
+/// nanoseconds at which it held the lock and at which it began to release. `raw-acquire PATH`: the same with raw OFD calls on the file
 /// `PATH`. `contend START_NS END_NS`: acquires and releases from
 /// `CLOCK_MONOTONIC` `START_NS` to `END_NS`, then prints how many cycles it did.
 ///
@@ -879,6 +890,15 @@ pub async fn peer(opts: PeerOptions) -> Result<()> {
             let t1 = monotonic_ns();
             guard.release().await?;
             write(format!("{t1}\n")).await?;
+        } else if line == "queue" {
+            write("waiting\n".to_owned()).await?;
+            let guard = locks
+                .lock_name(opts.scope, &opts.name, Wait::Forever)
+                .await?;
+            let held = monotonic_ns();
+            let release = monotonic_ns();
+            guard.release().await?;
+            write(format!("{held} {release}\n")).await?;
         } else if let Some(path) = line.strip_prefix("raw-acquire ") {
             use std::os::fd::AsRawFd;
             let file = std::fs::OpenOptions::new()
@@ -1058,6 +1078,16 @@ async fn server_rows(
     )?;
     held_many(server.locks, plan.held_names, server.held_in, out).await?;
     contention(opts, &node, server.url, Scope::Global, plan.contend, out).await?;
+    let queue_name = format!("{}-queue", server.name);
+    let queue = queue::Queue {
+        locks: server.locks,
+        node: &node,
+        global: server.url,
+        scope: Scope::Global,
+        name: &queue_name,
+        settle: SERVER_SETTLE,
+    };
+    queue::rows(opts, &queue, out).await?;
     Ok(Ours {
         cycle: ours.p50(),
         handoff: hand.p50(),

@@ -99,6 +99,7 @@ fn quick_bench_prints_a_readable_table_per_backend() {
     assert!(field(handoff, "p99").unwrap() >= field(handoff, "ours").unwrap());
     row(&file, "handoff vs raw OFD handoff");
     contention(&file);
+    queue(&file);
 
     if etcd {
         let rows = section(&report, "etcd");
@@ -107,6 +108,7 @@ fn quick_bench_prints_a_readable_table_per_backend() {
         let held = row(&rows, "names held on one lease");
         assert!(field(held, "held").unwrap() >= 1000.0, "{held}");
         contention(&rows);
+        queue(&rows);
     }
     if zookeeper {
         let rows = section(&report, "zookeeper");
@@ -115,6 +117,7 @@ fn quick_bench_prints_a_readable_table_per_backend() {
         let held = row(&rows, "names held on one session");
         assert!(field(held, "held").unwrap() >= 1000.0, "{held}");
         contention(&rows);
+        queue(&rows);
     }
     if python {
         let rows = section(&report, "python");
@@ -138,6 +141,20 @@ fn quick_bench_prints_a_readable_table_per_backend() {
 /// `ours=` of a row, which every row has.
 fn number(row: &str, key: &str) -> f64 {
     field(row, key).unwrap_or_else(|| panic!("no {key}= in {row:?}"))
+}
+
+/// The queue rows: handoffs with 1, 16 and 64 processes waiting on one name,
+/// the longest queue held to 1.5× the handoff of one.
+fn queue(rows: &[&str]) {
+    let single = number(row(rows, "handoff, 1 process queued p50"), "ours");
+    let middle = row(rows, "handoff, 16 processes queued p50 vs 1 queued");
+    assert!(!middle.contains("target="), "{middle}");
+    let longest = row(rows, "handoff, 64 processes queued p50 vs 1 queued");
+    assert!(longest.ends_with("target=1.50"), "{longest}");
+    for line in [middle, longest] {
+        assert!(number(line, "p99") >= number(line, "ours"), "{line}");
+        assert!((number(line, "floor") - single).abs() < 0.01, "{line}");
+    }
 }
 
 /// The contention row: four processes all got turns, and fairness is min/max.
