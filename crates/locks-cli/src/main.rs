@@ -11,6 +11,7 @@ mod check;
 mod demo;
 mod doc;
 mod duration;
+mod lint;
 mod run;
 
 use std::path::PathBuf;
@@ -79,7 +80,17 @@ enum CatalogCommand {
         id: String,
     },
     /// Check the catalog for duplicate ids and templates that collide; exits 78 on errors.
-    Lint,
+    ///
+    /// With `--cinder PATH`, also check every entry against that Cinder tree: its
+    /// name is built in the file it names and its `where` functions take a lock
+    /// there; exits 78 on a mismatch (removed-upstream entries are reported, not failed).
+    Lint {
+        /// A Cinder source tree or installed package: the directory containing
+        /// `cinder/` (a checkout, an unpacked wheel, site-packages) or the
+        /// `cinder` package directory itself.
+        #[arg(long, value_name = "PATH")]
+        cinder: Option<PathBuf>,
+    },
     /// Print a reference document of the catalog.
     Doc {
         /// Output format.
@@ -214,11 +225,17 @@ fn catalog_command(catalog: &locks::Catalog, cmd: CatalogCommand) -> locks::Resu
             println!("critical section: {}", e.critical_section);
             println!("where:            {}", e.methods.join(", "));
             println!("file:             {}", e.file);
+            if let Some(file) = &e.name_file {
+                println!("name built in:    {file}");
+            }
+            if let Some(version) = &e.removed_upstream {
+                println!("removed upstream: gone from Cinder {version}");
+            }
             if let Some(notes) = &e.notes {
                 println!("notes:            {notes}");
             }
         }
-        CatalogCommand::Lint => {
+        CatalogCommand::Lint { cinder } => {
             let findings = catalog.lint();
             for f in &findings {
                 println!("{f} [{}]", f.entries.join(", "));
@@ -232,7 +249,15 @@ fn catalog_command(catalog: &locks::Catalog, cmd: CatalogCommand) -> locks::Resu
                 catalog.entries().len(),
                 findings.len() - errors
             );
-            if errors > 0 {
+            let mismatches = match cinder {
+                Some(path) => {
+                    let report = lint::check(catalog, &lint::Tree::open(&path)?)?;
+                    print!("{report}");
+                    report.mismatches()
+                }
+                None => 0,
+            };
+            if errors > 0 || mismatches > 0 {
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
         }
