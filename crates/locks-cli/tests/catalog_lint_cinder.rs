@@ -410,3 +410,72 @@ fn the_builtin_catalog_matches_the_real_cinder() {
         "{stdout}"
     );
 }
+
+#[test]
+fn the_seed_documents_entries_are_caught_in_the_real_cinder() {
+    let Some(src) = std::env::var_os("LOCKS_TEST_CINDER_SRC") else {
+        eprintln!("skipped: LOCKS_TEST_CINDER_SRC names no Cinder 29.0.0 tree");
+        return;
+    };
+    // The entries the catalog corrected, as the seed document has them.
+    let seed = [
+        entry(
+            "nvmet",
+            "nvmetcli",
+            &["delete_nvmeof_target", "create_nvmeof_target"],
+            "cinder/volume/targets/nvmet.py",
+            "",
+        ),
+        entry(
+            "solidfire",
+            "solidfire-{resource_id}",
+            &["locked_image_id_operation", "locked_source_id_operation"],
+            "cinder/volume/drivers/solidfire.py",
+            "",
+        ),
+        entry(
+            "infinidat",
+            "infinidat-{management_address}-lock",
+            &["initialize_connection", "terminate_connection"],
+            "cinder/volume/drivers/infinidat.py",
+            "",
+        ),
+        entry(
+            "kaminario-iscsi",
+            "kaminario-{san_ip}",
+            &["initialize_connection", "terminate_connection"],
+            "cinder/volume/drivers/kaminario/kaminario_iscsi.py",
+            "",
+        ),
+        entry(
+            "dothill-map",
+            "{driver_name}-{array_name}-map",
+            &["map_volume"],
+            "cinder/volume/drivers/dothill/dothill_client.py",
+            "",
+        ),
+    ]
+    .concat();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (code, stdout, _) = lint(dir.path(), Some(&seed), Path::new(&src));
+    assert_eq!(code, EXIT_CONFIG, "{stdout}");
+    assert!(
+        stdout.contains("5 entries: 0 ok, 0 removed upstream, 5 mismatches"),
+        "{stdout}"
+    );
+    for (id, says) in [
+        ("nvmet", "functions there that take a lock: `_map_volume`"),
+        ("solidfire", "`locked_image_id_operation` (line "),
+        (
+            "infinidat",
+            "functions there that take a lock: `_initialize_connection`",
+        ),
+        ("kaminario-iscsi", "`Kaminario-{…}` (differs only in case)"),
+        (
+            "dothill-map",
+            "are now in: cinder/volume/drivers/stx/client.py:",
+        ),
+    ] {
+        assert!(block(&stdout, id).contains(says), "{id}: {stdout}");
+    }
+}
