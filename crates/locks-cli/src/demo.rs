@@ -97,15 +97,16 @@ const CALLS: &[Call] = &[
         what: "iSCSI initialize_connection",
     },
     Call {
-        worker: "dothill-api",
-        id: "dothill-api",
-        params: &[("driver_name", "dothill"), ("array_name", "A1")],
+        // DotHill's locks as Cinder 29.0.0's STX client takes them.
+        worker: "stx-api",
+        id: "stx-api",
+        params: &[("driver_name", "STXClient"), ("array_name", "A1")],
         what: "_get_session_key",
     },
     Call {
-        worker: "dothill-map",
-        id: "dothill-map",
-        params: &[("driver_name", "dothill"), ("array_name", "A1")],
+        worker: "stx-map",
+        id: "stx-map",
+        params: &[("driver_name", "STXClient"), ("array_name", "A1")],
         what: "map_volume",
     },
 ];

@@ -523,6 +523,20 @@ mod tests {
     }
 
     #[test]
+    fn the_seed_documents_lowercase_kaminario_name_renders_only_when_declared() {
+        let params = Params::new().with("san_ip", "10.0.0.1");
+        for id in ["kaminario-fc", "kaminario-iscsi"] {
+            let name = Catalog::cinder().get(id).unwrap().render(&params).unwrap();
+            assert_eq!(name.as_str(), "Kaminario-10.0.0.1", "{id}");
+        }
+        let own = "[[lock]]\nid = \"old-kaminario\"\ndriver = \"d\"\nname = \"kaminario-{san_ip}\"\n\
+                   scope = \"global\"\ncritical_section = \"c\"\nwhere = []\nfile = \"f\"\n";
+        let c = Catalog::from_toml_str(own).unwrap();
+        let name = c.get("old-kaminario").unwrap().render(&params).unwrap();
+        assert_eq!(name.as_str(), "kaminario-10.0.0.1");
+    }
+
+    #[test]
     fn bad_templates_and_scopes_are_reported_with_their_line() {
         let text = "[[lock]]\nid = \"a\"\ndriver = \"d\"\nname = \"x-{\"\nscope = \"node\"\n\
                     critical_section = \"c\"\nwhere = []\nfile = \"f\"\n";
