@@ -87,8 +87,8 @@ pub struct TlsConfig {
 /// using this crate alone. `Debug` never shows the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
-    /// The servers, as `host:port` (or `http://host:port`). Requests are
-    /// balanced over all of them.
+    /// The servers, as `host:port` (or `http://host:port`): every member of
+    /// the cluster. Requests go to one at a time and fail over to the next.
     pub endpoints: Vec<String>,
     /// The TTL of the lease that all locks of one backend share: how long the
     /// locks outlive a holder that stopped keeping the lease alive (crashed,
@@ -107,7 +107,8 @@ pub struct EtcdConfig {
     /// TLS settings; `None` connects in plain text. Needs a build with the
     /// `tls` feature (see [`TLS_SUPPORTED`]).
     pub tls: Option<TlsConfig>,
-    /// Bounds connecting and every single request to etcd (not the wait for
+    /// Bounds connecting and every single request to etcd, failover to
+    /// other members included, but never more than `ttl` (not the wait for
     /// a lock, which the caller bounds with [`Wait`](locks_core::Wait)).
     /// Default 5 s.
     pub connect_timeout: Duration,

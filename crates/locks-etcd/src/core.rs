@@ -5,24 +5,31 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, LeaseKeepAliveStream, LeaseKeeper, Txn, TxnOp,
+};
 use locks_core::{Error, ErrorKind, LockState, LockStateSender, Result};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::config::{EtcdConfig, Layout};
+use crate::members::{Failure, Members, describe};
 use locks_core::{LocalLocks, LockName};
 
 /// What a backend and all its guards share.
 pub(crate) struct Core {
-    pub(crate) client: Client,
+    /// The cluster's members, with failover between them.
+    pub(crate) members: Arc<Members>,
     /// `host:port,host:port`, for messages.
     pub(crate) endpoints: String,
     pub(crate) layout: Layout,
     pub(crate) prefix: Vec<u8>,
     pub(crate) ttl_secs: i64,
-    /// Bounds every unary request.
+    /// Bounds every request, failover to other members included: the
+    /// configured `connect_timeout`, but never longer than the TTL (a
+    /// request that outlasts the lease it works for is pointless, and a
+    /// release stuck that long would hold up the next holder).
     pub(crate) timeout: Duration,
     /// The runtime the backend was created on, for work started from `Drop`.
     pub(crate) handle: Handle,
@@ -113,7 +120,13 @@ impl Core {
                 format!("etcd at {endpoints}: connect must run inside a tokio runtime"),
             )
         })?;
-        let mut options = ConnectOptions::new().with_connect_timeout(config.connect_timeout);
+        let ttl = Duration::from_secs(u64::try_from(config.ttl_secs()).unwrap_or(u64::MAX));
+        let timeout = config.connect_timeout.min(ttl);
+        // require_leader: a member without a leader answers at once instead of
+        // holding the request (see members.rs).
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_require_leader(true);
         if let (Some(user), password) = (&config.user, &config.password) {
             options = options
                 .with_user(user.clone(), password.clone().unwrap_or_default())
@@ -128,23 +141,14 @@ impl Core {
             .iter()
             .map(|e| endpoint_url(e, config.tls.is_some()))
             .collect();
-        let client = match tokio::time::timeout(
-            config.connect_timeout,
-            Client::connect(&urls, Some(options)),
-        )
-        .await
-        {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => return Err(map_error(&endpoints, "connecting", e)),
-            Err(_) => return Err(no_answer(&endpoints, "connecting", config.connect_timeout)),
-        };
+        let members = Arc::new(Members::new(&config.endpoints, urls, options, timeout));
         let core = Arc::new(Core {
-            client,
+            members,
             endpoints,
             layout: config.layout,
             prefix: config.effective_prefix().as_bytes().to_vec(),
             ttl_secs: config.ttl_secs(),
-            timeout: config.connect_timeout,
+            timeout,
             handle,
             local: LocalLocks::default(),
             lease: Mutex::new(None),
@@ -156,17 +160,43 @@ impl Core {
         Ok(core)
     }
 
-    /// Runs one request, bounded by the request timeout.
-    pub(crate) async fn call<T>(
-        &self,
-        what: &str,
-        request: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.timeout, request).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(map_error(&self.endpoints, what, e)),
-            Err(_) => Err(no_answer(&self.endpoints, what, self.timeout)),
+    /// Runs one request (`op` on a member's client), failing over to the
+    /// other members within the request timeout.
+    ///
+    /// # Errors
+    /// The server's answer as [`map_error`] maps it, or
+    /// [`ErrorKind::Unavailable`] naming what each member did when none
+    /// served the request in time.
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, op: F) -> Result<T>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + self.timeout;
+        self.members
+            .call(deadline, op)
+            .await
+            .map_err(|failure| self.failure(what, failure))
+    }
+
+    /// The error for a request that failed on every member.
+    fn failure(&self, what: &str, failure: Failure) -> Error {
+        match failure {
+            Failure::Answer(e) => map_error(&self.endpoints, what, e),
+            Failure::Unreachable(report) => unreachable(
+                &self.endpoints,
+                self.members.len(),
+                what,
+                self.timeout,
+                &report,
+            ),
         }
+    }
+
+    /// What is down, when the last request on every member failed: the
+    /// members and what each did; `None` while some member serves.
+    pub(crate) fn outage(&self) -> Option<String> {
+        self.members.outage()
     }
 
     /// The current lease, granting a new one if there is none or it was lost.
@@ -179,9 +209,11 @@ impl Core {
             return Ok(lease);
         }
         let sent = Instant::now();
-        let mut leases = self.client.lease_client();
+        let ttl_secs = self.ttl_secs;
         let granted = self
-            .call("granting a lease", leases.grant(self.ttl_secs, None))
+            .call("granting a lease", |client| async move {
+                client.lease_client().grant(ttl_secs, None).await
+            })
             .await?;
         if !granted.error().is_empty() || granted.ttl() <= 0 {
             return Err(Error::new(
@@ -205,7 +237,7 @@ impl Core {
             _stop: stop,
         });
         self.handle.spawn(keep_alive(KeepAlive {
-            client: self.client.clone(),
+            members: Arc::clone(&self.members),
             id: lease.id,
             ttl,
             deadline: sent + ttl,
@@ -229,42 +261,61 @@ impl Core {
 
     /// Deletes `owned.key` if it is still ours. `Ok(false)`: it was not there
     /// (or no longer ours).
+    ///
+    /// A delete sent again to another member after an attempt that failed
+    /// may find the key gone because that attempt was applied (its answer
+    /// lost with the member): while our lease lives (so the server cannot
+    /// have expired the key), that counts as deleted.
     pub(crate) async fn delete_owned(&self, owned: &OwnedKey) -> Result<bool> {
-        let mut kv = self.client.kv_client();
-        match &owned.check {
+        let mut attempts = 0u32;
+        let key = &owned.key;
+        let deleted = match &owned.check {
             Check::KeyIsOurs => {
                 let deleted = self
-                    .call("deleting a lock key", kv.delete(owned.key.clone(), None))
+                    .call("deleting a lock key", |client| {
+                        attempts += 1;
+                        async move { client.kv_client().delete(key.clone(), None).await }
+                    })
                     .await?;
-                Ok(deleted.deleted() > 0)
+                deleted.deleted() > 0
             }
             Check::CreateRevision(rev) => {
                 let txn = Txn::new()
                     .when([Compare::create_revision(
-                        owned.key.clone(),
+                        key.clone(),
                         CompareOp::Equal,
                         *rev,
                     )])
-                    .and_then([TxnOp::delete(owned.key.clone(), None)]);
-                Ok(self
-                    .call("deleting a lock key", kv.txn(txn))
+                    .and_then([TxnOp::delete(key.clone(), None)]);
+                self.counted_txn("deleting a lock key", &txn, &mut attempts)
                     .await?
-                    .succeeded())
+                    .succeeded()
             }
             Check::Value(value) => {
                 let txn = Txn::new()
-                    .when([Compare::value(
-                        owned.key.clone(),
-                        CompareOp::Equal,
-                        value.clone(),
-                    )])
-                    .and_then([TxnOp::delete(owned.key.clone(), None)]);
-                Ok(self
-                    .call("deleting a lock key", kv.txn(txn))
+                    .when([Compare::value(key.clone(), CompareOp::Equal, value.clone())])
+                    .and_then([TxnOp::delete(key.clone(), None)]);
+                self.counted_txn("deleting a lock key", &txn, &mut attempts)
                     .await?
-                    .succeeded())
+                    .succeeded()
             }
-        }
+        };
+        Ok(deleted || (attempts > 1 && !owned.lease.is_lost()))
+    }
+
+    /// [`txn`](Self::txn), counting the attempts in `attempts`.
+    async fn counted_txn(
+        &self,
+        what: &str,
+        txn: &Txn,
+        attempts: &mut u32,
+    ) -> Result<etcd_client::TxnResponse> {
+        self.call(what, |client| {
+            *attempts += 1;
+            let txn = txn.clone();
+            async move { client.kv_client().txn(txn).await }
+        })
+        .await
     }
 
     /// Deletes `owned` in the background, retrying while the server is
@@ -317,6 +368,40 @@ impl Core {
     }
 }
 
+impl Core {
+    /// Runs `txn` through [`call`](Self::call).
+    pub(crate) async fn txn(&self, what: &str, txn: &Txn) -> Result<etcd_client::TxnResponse> {
+        self.call(what, |client| {
+            let txn = txn.clone();
+            async move { client.kv_client().txn(txn).await }
+        })
+        .await
+    }
+}
+
+impl Drop for Core {
+    /// Closing the backend (its last clone and every guard gone) revokes the
+    /// lease at once, so that no key of ours (a contender whose background
+    /// delete was cut off, say) outlives the client by its TTL. The keep-alive
+    /// task would revoke it too, but only if its runtime runs on; a process
+    /// that exits right after dropping the backend shuts the runtime down
+    /// first. So this revokes on a thread of its own, with a client and a
+    /// runtime of its own, and waits for it: bounded by the request timeout
+    /// (1 s at most), on a healthy cluster one round trip.
+    fn drop(&mut self) {
+        let lease = self
+            .lease
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(lease) = lease.filter(|lease| !lease.is_lost()) else {
+            return;
+        };
+        self.members
+            .revoke_blocking(lease.id, self.timeout.min(Duration::from_secs(1)));
+    }
+}
+
 impl std::fmt::Debug for Core {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Core")
@@ -344,11 +429,24 @@ pub(crate) fn is_lease_not_found(e: &Error) -> bool {
     e.kind() == ErrorKind::Unavailable && e.message().contains("lease not found")
 }
 
-fn no_answer(endpoints: &str, what: &str, limit: Duration) -> Error {
+/// The error for a request that no member served within `limit`; `report`
+/// says what each member did.
+fn unreachable(
+    endpoints: &str,
+    members: usize,
+    what: &str,
+    limit: Duration,
+    report: &str,
+) -> Error {
+    let hint = if members > 1 {
+        "check that a majority of the members run and reach each other"
+    } else {
+        "check that etcd runs and is reachable there"
+    };
     Error::new(
         ErrorKind::Unavailable,
         format!(
-            "etcd at {endpoints}: no answer to {what} within {limit:?}; check that etcd runs and is reachable there"
+            "etcd at {endpoints}: {what} failed: no member served it within {limit:?} ({report}); {hint}"
         ),
     )
 }
@@ -407,10 +505,11 @@ mod tonic_code {
 }
 
 struct KeepAlive {
-    client: Client,
+    members: Arc<Members>,
     id: i64,
     ttl: Duration,
-    /// When the server may expire the lease if no ping gets through.
+    /// The earliest moment the server may expire the lease: the send time of
+    /// the last keep-alive it answered, plus the TTL.
     deadline: Instant,
     /// The same moment, shared with the [`Lease`].
     expiry: Arc<Mutex<Instant>>,
@@ -422,35 +521,77 @@ struct KeepAlive {
 enum Ping {
     Alive(Duration),
     Gone,
-    Failed,
+    Failed(String),
 }
 
-/// Keeps one lease alive: a ping every ttl/3. The lease counts as lost when
-/// the server says so (ttl <= 0 or "lease not found") or when no ping got
-/// through for a whole TTL (measured from the send time of the last ping
-/// that did, so the client gives up no later than the server can expire it).
-/// A failed ping in between marks the guards [`LockState::AtRisk`].
+/// How long before the server can first expire a lease its guards are told
+/// [`LockState::Lost`]: min(TTL/5, 1 s), plus 100 ms for a timer that fires
+/// late on a busy machine. A holder must stop before anybody else can get
+/// its lock, and needs time to notice (a descheduled thread, a callback that
+/// runs late); min(TTL/5, 1 s) is what issue 15 asked for.
+pub(crate) fn safety_margin(ttl: Duration) -> Duration {
+    (ttl / 5).min(Duration::from_secs(1)) + Duration::from_millis(100)
+}
+
+/// The time between keep-alives while they succeed: TTL/8 (at least 100 ms).
+/// An outage of up to TTL/2 must not lose the lease: it may start just
+/// before a ping was due, so ping interval + TTL/2 + the reconnect must stay
+/// below TTL minus [`safety_margin`]; at TTL/8 that leaves about TTL/8 for
+/// the reconnect (375 ms at a 3 s TTL). Etcd's Go client pings every TTL/3,
+/// which with the margin would tolerate outages of only TTL/3.
+pub(crate) fn ping_interval(ttl: Duration) -> Duration {
+    (ttl / 8).max(Duration::from_millis(100))
+}
+
+/// Pause before the next keep-alive after a failed one (on the next member).
+const PING_RETRY: Duration = Duration::from_millis(50);
+
+/// Keeps one lease alive: a ping every [`ping_interval`] on the current member, and after
+/// a failure one every 50 ms, moving on to the next member each time (the
+/// keep-alive fails over as requests do). A failed ping marks the guards
+/// [`LockState::AtRisk`], the next successful one [`LockState::Held`] again.
+/// The lease counts as lost when the server says so (ttl <= 0 or "lease not
+/// found") or [`safety_margin`] before the server can first expire it (the
+/// send time of the last answered ping plus the TTL), so a holder cut off
+/// from the cluster is told before anybody else can get its lock. A lease we
+/// gave up on is then revoked as soon as a member takes the request, so that
+/// its keys do not make others wait for the server to expire it.
 async fn keep_alive(mut task: KeepAlive) {
-    let interval = task.ttl / 3;
+    let interval = ping_interval(task.ttl);
+    let margin = safety_margin(task.ttl);
+    // One ping may take this long on one member before the next is tried.
+    let attempt = (task.ttl / 6).clamp(Duration::from_millis(200), Duration::from_secs(1));
     let (id, ttl) = (task.id, task.ttl);
-    let mut leases = task.client.lease_client();
-    let mut stream = None;
+    let mut stream: Option<(usize, LeaseKeeper, LeaseKeepAliveStream)> = None;
+    let mut next = Instant::now() + interval;
     loop {
+        let lost_at = task.deadline.checked_sub(margin).unwrap_or(task.deadline);
         tokio::select! {
             _ = &mut task.stopped => break,
-            () = tokio::time::sleep_until(task.deadline) => {
+            () = tokio::time::sleep_until(lost_at) => {
                 task.state.set(LockState::Lost);
+                revoke_lost(&task.members, id, ttl).await;
                 return;
             }
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep_until(next) => {}
         }
         let sent = Instant::now();
+        let member = task.members.current();
+        if stream.as_ref().is_some_and(|(on, _, _)| *on != member) {
+            // The requests moved on to another member: follow them.
+            stream = None;
+        }
+        let members = &task.members;
         let ping = async {
             if stream.is_none() {
-                match leases.keep_alive(id).await {
+                let opened = match members.client(member).await {
+                    Ok(client) => client.lease_client().keep_alive(id).await,
+                    Err(e) => Err(e),
+                };
+                match opened {
                     // Opening the stream sends the first ping and reads its answer.
                     Ok((keeper, replies)) => {
-                        stream = Some((keeper, replies));
+                        stream = Some((member, keeper, replies));
                         return Ping::Alive(ttl);
                     }
                     Err(etcd_client::Error::LeaseKeepAliveError(m)) if m.contains("not found") => {
@@ -461,49 +602,81 @@ async fn keep_alive(mut task: KeepAlive) {
                     {
                         return Ping::Gone;
                     }
-                    Err(_) => return Ping::Failed,
+                    Err(e) => return Ping::Failed(describe(&e)),
                 }
             }
-            let Some((keeper, replies)) = stream.as_mut() else {
-                return Ping::Failed;
+            let Some((_, keeper, replies)) = stream.as_mut() else {
+                return Ping::Failed("no keep-alive stream".to_owned());
             };
-            if keeper.keep_alive().await.is_err() {
-                return Ping::Failed;
+            if let Err(e) = keeper.keep_alive().await {
+                return Ping::Failed(describe(&e));
             }
             match replies.message().await {
                 Ok(Some(reply)) if reply.ttl() > 0 => {
                     Ping::Alive(Duration::from_secs(u64::try_from(reply.ttl()).unwrap_or(1)))
                 }
                 Ok(Some(_)) => Ping::Gone,
-                Ok(None) | Err(_) => Ping::Failed,
+                Ok(None) => Ping::Failed("the keep-alive stream ended".to_owned()),
+                Err(e) => Ping::Failed(describe(&e)),
             }
         };
         let outcome = tokio::select! {
             _ = &mut task.stopped => break,
-            () = tokio::time::sleep_until(task.deadline) => {
+            () = tokio::time::sleep_until(lost_at) => {
                 task.state.set(LockState::Lost);
+                revoke_lost(&task.members, id, ttl).await;
                 return;
             }
-            outcome = tokio::time::timeout(interval.max(Duration::from_millis(200)), ping) => outcome,
+            outcome = tokio::time::timeout(attempt, ping) => outcome,
         };
-        match outcome {
-            Ok(Ping::Alive(ttl)) => {
-                task.deadline = sent + ttl.min(task.ttl);
+        let failed = match outcome {
+            Ok(Ping::Alive(granted)) => {
+                task.deadline = sent + granted.min(task.ttl);
                 *task.expiry.lock().unwrap_or_else(PoisonError::into_inner) = task.deadline;
+                task.members.succeeded(member);
                 task.state.set(LockState::Held);
+                next = sent + interval;
+                continue;
             }
             Ok(Ping::Gone) => {
                 task.state.set(LockState::Lost);
                 return;
             }
-            Ok(Ping::Failed) | Err(_) => {
-                stream = None;
-                task.state.set(LockState::AtRisk);
-            }
-        }
+            Ok(Ping::Failed(why)) => format!("keep-alive failed: {why}"),
+            Err(_) => format!("no answer to a keep-alive within {attempt:?}"),
+        };
+        stream = None;
+        task.members.failed(member, failed);
+        task.state.set(LockState::AtRisk);
+        next = Instant::now() + PING_RETRY;
     }
     // Every guard of the lease is gone and so is the backend: let go of the
     // lease now rather than after its TTL.
     drop(stream);
-    let _ = tokio::time::timeout(task.timeout, leases.revoke(task.id)).await;
+    let deadline = Instant::now() + task.timeout;
+    let _ = task
+        .members
+        .call(deadline, |client| async move {
+            client.lease_client().revoke(id).await
+        })
+        .await;
+}
+
+/// Revokes a lease whose guards were told it is lost, as soon as a member
+/// takes the request (for up to three TTLs; after that the server has
+/// expired it anyway).
+async fn revoke_lost(members: &Members, id: i64, ttl: Duration) {
+    let give_up = Instant::now() + ttl * 3;
+    while Instant::now() < give_up {
+        let deadline = (Instant::now() + ttl).min(give_up);
+        match members
+            .call(deadline, |client| async move {
+                client.lease_client().revoke(id).await
+            })
+            .await
+        {
+            Ok(_) | Err(Failure::Answer(_)) => return,
+            Err(Failure::Unreachable(_)) => {}
+        }
+    }
 }

@@ -30,24 +30,42 @@
 //!   Not FIFO. tooz grants one lease per lock, this backend one lease for all;
 //!   that does not matter to tooz, which only looks at the key.
 //!
+//! # Clusters and failover
+//! List every member (`EtcdConfig::endpoints`). Requests go to one member at
+//! a time; one that fails for a transport reason (connection refused or
+//! reset, no leader, no answer in time) is sent again to the next member,
+//! within the request timeout, so while a quorum of the members is up no
+//! lock operation fails for a member or leader failure: holders keep their
+//! locks (at most [`AtRisk`](locks_core::LockState::AtRisk) for a moment),
+//! waiters keep their key and so their place. Every request is safe to
+//! repeat: a create whose answer was lost finds its own key and keeps it (no
+//! second contender). etcd-client's own endpoint balancing does not fail over
+//! (see `members.rs` for why we rotate ourselves).
+//!
 //! # The lease
 //! One backend (one `Locks` client) has one lease, shared by every lock it
-//! holds and kept alive by one background task that pings every TTL/3. A
-//! crashed or frozen holder's locks therefore vanish within the TTL (default
-//! 10 s). The task ends, and the lease is revoked, once the backend and every
-//! guard it handed out are gone.
+//! holds and kept alive by one background task that pings every TTL/8 (and
+//! every 50 ms, member after member, after a failed ping). A crashed or
+//! frozen holder's locks therefore vanish within the TTL (default 10 s).
+//! Closing the backend (dropping it once every guard it handed out is gone)
+//! revokes the lease before the drop returns, so no key of the client
+//! outlives it, not even when the process exits right after.
 //!
 //! # Lost locks
 //! If a ping fails, every guard of the lease reports
 //! [`LockState::AtRisk`](locks_core::LockState::AtRisk) until the next ping
 //! gets through. If the server says the lease expired, or no ping got through
-//! for a whole TTL (counted from the moment the last successful ping was sent,
-//! so no later than the server can expire it), every guard reports
-//! [`LockState::Lost`](locks_core::LockState::Lost): [`LockGuard::lost`]
-//! resolves and [`LockGuard::release`] fails with
-//! [`ErrorKind::Lost`](locks_core::ErrorKind::Lost). The next acquire grants a
-//! new lease. Deleting a held key behind the backend's back (`etcdctl del`) is
-//! only noticed at release, which then reports `Lost` too.
+//! until min(TTL/5, 1 s) + 100 ms before the server could first expire the
+//! lease (the send time of the last successful ping plus the TTL), every
+//! guard reports [`LockState::Lost`](locks_core::LockState::Lost):
+//! [`LockGuard::lost`] resolves and [`LockGuard::release`] fails with
+//! [`ErrorKind::Lost`](locks_core::ErrorKind::Lost). A holder cut off from
+//! the cluster is thus told before anybody else can get its lock; an outage
+//! of up to half the TTL loses nothing. The lease given up is revoked as soon
+//! as a member takes the request, and the next acquire grants a new lease
+//! (no need to reopen the client when the cluster comes back). Deleting a
+//! held key behind the backend's back (`etcdctl del`) is only noticed at
+//! release, which then reports `Lost` too.
 //!
 //! # Fencing tokens
 //! A guard's [`token`](LockGuard::token) is the create revision of its key:
@@ -56,14 +74,19 @@
 //! `Mutex.IsOwner` does.
 //!
 //! # Timeouts and cancellation
-//! Every request to etcd is bounded by [`EtcdConfig::connect_timeout`], so an
-//! unreachable server fails with
+//! Every request to etcd, failover included, is bounded by
+//! [`EtcdConfig::connect_timeout`] but never by more than the TTL, so an
+//! unreachable cluster fails with
 //! [`ErrorKind::Unavailable`](locks_core::ErrorKind::Unavailable) naming the
-//! endpoints instead of hanging; waiting for a held lock is bounded only by the
-//! request's [`Wait`]. An acquire may be dropped at any point
-//! (that is how timeouts work): the contender key it may have created is
-//! deleted in the background, and later acquires of the same name in this
-//! process wait for that delete. Two tasks of one backend asking for one name
+//! endpoints and what each did, instead of hanging. Waiting for a held lock is
+//! bounded only by the request's [`Wait`]; a waiter with a timeout keeps
+//! trying through an outage and, if the cluster still does not serve when its
+//! timeout ends, fails with `Unavailable` saying what is down rather than
+//! with a plain timeout. An acquire may be dropped at any point (that is how
+//! timeouts work): the contender key it may have created is deleted in the
+//! background, later acquires of the same name in this process wait for that
+//! delete, and closing the backend revokes the lease (and with it the key)
+//! if the delete has not run. Two tasks of one backend asking for one name
 //! take turns in an in-process FIFO queue first, because etcd's mutex would
 //! let two users of one lease in at once.
 //!
@@ -98,6 +121,7 @@
 mod config;
 mod core;
 mod held;
+mod members;
 mod mutex;
 #[cfg(feature = "tls")]
 mod tls;
@@ -105,13 +129,15 @@ mod tooz;
 mod wait;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_TTL, EtcdConfig, Layout, MIN_TTL, TLS_SUPPORTED, TOOZ_PREFIX,
     TlsConfig,
 };
 use locks_core::{
-    Backend, Capabilities, FencingToken, LockGuard, LockRequest, Result, Scope, Wait, async_trait,
+    Backend, Capabilities, Error, ErrorKind, FencingToken, LockGuard, LockRequest, Result, Scope,
+    Wait, async_trait,
 };
 
 use crate::core::Core;
@@ -211,10 +237,60 @@ impl Backend for EtcdBackend {
 
     /// Acquires `request.name` in etcd.
     ///
+    /// # Errors
+    /// [`ErrorKind::WouldBlock`](locks_core::ErrorKind::WouldBlock) for a
+    /// held lock with [`Wait::TryOnce`];
+    /// [`ErrorKind::Unavailable`](locks_core::ErrorKind::Unavailable) when no
+    /// member serves (for a [`Wait::Timeout`], only once the timeout is
+    /// nearly over, saying what each member did);
+    /// [`ErrorKind::PermissionDenied`](locks_core::ErrorKind::PermissionDenied)
+    /// for refused credentials.
+    ///
     /// # Cancel safety
     /// Cancel safe: a dropped acquire deletes the key it may have created, in
     /// the background, before the next local acquire of the name proceeds.
     async fn acquire(&self, request: &LockRequest) -> Result<LockGuard> {
+        let Wait::Timeout(limit) = request.wait else {
+            return self.acquire_within(request).await;
+        };
+        // `locks_core::acquire` drops this future at `limit` and reports a
+        // plain timeout. A waiter that spent its time failing to reach the
+        // cluster must say so instead: shortly before the limit, if no member
+        // serves, end with `Unavailable` naming what each member did.
+        let Some(early) = limit
+            .checked_sub(UNAVAILABLE_NOTICE)
+            .filter(|early| !early.is_zero())
+        else {
+            return self.acquire_within(request).await;
+        };
+        let started = tokio::time::Instant::now();
+        let acquiring = self.acquire_within(request);
+        tokio::pin!(acquiring);
+        tokio::select! {
+            result = &mut acquiring => return result,
+            () = tokio::time::sleep_until(started + early) => {}
+        }
+        match self.core.outage() {
+            Some(outage) => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "waited {limit:?} for lock `{}` ({}) while the cluster did not serve: {outage}; \
+                     check that a majority of the members run and reach each other",
+                    request.name, self.describe
+                ),
+            )),
+            None => acquiring.await,
+        }
+    }
+}
+
+/// How long before a waiter's timeout it checks whether the cluster serves
+/// (see [`EtcdBackend::acquire`]); the caller's own timer fires at the limit.
+const UNAVAILABLE_NOTICE: Duration = Duration::from_millis(10);
+
+impl EtcdBackend {
+    /// [`Backend::acquire`] without the check at the timeout.
+    async fn acquire_within(&self, request: &LockRequest) -> Result<LockGuard> {
         let local = match request.wait {
             Wait::TryOnce => self
                 .core

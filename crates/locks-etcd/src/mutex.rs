@@ -41,6 +41,15 @@ pub(crate) async fn acquire(
     let pfx = name_prefix(core, request.name.as_str());
     let mut contender = Contender::new(Arc::clone(core), local);
     let mut quick_restarts = 0;
+    // A waiter with a timeout keeps trying through an outage until its
+    // timeout (the backend then reports what is down); one that waits
+    // forever gives up once its lease is lost and no new one can be granted
+    // (it cannot keep its place then), and a try-once does not wait at all.
+    let ride_out = matches!(request.wait, Wait::Timeout(_));
+    // Whether a create of ours may have been applied without our seeing the
+    // answer (the connection broke, the member went away): a key of ours
+    // found then is that create's, and keeps its place.
+    let mut maybe_created: Option<i64> = None;
     loop {
         if quick_restarts > MAX_QUICK_RESTARTS {
             return Err(Error::new(
@@ -52,7 +61,17 @@ pub(crate) async fn acquire(
                 ),
             ));
         }
-        let lease = core.lease().await?;
+        let lease = match core.lease().await {
+            Ok(lease) => lease,
+            Err(e) if ride_out && e.kind() == ErrorKind::Unavailable => {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if maybe_created.is_some_and(|id| id != lease.id) {
+            maybe_created = None;
+        }
         let mut key = pfx.clone();
         key.extend_from_slice(format!("{:x}", lease.id).as_bytes());
         contender.arm(OwnedKey {
@@ -62,6 +81,8 @@ pub(crate) async fn acquire(
         });
 
         // Create our key if absent and see who is first, in one round trip.
+        // The create is safe to repeat: if an earlier attempt was applied
+        // but its answer lost, the key exists and the else branch reads it.
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([
@@ -72,33 +93,62 @@ pub(crate) async fn acquire(
                 ),
                 TxnOp::get(pfx.clone(), Some(first_created())),
             ])
-            .or_else([TxnOp::get(
-                key.clone(),
-                Some(GetOptions::new().with_keys_only()),
-            )]);
-        let mut kv = core.client.kv_client();
-        let created = match core.call("creating a lock key", kv.txn(txn)).await {
+            .or_else([
+                TxnOp::get(key.clone(), Some(GetOptions::new().with_keys_only())),
+                TxnOp::get(pfx.clone(), Some(first_created())),
+            ]);
+        let created = match core.txn("creating a lock key", &txn).await {
             Ok(created) => created,
             Err(e) if is_lease_not_found(&e) => {
                 // The lease expired before our keep-alive noticed.
                 lease.state.set(LockState::Lost);
                 contender.disarm();
+                maybe_created = None;
                 quick_restarts += 1;
                 continue;
             }
+            Err(e) if e.kind() == ErrorKind::Unavailable => {
+                // No member answered within the request timeout: the create
+                // may or may not have been applied.
+                maybe_created = Some(lease.id);
+                if ride_out && !lease.is_lost() {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+                return Err(e);
+            }
             Err(e) => return Err(e),
         };
-        if !created.succeeded() {
-            // Our key already exists: an earlier acquire of this name whose
-            // delete did not get through. Remove it and queue afresh, so the
-            // fencing token is new.
-            contender.withdraw().await?;
-            quick_restarts += 1;
-            continue;
-        }
-        let my_rev = revision(&created);
+        let responses = created.op_responses();
+        let (my_rev, first) = if created.succeeded() {
+            (revision(&created), first_kv_revision(&created, 1))
+        } else {
+            let existing = get_kvs(&responses, 0)
+                .first()
+                .filter(|kv| kv.lease() == lease.id)
+                .map(etcd_client::KeyValue::create_revision);
+            match existing {
+                // Ours from an earlier attempt of this acquire whose answer
+                // was lost (or whose request the client library sent again):
+                // keep it, and its place in the queue.
+                Some(rev) if maybe_created == Some(lease.id) => (
+                    rev,
+                    get_kvs(&responses, 1)
+                        .first()
+                        .map(|kv| kv.create_revision()),
+                ),
+                // An earlier acquire of this name whose delete did not get
+                // through. Remove it and queue afresh, so the fencing
+                // token is new.
+                _ => {
+                    contender.withdraw().await?;
+                    quick_restarts += 1;
+                    continue;
+                }
+            }
+        };
+        maybe_created = None;
         contender.set_check(Check::CreateRevision(my_rev));
-        let first = first_kv_revision(&created, 1);
         if first == Some(my_rev) {
             if lease.is_lost() {
                 contender.withdraw().await?;
@@ -115,8 +165,16 @@ pub(crate) async fn acquire(
             Turn::Ours => return Ok((contender.into_held(&request.name)?, my_rev)),
             Turn::LeaseLost => {
                 // Our key is gone or about to go with the lease; queue again
-                // on a new lease.
-                contender.withdraw().await?;
+                // on a new lease. If the delete does not get through, the
+                // lease we gave up on takes the key with it (the keep-alive
+                // task revokes it as soon as a member takes the request).
+                match contender.withdraw().await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::Unavailable && lease.is_lost() => {
+                        contender.disarm();
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
     }
@@ -158,12 +216,14 @@ async fn wait_for_turn(
                 ),
             ),
         ]);
-        let mut kv = core.client.kv_client();
-        let looked = match core.call("checking the lock queue", kv.txn(txn)).await {
+        let looked = match core.txn("checking the lock queue", &txn).await {
             Ok(looked) => looked,
             // Our key keeps our place while the lease lives: ride out a
-            // server restart instead of failing the waiter.
-            Err(e) if e.kind() == ErrorKind::Unavailable && !lease.is_lost() => {
+            // server restart or an election instead of failing the waiter.
+            Err(e) if e.kind() == ErrorKind::Unavailable => {
+                if lease.is_lost() {
+                    return Ok(Turn::LeaseLost);
+                }
                 tokio::time::sleep(RETRY_PAUSE).await;
                 continue;
             }

@@ -36,6 +36,7 @@ pub(crate) async fn acquire(
     let mut contender = Contender::new(Arc::clone(core), local);
     let mut quick_restarts = 0;
     let mut waited = false;
+    let ride_out = matches!(request.wait, Wait::Timeout(_));
     loop {
         if quick_restarts > MAX_QUICK_RESTARTS {
             return Err(Error::new(
@@ -47,7 +48,16 @@ pub(crate) async fn acquire(
                 ),
             ));
         }
-        let lease = core.lease().await?;
+        let lease = match core.lease().await {
+            Ok(lease) => lease,
+            // A waiter with a timeout rides out an outage until its timeout
+            // (see mutex.rs).
+            Err(e) if ride_out && e.kind() == ErrorKind::Unavailable => {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         contender.arm(OwnedKey {
             key: key.clone(),
             check: Check::Value(value.clone()),
@@ -61,12 +71,16 @@ pub(crate) async fn acquire(
                 Some(PutOptions::new().with_lease(lease.id)),
             )])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let mut kv = core.client.kv_client();
-        let tried = match core.call("creating a lock key", kv.txn(txn)).await {
+        let tried = match core.txn("creating a lock key", &txn).await {
             Ok(tried) => tried,
-            // A waiter already in line rides out a server restart while its
-            // lease lives; a first attempt reports the outage at once.
-            Err(e) if e.kind() == ErrorKind::Unavailable && waited && !lease.is_lost() => {
+            // A waiter already in line (or one with a timeout) rides out a
+            // server restart while its lease lives; a first attempt without
+            // a timeout reports the outage (after the failover of `call`).
+            Err(e)
+                if e.kind() == ErrorKind::Unavailable
+                    && (waited || ride_out)
+                    && !lease.is_lost() =>
+            {
                 // The put may have been applied before the connection broke:
                 // stay armed (the check is our value), so a cancellation
                 // during the pause deletes the key, and the next attempt
@@ -95,6 +109,22 @@ pub(crate) async fn acquire(
         contender.disarm();
         let responses = tried.op_responses();
         let holder = get_kvs(&responses, 0).first().cloned();
+        if let Some(mine) = holder.as_ref().filter(|kv| kv.value() == value.as_slice()) {
+            // Our value: an earlier attempt of this acquire was applied but
+            // its answer lost. The key is ours: we hold the lock.
+            let rev = mine.create_revision();
+            contender.arm(OwnedKey {
+                key: key.clone(),
+                check: Check::Value(value.clone()),
+                lease: Arc::clone(&lease),
+            });
+            if mine.lease() != lease.id || lease.is_lost() {
+                contender.withdraw().await?;
+                quick_restarts += 1;
+                continue;
+            }
+            return Ok((contender.into_held(&request.name)?, rev));
+        }
         if let Some(stale) = holder.as_ref().filter(|kv| kv.lease() == lease.id) {
             // Ours, from an earlier acquire whose delete did not get through.
             contender.arm(OwnedKey {

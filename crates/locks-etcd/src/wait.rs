@@ -25,7 +25,8 @@ pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// Waits until `key`, seen with create revision `create_revision` at
 /// revision `seen_revision`, is deleted (or replaced), or `lease` is lost. A
 /// server that cannot be reached gives [`Watched::Retry`] while the lease
-/// lives, so queued waiters ride out a restart shorter than the TTL. Creating
+/// lives (so queued waiters ride out a restart shorter than the TTL), and
+/// [`Watched::LeaseLost`] afterwards. Creating
 /// the watch is bounded by the request timeout; the wait itself is not (the
 /// caller's [`Wait`](locks_core::Wait) bounds it).
 ///
@@ -45,10 +46,12 @@ pub(crate) async fn until_deleted(
     seen_revision: i64,
     lease: &Lease,
 ) -> Result<Watched> {
-    let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
-    let mut watcher = core.client.watch_client();
-    let opened = async {
-        let mut stream = watcher.watch(key.to_vec(), Some(options)).await?;
+    let opened = |client: etcd_client::Client| async move {
+        let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
+        let mut stream = client
+            .watch_client()
+            .watch(key.to_vec(), Some(options))
+            .await?;
         // The first message confirms the watch, with the revision from which
         // on it reports every delete.
         let created = stream.message().await?;
@@ -58,8 +61,12 @@ pub(crate) async fn until_deleted(
         Ok(opened) => opened,
         // The server is restarting or briefly unreachable: the caller looks
         // again after a pause, for as long as its lease lives.
-        Err(e) if e.kind() == ErrorKind::Unavailable && !lease.is_lost() => {
-            return Ok(Watched::Retry);
+        Err(e) if e.kind() == ErrorKind::Unavailable => {
+            return Ok(if lease.is_lost() {
+                Watched::LeaseLost
+            } else {
+                Watched::Retry
+            });
         }
         Err(e) => return Err(e),
     };
@@ -76,17 +83,22 @@ pub(crate) async fn until_deleted(
     if watched_from > seen_revision {
         // Writes happened between our read and the watch: the key may have
         // gone in that gap, where the watch does not look.
-        let mut kv = core.client.kv_client();
         let got = match core
-            .call(
-                "checking a lock key",
-                kv.get(key.to_vec(), Some(GetOptions::new().with_keys_only())),
-            )
+            .call("checking a lock key", |client| async move {
+                client
+                    .kv_client()
+                    .get(key.to_vec(), Some(GetOptions::new().with_keys_only()))
+                    .await
+            })
             .await
         {
             Ok(got) => got,
-            Err(e) if e.kind() == ErrorKind::Unavailable && !lease.is_lost() => {
-                return Ok(Watched::Retry);
+            Err(e) if e.kind() == ErrorKind::Unavailable => {
+                return Ok(if lease.is_lost() {
+                    Watched::LeaseLost
+                } else {
+                    Watched::Retry
+                });
             }
             Err(e) => return Err(e),
         };

@@ -16,8 +16,10 @@ pub fn server() -> Option<String> {
     locks_core::testing::server_from_env("LOCKS_TEST_ETCD")
 }
 
+/// A configuration for `addr`: one `host:port`, or several separated by
+/// commas (a cluster, as `LOCKS_TEST_ETCD_CLUSTER` lists it).
 pub fn config(addr: &str, layout: Layout) -> EtcdConfig {
-    let mut config = EtcdConfig::new([addr]);
+    let mut config = EtcdConfig::new(addr.split(','));
     config.layout = layout;
     config
 }
@@ -49,7 +51,8 @@ pub async fn backend(layout: Layout) -> Option<Arc<dyn Backend>> {
 
 /// A plain etcd client for looking at keys behind the backend's back.
 pub async fn raw(addr: &str) -> Client {
-    Client::connect([format!("http://{addr}")], None)
+    let urls: Vec<String> = addr.split(',').map(|a| format!("http://{a}")).collect();
+    Client::connect(urls, None)
         .await
         .unwrap_or_else(|e| panic!("raw client for {addr}: {e}"))
 }
@@ -205,4 +208,107 @@ pub fn etcdctl(addr: &str) -> Command {
         .arg("--endpoints")
         .arg(format!("http://{addr}"));
     cmd
+}
+
+/// A cluster of etcd members of its own (ci/etcd.sh start-cluster), for tests
+/// that kill, stop and restart members. Stopped when dropped.
+pub struct DedicatedCluster {
+    dir: tempfile::TempDir,
+    /// The members' client addresses, member 1 first.
+    pub members: Vec<String>,
+}
+
+impl DedicatedCluster {
+    pub fn start(n: usize) -> DedicatedCluster {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let out = Command::new("bash")
+            .arg(etcd_script())
+            .arg("start-cluster")
+            .arg(dir.path())
+            .arg(n.to_string())
+            .output()
+            .expect("running ci/etcd.sh");
+        assert!(
+            out.status.success(),
+            "ci/etcd.sh start-cluster failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env =
+            std::fs::read_to_string(dir.path().join("etcd-cluster.env")).expect("etcd-cluster.env");
+        let members = env
+            .lines()
+            .find_map(|l| l.strip_prefix("LOCKS_TEST_ETCD_CLUSTER="))
+            .expect("LOCKS_TEST_ETCD_CLUSTER in etcd-cluster.env")
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        DedicatedCluster { dir, members }
+    }
+
+    fn script(&self, args: &[&str]) -> String {
+        let out = Command::new("bash")
+            .arg(etcd_script())
+            .arg(args[0])
+            .arg(self.dir.path())
+            .args(&args[1..])
+            .output()
+            .expect("running ci/etcd.sh");
+        assert!(
+            out.status.success(),
+            "ci/etcd.sh {args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The 1-based index of the leader now.
+    pub fn leader(&self) -> usize {
+        let out = self.script(&["leader"]);
+        out.split_whitespace()
+            .next()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("ci/etcd.sh leader printed {out:?}"))
+    }
+
+    /// Stops member `i` (1-based) with `signal` (`KILL`, `TERM`).
+    pub fn stop_member(&self, i: usize, signal: &str) {
+        self.script(&["stop-member", &i.to_string(), signal]);
+    }
+
+    /// Starts member `i` again on its ports and data dir.
+    pub fn start_member(&self, i: usize) {
+        self.script(&["start-member", &i.to_string()]);
+    }
+
+    /// A configuration listing every member.
+    pub fn config(&self, layout: Layout) -> EtcdConfig {
+        let mut config = EtcdConfig::new(self.members.clone());
+        config.layout = layout;
+        config
+    }
+}
+
+impl Drop for DedicatedCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(etcd_script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// Tests that kill members or put load on a cluster run one at a time, so
+/// that their clusters do not starve each other of the machine's cores.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// CLOCK_MONOTONIC now, in ns (comparable across the processes of one host).
+pub fn monotonic_ns() -> u64 {
+    locks_fault_proxy::monotonic_ns()
 }
