@@ -123,7 +123,7 @@ fn moved_to(corpus: &[(String, String)], functions: &[String], expected: &Shape)
         .iter()
         .filter_map(|(path, text)| {
             let src = Source::new(path.clone(), text.clone());
-            let names = Scope { files: vec![&src] }.lock_names(&src);
+            let names = Scope::new(vec![&src]).lock_names(&src);
             let hit = names.iter().find(|c| c.shape == *expected)?;
             Some(format!("{path}:{}", hit.line))
         })
@@ -335,10 +335,7 @@ fn check_entry(
     };
     let mut files = vec![&src];
     files.extend(name_src.as_ref());
-    let mut at_lock = Scope {
-        files: files.clone(),
-    }
-    .lock_names(&src);
+    let mut at_lock = Scope::new(files.clone()).lock_names(&src);
     let dir = entry.file.rsplit_once('/').map_or("", |(d, _)| d);
     let siblings: Vec<Source> = corpus
         .iter()
@@ -353,10 +350,7 @@ fn check_entry(
         // The name may be built from a constant of a neighbouring module
         // (as Kaminario's from `kaminario_common.K2_LOCK_PREFIX`).
         files.extend(siblings.iter());
-        at_lock = Scope {
-            files: files.clone(),
-        }
-        .lock_names(&src);
+        at_lock = Scope::new(files.clone()).lock_names(&src);
     }
     let mut ok = Vec::new();
     // A lock call in a `where` function first, then any.

@@ -637,16 +637,31 @@ fn skip_conversion(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
 
 /// The files a lock name may be built from: the lock's file first.
 pub(crate) struct Scope<'a> {
-    pub(crate) files: Vec<&'a Source>,
+    files: Vec<&'a Source>,
+    /// Evaluation steps left for one lock call: a file where every name is
+    /// assigned from several others cannot make the search explode.
+    budget: std::cell::Cell<usize>,
 }
 
 const MAX_DEPTH: usize = 6;
 
-impl Scope<'_> {
+/// Evaluation steps allowed per lock call.
+const BUDGET: usize = 2_000;
+
+impl<'a> Scope<'a> {
+    /// A scope over `files`, the lock's own file first.
+    pub(crate) fn new(files: Vec<&'a Source>) -> Self {
+        Scope {
+            files,
+            budget: std::cell::Cell::new(BUDGET),
+        }
+    }
+
     /// The candidates of every lock call in `src`: followed, and as written.
     pub(crate) fn lock_names(&self, src: &Source) -> Vec<Candidate> {
         let mut out = Vec::new();
         for site in &src.sites {
+            self.budget.set(BUDGET);
             let mut via = Vec::new();
             let shape = self.eval(&site.arg, 0, &mut via);
             let plain = self.eval_plain(&site.arg);
@@ -684,9 +699,10 @@ impl Scope<'_> {
     /// Follows `expr` to a shape, recording the assignments it went through in `via`.
     fn eval(&self, expr: &str, depth: usize, via: &mut Vec<String>) -> Shape {
         let expr = expr.trim();
-        if depth > MAX_DEPTH || expr.is_empty() {
+        if depth > MAX_DEPTH || expr.is_empty() || self.budget.get() == 0 {
             return Shape::hole();
         }
+        self.budget.set(self.budget.get() - 1);
         let tmp = Source::new(String::new(), expr.to_owned());
         // `(expr)`
         if expr.starts_with('(') && tmp.matching(0) == Some(expr.len() - 1) {
@@ -746,6 +762,10 @@ impl Scope<'_> {
         let mut agreed: Option<(Shape, Vec<String>)> = None;
         for file in &self.files {
             for (line, rhs, whole) in file.assignments(name) {
+                // `self.host = host` says nothing about `host` itself.
+                if rhs.rsplit('.').next() == Some(name) {
+                    continue;
+                }
                 let mut v = vec![format!("{}:{line} `{whole}`", short(&file.path))];
                 let shape = self.eval(&rhs, depth + 1, &mut v);
                 match &agreed {
@@ -905,13 +925,11 @@ mod tests {
     use super::*;
 
     fn names(files: &[&Source], of: &Source) -> Vec<String> {
-        Scope {
-            files: files.to_vec(),
-        }
-        .lock_names(of)
-        .iter()
-        .map(|c| c.shape.to_string())
-        .collect()
+        Scope::new(files.to_vec())
+            .lock_names(of)
+            .iter()
+            .map(|c| c.shape.to_string())
+            .collect()
     }
 
     #[test]
@@ -951,10 +969,7 @@ mod tests {
             "class FC:\n    @coordination.synchronized('{self.k2_lock_name}')\n    def initialize_connection(self):\n        pass\n"
                 .to_owned(),
         );
-        let found = Scope {
-            files: vec![&fc, &common],
-        }
-        .lock_names(&fc);
+        let found = Scope::new(vec![&fc, &common]).lock_names(&fc);
         assert_eq!(found[0].shape.to_string(), "Kaminario-{…}");
         assert_eq!(found[0].line, 2);
         assert!(
@@ -1002,6 +1017,21 @@ mod tests {
                 .to_owned(),
         );
         assert_eq!(names(&[&src], &src), ["{…}-{…}-map"]);
+    }
+
+    #[test]
+    fn a_web_of_assignments_is_cut_short() {
+        // Every name assigned from ten others: without the step budget,
+        // following them six deep would take 10^6 evaluations per lock call.
+        let mut text = String::new();
+        for i in 0..40 {
+            for j in 1..=10 {
+                text.push_str(&format!("n{i} = n{}\n", (i + j) % 40));
+            }
+        }
+        text.push_str("@coordination.synchronized('{self.n0}-x')\ndef f():\n    pass\n");
+        let src = Source::new("web.py", text);
+        assert_eq!(names(&[&src], &src), ["{…}-x"]);
     }
 
     #[test]
