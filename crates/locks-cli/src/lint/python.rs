@@ -166,12 +166,17 @@ fn is_ident(c: u8) -> bool {
 }
 
 /// The calls that take a lock: the called name (last dotted component) and
-/// which positional argument is the lock name.
-const LOCK_CALLS: [(&str, usize); 4] = [
+/// which positional argument is the lock name. `synchronized` covers
+/// `utils.synchronized` (oslo), `coordination.synchronized` (tooz) and
+/// `lockutils.synchronized`; `lock_if` is Unity's `utils.lock_if(cond, name)`;
+/// `get_lock` is `COORDINATOR.get_lock(name)`; `Lock` and `lock` count only as
+/// `coordination.Lock(...)` and `lockutils.lock(...)`.
+const LOCK_CALLS: [(&str, usize); 5] = [
     ("synchronized", 0),
     ("lock_if", 1),
     ("get_lock", 0),
     ("Lock", 0),
+    ("lock", 0),
 ];
 
 impl Source {
@@ -374,8 +379,10 @@ impl Source {
                 if b.get(open) != Some(&b'(') {
                     continue;
                 }
-                // `lock(` alone is too common; `Lock(` counts only as `coordination.Lock(`.
-                if call == "Lock" && !self.text[..at].ends_with("coordination.") {
+                // `Lock(` and `lock(` alone are too common.
+                if (call == "Lock" && !self.text[..at].ends_with("coordination."))
+                    || (call == "lock" && !self.text[..at].ends_with("lockutils."))
+                {
                     continue;
                 }
                 let Some(close) = self.matching(open) else {
@@ -664,8 +671,8 @@ impl<'a> Scope<'a> {
             self.budget.set(BUDGET);
             let mut via = Vec::new();
             let shape = self.eval(&site.arg, 0, &mut via);
-            let plain = self.eval_plain(&site.arg);
-            for (shape, via) in [(shape, via), (plain, Vec::new())] {
+            let plain = self.eval_plain(&site.arg).map(|p| (p, Vec::new()));
+            for (shape, via) in std::iter::once((shape, via)).chain(plain) {
                 if out
                     .iter()
                     .any(|c: &Candidate| c.line == site.line && c.shape == shape)
@@ -685,15 +692,13 @@ impl<'a> Scope<'a> {
         out
     }
 
-    /// The shape of `expr` without following any name: literals only.
-    fn eval_plain(&self, expr: &str) -> Shape {
+    /// The shape of `expr` as written, when it is one literal: placeholders
+    /// as holes, no name followed.
+    fn eval_plain(&self, expr: &str) -> Option<Shape> {
         let tmp = Source::new(String::new(), expr.to_owned());
-        match tmp.strings.first() {
-            Some(s) if s.start == 0 && s.end == expr.len() => {
-                literal_shape(&expr[s.body_start..s.body_end], true, false)
-            }
-            _ => Shape::hole(),
-        }
+        let s = tmp.strings.first()?;
+        (s.start == 0 && s.end == expr.len())
+            .then(|| literal_shape(&expr[s.body_start..s.body_end], true, false))
     }
 
     /// Follows `expr` to a shape, recording the assignments it went through in `via`.
@@ -1017,6 +1022,20 @@ mod tests {
                 .to_owned(),
         );
         assert_eq!(names(&[&src], &src), ["{…}-{…}-map"]);
+    }
+
+    #[test]
+    fn other_lock_calls_count_and_plain_locks_do_not() {
+        let src = Source::new(
+            "x.py",
+            "def a():\n    with lockutils.lock('a-%s' % x, external=True):\n        pass\n\
+             def b():\n    with coordination.COORDINATOR.get_lock('b'):\n        pass\n\
+             def c():\n    lock = threading.Lock()\n    self.lock('no')\n    with lock:\n        pass\n"
+                .to_owned(),
+        );
+        assert_eq!(names(&[&src], &src), ["a-{…}", "b"]);
+        let takes: Vec<bool> = src.functions.iter().map(|f| src.takes_lock(f)).collect();
+        assert_eq!(takes, [true, true, false]);
     }
 
     #[test]
