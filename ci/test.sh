@@ -29,9 +29,12 @@ step() { printf '\n== %s\n' "$*"; }
 
 step "servers"
 bash ci/etcd.sh start "$state"
+# A 3-member etcd cluster too (STATE/etcd-cluster.env; `ci/etcd.sh stop` stops both).
+bash ci/etcd.sh start-cluster "$state" 3
 bash ci/zookeeper.sh start "$state"
 set -a
 . "$state/etcd.env"
+. "$state/etcd-cluster.env"
 . "$state/zookeeper.env"
 set +a
 
@@ -101,3 +104,19 @@ for run in "memory file process 8 251 0" "file file node 4 501 100" "etcd etcd g
     "$locks_bin" --config "$state/check-$2.toml" check --name ci-check --scope "$3" --processes "$4" \
         --iterations "$5" --pause-us "$6" --fenced
 done
+
+step "etcd, 3 members: the conformance suite, and the checker with the leader killed mid-run"
+# Every holder must finish (failover while a quorum is up) with 0 overlaps.
+LOCKS_TEST_ETCD="$LOCKS_TEST_ETCD_CLUSTER" cargo test -p locks-etcd --locked --test conformance
+printf '[backends]\nnode = "file://%s/check-locks"\nglobal = "etcd://%s?ttl=5"\n' "$state" \
+    "$LOCKS_TEST_ETCD_CLUSTER" >"$state/check-etcd-cluster.toml"
+"$locks_bin" --config "$state/check-etcd-cluster.toml" check --name ci-cluster-check --scope global \
+    --processes 4 --iterations 300 --hold-us 1000 --fenced &
+check_pid=$!
+sleep 2
+kill -0 "$check_pid" 2>/dev/null || { echo "the checker ended before the leader was killed" >&2; exit 1; }
+read -r leader _ < <(bash ci/etcd.sh leader "$state")
+bash ci/etcd.sh stop-member "$state" "$leader" KILL
+sleep 3
+bash ci/etcd.sh start-member "$state" "$leader"
+wait "$check_pid"
