@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Makes (once) the Python virtual environment of the OpenStack interop tests
-# (tests/tests/openstack_interop.rs): the real oslo.concurrency and tooz, with
-# the clients tooz needs for etcd (etcd3gw) and ZooKeeper (kazoo), from PyPI.
+# (tests/tests/openstack_interop.rs, tests/tests/cinder_catalog.rs): the real
+# oslo.concurrency and tooz, with the clients tooz needs for etcd (etcd3gw) and
+# ZooKeeper (kazoo), and Cinder itself, from PyPI.
 #
-#   bash ci/python.sh                  # prints LOCKS_TEST_PYTHON=<venv>/bin/python
+#   bash ci/python.sh    # prints LOCKS_TEST_PYTHON=<venv>/bin/python
+#                        #    and LOCKS_TEST_CINDER_SRC=<venv's site-packages>
+#
+# LOCKS_TEST_CINDER_SRC is the directory holding the installed `cinder`
+# package (a Cinder source tree for `locks catalog lint --cinder`).
+#
+# Cinder and its ~130 dependencies come as wheels (no compiler, no native
+# library beyond what python3-venv needs); a fresh install takes about a
+# minute and 330 MB.
 #
 # The venv lives in ${LOCKS_VENV:-~/.cache/locks/venv}. A venv whose stamp
 # matches the pinned versions below is reused as is; otherwise the pins are
@@ -17,11 +26,13 @@ requirements=(
     "tooz==9.1.0"
     "etcd3gw==2.7.0"
     "kazoo==2.11.0"
+    "cinder==29.0.0"
 )
 
 venv="${LOCKS_VENV:-$HOME/.cache/locks/venv}"
 stamp="$venv/.locks-requirements"
 python="$venv/bin/python"
+imports='import oslo_concurrency.lockutils, tooz.coordination, etcd3gw, kazoo, cinder.coordination'
 want=$(printf '%s\n' "${requirements[@]}")
 
 log() { echo "python.sh: $*" >&2; }
@@ -29,7 +40,7 @@ log() { echo "python.sh: $*" >&2; }
 command -v python3 >/dev/null || { log "python3 is missing (ci/install.sh installs it)"; exit 1; }
 
 if [ -x "$python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
-    "$python" -c 'import oslo_concurrency.lockutils, tooz.coordination, etcd3gw, kazoo' 2>/dev/null; then
+    "$python" -W ignore -c "$imports" 2>/dev/null; then
     log "reusing $venv"
 else
     if [ ! -x "$python" ]; then
@@ -42,8 +53,10 @@ else
     fi
     log "installing ${requirements[*]}"
     "$python" -m pip install --quiet --disable-pip-version-check "${requirements[@]}" >&2
-    "$python" -c 'import oslo_concurrency.lockutils, tooz.coordination, etcd3gw, kazoo'
+    "$python" -W ignore -c "$imports"
     echo "$want" >"$stamp"
 fi
 
+cinder_src=$("$python" -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("cinder").submodule_search_locations[0]))')
 echo "LOCKS_TEST_PYTHON=$python"
+echo "LOCKS_TEST_CINDER_SRC=$cinder_src"
