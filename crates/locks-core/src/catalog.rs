@@ -90,7 +90,7 @@ struct RawEntry {
     methods: Vec<String>,
     file: String,
     notes: Option<String>,
-    name_file: Option<String>,
+    name_file: Option<toml::Spanned<String>>,
     removed_upstream: Option<toml::Spanned<String>>,
 }
 
@@ -177,6 +177,19 @@ impl Catalog {
                 }
                 version => version.map(toml::Spanned::into_inner),
             };
+            let name_file = match entry.name_file {
+                Some(file) if file.get_ref().trim().is_empty() => {
+                    let line = line_of(text, file.span().start);
+                    return Err(Error::new(
+                        ErrorKind::InvalidCatalog,
+                        format!(
+                            "{origin} (line {line}): lock `{id}`: name_file is empty; name the source \
+                             file that builds the lock name, or leave the key out"
+                        ),
+                    ));
+                }
+                file => file.map(toml::Spanned::into_inner),
+            };
             entries.push(CatalogEntry {
                 id,
                 driver: entry.driver,
@@ -186,7 +199,7 @@ impl Catalog {
                 methods: entry.methods,
                 file: entry.file,
                 notes: entry.notes,
-                name_file: entry.name_file,
+                name_file,
                 removed_upstream,
             });
         }
@@ -517,6 +530,13 @@ mod tests {
                 err.message()
             );
         }
+        let err = Catalog::from_toml_str(&format!("{base}name_file = \" \"\n")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidCatalog);
+        assert!(
+            err.message().contains("line 9") && err.message().contains("name_file is empty"),
+            "{}",
+            err.message()
+        );
         let err = Catalog::from_toml_str(&format!("{base}removed_upstream = true\n")).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidCatalog);
         assert!(err.message().contains("line 9"), "{}", err.message());
