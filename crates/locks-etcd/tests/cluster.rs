@@ -195,6 +195,7 @@ fn leader_killed_mid_run_every_operation_completes() {
         let before = holdings.lock().unwrap().len();
         cluster.stop_member(leader, "KILL");
         let killed = Instant::now();
+        let killed_ns = monotonic_ns();
         tokio::time::sleep(Duration::from_secs(3)).await;
         cluster.start_member(leader);
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -218,9 +219,16 @@ fn leader_killed_mid_run_every_operation_completes() {
             );
             assert!(pair[1].2 > pair[0].2, "token regression: {pair:?}");
         }
+        let next_entry = holdings
+            .iter()
+            .map(|h| h.0)
+            .filter(|&entered| entered > killed_ns)
+            .min()
+            .expect("a holding after the kill");
         eprintln!(
             "leader (member {leader}) killed after {before} holdings; {after} in all, \
-             0 overlaps ({:?} from the kill to the end)",
+             0 overlaps; next holder entered {:?} after the kill ({:?} from the kill to the end)",
+            Duration::from_nanos(next_entry - killed_ns),
             killed.elapsed()
         );
 
@@ -714,6 +722,102 @@ fn expired_waiter_is_not_granted_the_lock() {
         assert!(entered > third_exited && third_exited > third_entered);
         assert!(got.token() > third_token, "fencing token grows");
         got.release().await.expect("release");
+    });
+}
+
+/// A release whose request or whose reply is lost (and its connection
+/// reset) is sent again: it succeeds, and the next client gets the lock at
+/// once, not when the lease expires.
+#[test]
+fn lost_release_request_or_reply_is_retried() {
+    if !cluster_fixture() {
+        return;
+    }
+    let etcd = DedicatedEtcd::start();
+    let proxy = FaultProxy::start(etcd.addr.parse().expect("address")).expect("proxy");
+    runtime().block_on(async {
+        for layout in [Layout::Mutex, Layout::Tooz] {
+            for direction in [Direction::Request, Direction::Reply] {
+                // A long TTL: no keep-alive crosses the proxy during the test,
+                // and a key left behind would block the next client for it.
+                let holder =
+                    connect_with(with_ttl(config(&proxy.addr().to_string(), layout), 60)).await;
+                let next = connect_with(config(&etcd.addr, layout)).await;
+                let lock = name("lost-release");
+                let guard = acquire(&holder, &request(&lock, Wait::TryOnce))
+                    .await
+                    .expect("acquire");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                proxy.lose_next(direction);
+                guard
+                    .release()
+                    .await
+                    .unwrap_or_else(|e| panic!("{layout} {direction:?}: release: {}", e.report()));
+                assert!(
+                    !proxy.losing(direction),
+                    "{layout} {direction:?}: nothing lost"
+                );
+                let got = acquire(&next, &request(&lock, Wait::TryOnce))
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("{layout} {direction:?}: the next client: {}", e.report())
+                    });
+                got.release().await.expect("release");
+            }
+        }
+    });
+}
+
+/// A waiter whose timeout ends while it is cut off from the server leaves
+/// no key behind once the connection is back, while its client lives.
+#[test]
+fn waiter_timing_out_while_cut_off_leaves_no_key() {
+    if !cluster_fixture() {
+        return;
+    }
+    let etcd = DedicatedEtcd::start();
+    let proxy = FaultProxy::start(etcd.addr.parse().expect("address")).expect("proxy");
+    runtime().block_on(async {
+        let ttl = 6;
+        let holder = connect_with(config(&etcd.addr, Layout::Mutex)).await;
+        let waiter = connect_with(with_ttl(
+            config(&proxy.addr().to_string(), Layout::Mutex),
+            ttl,
+        ))
+        .await;
+        let lock = name("cut-waiter");
+        let prefix = format!("{lock}/");
+        let guard = acquire(&holder, &request(&lock, Wait::TryOnce))
+            .await
+            .expect("acquire");
+        let waiting_request = request(&lock, Wait::Timeout(Duration::from_millis(1500)));
+        let waiting = acquire(&waiter, &waiting_request);
+        let cut = async {
+            until_keys(&etcd.addr, &prefix, 2).await;
+            proxy.set(Fault::Blackhole);
+        };
+        let (err, ()) = tokio::join!(waiting, cut);
+        let err = err.expect_err("the lock is held");
+        eprintln!("the cut-off waiter: {}", err.report());
+        proxy.set(Fault::Pass);
+        let healed = Instant::now();
+        let mut raw = raw(&etcd.addr).await;
+        let gone = eventually(Duration::from_secs(ttl / 2), || {
+            let (mut raw, prefix) = (raw.clone(), prefix.clone());
+            async move { keys_under(&mut raw, prefix.as_bytes()).await.len() == 1 }
+        })
+        .await;
+        assert!(
+            gone,
+            "the waiter's key is still there: {:?}",
+            keys_under(&mut raw, prefix.as_bytes()).await
+        );
+        eprintln!(
+            "the waiter's key went {:?} after the heal",
+            healed.elapsed()
+        );
+        guard.release().await.expect("release");
+        drop(waiter);
     });
 }
 
