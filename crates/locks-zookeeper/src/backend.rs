@@ -1,28 +1,21 @@
-//! [`ZkBackend`]: the session, the lock recipe, release and clean.
+//! [`ZkBackend`]: the lock recipe, release and clean.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use locks_core::{
     Backend, Capabilities, CleanReport, Error, ErrorKind, FencingToken, HeldLock, LocalLocks,
-    LocalTurn, LockGuard, LockName, LockRequest, LockState, LockStateSender, Result, Scope, Wait,
-    async_trait,
+    LocalTurn, LockGuard, LockName, LockRequest, Result, Scope, Wait, async_trait,
 };
 use tokio::runtime::Handle;
-use tokio::sync::{Mutex as AsyncMutex, watch};
-use tokio::task::AbortHandle;
+use tokio::sync::Mutex as AsyncMutex;
 use zookeeper_client as zk;
 
 use crate::ZkConfig;
 use crate::path;
-
-type ZkResult<T> = std::result::Result<T, zk::Error>;
-
-/// Pause before retrying an operation that failed with a connection loss.
-/// Retried requests wait in the client until it has reconnected, so this only
-/// keeps a flapping connection from turning the retry into a busy loop.
-const RETRY_PAUSE: Duration = Duration::from_millis(20);
+use crate::session::{Session, outcome_unknown};
 
 /// How often a contender creation is retried when `clean` removed the lock
 /// directory between creating the directory and creating the contender.
@@ -30,6 +23,11 @@ const CREATE_ATTEMPTS: usize = 10;
 
 /// How many requests `clean` keeps in flight at once.
 const CLEAN_BATCH: usize = 512;
+
+/// A waiter whose timeout is about to end this much later, while the
+/// ensemble is unreachable, ends with `Unavailable` saying what is down,
+/// before the caller's own timeout would end it with a plain `Timeout`.
+const TIMEOUT_LEAD: Duration = Duration::from_millis(2);
 
 /// Global-scope locks on a ZooKeeper ensemble, in the node layout of kazoo's
 /// `Lock` recipe (see the [crate docs](crate)).
@@ -99,6 +97,19 @@ impl ZkBackend {
         path::lock_dir(&self.inner.config.namespace, name)
     }
 
+    /// The negotiated session timeout of the current session, which decides
+    /// when a cut-off holder is told lost (see the crate docs).
+    pub async fn session_timeout(&self) -> Duration {
+        self.inner.session.lock().await.timeout()
+    }
+
+    /// How many node deletions (of released locks and abandoned contenders
+    /// whose first attempt did not get through) are still being retried in
+    /// the background on the current session.
+    pub async fn pending_cleanups(&self) -> usize {
+        self.inner.session.lock().await.pending_cleanups()
+    }
+
     /// The current session, or a new one if it expired or was given up.
     async fn session(&self) -> Result<Arc<Session>> {
         let mut current = self.inner.session.lock().await;
@@ -111,8 +122,53 @@ impl ZkBackend {
         Ok(fresh)
     }
 
-    /// Creates our contender and waits until it is the lowest. Returns the
-    /// node's path and its czxid.
+    /// The error of a wait whose timeout ends while the ensemble cannot be
+    /// reached: `Unavailable`, saying what is down. `None` when the session
+    /// is healthy (the lock is simply busy).
+    fn unreachable(&self, request: &LockRequest, limit: Duration) -> Option<Error> {
+        let why = match self.inner.session.try_lock() {
+            // Somebody is opening a new session: the old one was lost.
+            Err(_) => format!(
+                "no ZooKeeper server of {} granted a new session yet",
+                self.inner.describe
+            ),
+            Ok(session) if !session.usable() || session.unheard() => session.what_is_down(),
+            Ok(_) => return None,
+        };
+        Some(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "waited {limit:?} for lock `{}` while the ensemble was unreachable: {why}; check that a majority of the ZooKeeper members run and are reachable",
+                request.name
+            ),
+        ))
+    }
+
+    async fn acquire_now(&self, request: &LockRequest, dir: String) -> Result<LockGuard> {
+        let turn = match request.wait {
+            Wait::TryOnce => self
+                .inner
+                .table
+                .try_lock(&request.name)
+                .ok_or_else(|| request.would_block(self))?,
+            Wait::Forever | Wait::Timeout(_) => self.inner.table.lock(&request.name).await,
+        };
+        let session = self.session().await?;
+        let (path, token) = self.contend(&session, &dir, request).await?;
+        let state = session.state.subscribe();
+        let held = ZkHeld {
+            session,
+            path,
+            turn: Some(turn),
+            settled: false,
+        };
+        Ok(LockGuard::new(request, token, state, Box::new(held)))
+    }
+
+    /// Creates our contender and waits until it is the lowest: the standard
+    /// recipe. Each time the contender just below ours goes, the directory
+    /// is listed once and the new predecessor watched, so a handoff costs one
+    /// round trip however long the queue. Returns the node's path and czxid.
     async fn contend(
         &self,
         session: &Arc<Session>,
@@ -124,57 +180,62 @@ impl ZkBackend {
             dir: dir.to_owned(),
             prefix: path::new_prefix(),
             node: NodeState::NotSent,
-            handle: self.inner.handle.clone(),
         };
         let client = session.client()?;
         let data = request.holder_identity();
-        let (node, stat, children) = self
+        let (node, stat, mut children) = self
             .create_contender(&mut contender, data.as_bytes(), request)
             .await?;
         let node_path = format!("{dir}/{node}");
         let own_sequence = &node[contender.prefix.len()..];
         let mut lost = session.state.subscribe();
 
-        // Every contender below ours, by sequence; the last is our predecessor.
-        // Sequences of one directory only grow, so no smaller one can appear
-        // later: once these are gone, the lock is ours without listing again.
-        let mut smaller: Vec<(String, String)> = match children {
-            Some(children) => smaller_contenders(&children, &node, own_sequence),
-            None => None,
-        }
-        .ok_or_else(|| session.node_vanished(&node_path, request))?;
-
-        while let Some((_, predecessor)) = smaller.last() {
+        loop {
+            let predecessor = match children.take() {
+                Some(children) => predecessor(&children, &node, own_sequence)
+                    .ok_or_else(|| session.node_vanished(&node_path, request))?,
+                None => {
+                    let listed = session.list(&client, dir).await.map_err(|e| {
+                        if session.usable() {
+                            session.error(format_args!("listing lock directory {dir}"), e)
+                        } else {
+                            session.lost_while_waiting(request)
+                        }
+                    })?;
+                    predecessor(&listed, &node, own_sequence)
+                        .ok_or_else(|| session.node_vanished(&node_path, request))?
+                }
+            };
+            let Some(predecessor) = predecessor else {
+                break;
+            };
             if request.wait == Wait::TryOnce {
                 contender.withdraw().await;
                 return Err(request.would_block(self));
             }
             let predecessor_path = format!("{dir}/{predecessor}");
             let watched = tokio::select! {
-                result = client.check_and_watch_stat(&predecessor_path) => result,
-                () = until_lost(&mut lost) => return Err(session.lost_while_waiting(request)),
+                result = session.retrying(|| client.check_and_watch_stat(&predecessor_path)) => result,
+                () = crate::session::until_lost(&mut lost) => return Err(session.lost_while_waiting(request)),
             };
             match watched {
-                Ok((None, _)) => {
-                    smaller.pop();
-                }
+                // Gone already: list again.
+                Ok((None, _)) => {}
                 Ok((Some(_), watcher)) => {
+                    // The watch survives disconnections (the client sets it
+                    // again on reconnecting), so a waiter keeps its place.
                     let event = tokio::select! {
                         event = watcher.changed() => event,
-                        () = until_lost(&mut lost) => return Err(session.lost_while_waiting(request)),
+                        () = crate::session::until_lost(&mut lost) => return Err(session.lost_while_waiting(request)),
                     };
-                    match event.event_type {
-                        zk::EventType::NodeDeleted => {
-                            smaller.pop();
-                        }
-                        zk::EventType::Session if event.session_state.is_terminated() => {
-                            return Err(session.lost_while_waiting(request));
-                        }
-                        // Data changes and non-final session events: watch again.
-                        _ => {}
+                    if event.event_type == zk::EventType::Session
+                        && event.session_state.is_terminated()
+                    {
+                        return Err(session.lost_while_waiting(request));
                     }
+                    // Deleted, or changed: list again either way.
                 }
-                Err(zk::Error::ConnectionLoss) => tokio::time::sleep(RETRY_PAUSE).await,
+                Err(_) if !session.usable() => return Err(session.lost_while_waiting(request)),
                 Err(e) => {
                     return Err(session.error(
                         format_args!(
@@ -216,8 +277,11 @@ impl ZkBackend {
     }
 
     /// Creates our ephemeral sequential node and, in the same round trip,
-    /// lists the directory. Creates missing parents; after a connection loss
-    /// finds our node again by its unique prefix instead of creating another.
+    /// lists the directory. Creates missing parents. When the creation's
+    /// outcome is unknown (the connection broke), looks for our node by its
+    /// unique prefix (as Curator's protected mode and kazoo do) before
+    /// creating again, so there is never a second contender of ours; a node
+    /// under our prefix counts only if our session owns it (CURATOR-604).
     async fn create_contender(
         &self,
         contender: &mut Contender,
@@ -230,64 +294,40 @@ impl ZkBackend {
         let create_path = format!("{dir}/{}", contender.prefix);
         let acls = self.acls();
         let options = zk::CreateMode::EphemeralSequential.with_acls(acls);
-        let mut attempts = 0;
+        let mut missing_dir = 0;
         loop {
-            attempts += 1;
             contender.node = NodeState::Sent;
             // Both requests leave now, in this order; the server answers the
             // listing after the creation, so the listing holds our node.
             let create = client.create(&create_path, data, &options);
             let list = client.list_children(&dir);
             let (created, listed) = tokio::join!(create, list);
-            match created {
+            let failed = match created {
                 Ok((stat, sequence)) => {
                     let node = format!("{}{sequence}", contender.prefix);
                     contender.node = NodeState::Known(node.clone());
-                    let children = match listed {
-                        Ok(children) => Some(children),
-                        Err(_) => session.list(client, &dir).await.ok(),
-                    };
-                    return Ok((node, stat, children));
+                    return Ok((node, stat, listed.ok()));
                 }
-                Err(zk::Error::NoNode) if attempts < CREATE_ATTEMPTS => {
+                Err(e) => e,
+            };
+            match failed {
+                zk::Error::NoNode if missing_dir < CREATE_ATTEMPTS => {
+                    missing_dir += 1;
                     contender.node = NodeState::NotSent;
                     let parents = zk::CreateMode::Persistent.with_acls(acls);
                     if let Err(e) = session.retrying(|| client.mkdir(&dir, &parents)).await {
                         return Err(session.error(format_args!("creating lock directory {dir}"), e));
                     }
                 }
-                Err(zk::Error::ConnectionLoss) if attempts < CREATE_ATTEMPTS => {
+                e if outcome_unknown(&e) && session.usable() => {
                     // The creation may have happened: look for our prefix.
-                    match session.list(client, &dir).await {
-                        Ok(children) => {
-                            if let Some(node) =
-                                children.iter().find(|c| c.starts_with(&contender.prefix))
-                            {
-                                let node = node.clone();
-                                contender.node = NodeState::Known(node.clone());
-                                let node_path = format!("{dir}/{node}");
-                                return match session
-                                    .retrying(|| client.check_stat(&node_path))
-                                    .await
-                                {
-                                    Ok(Some(stat)) => Ok((node, stat, Some(children))),
-                                    Ok(None) => Err(session.node_vanished(&node_path, request)),
-                                    Err(e) => Err(session
-                                        .error(format_args!("reading lock node {node_path}"), e)),
-                                };
-                            }
-                            contender.node = NodeState::NotSent;
-                        }
-                        Err(zk::Error::NoNode) => contender.node = NodeState::NotSent,
-                        Err(e) => {
-                            return Err(
-                                session.error(format_args!("listing lock directory {dir}"), e)
-                            );
-                        }
+                    if let Some(found) = self.find_own(&session, client, contender, request).await?
+                    {
+                        return Ok(found);
                     }
-                    tokio::time::sleep(RETRY_PAUSE).await;
+                    contender.node = NodeState::NotSent;
                 }
-                Err(zk::Error::NoNode) => {
+                zk::Error::NoNode => {
                     return Err(Error::new(
                         ErrorKind::Unavailable,
                         format!(
@@ -298,13 +338,52 @@ impl ZkBackend {
                         ),
                     ));
                 }
-                Err(e) => {
+                _ if !session.usable() => return Err(session.lost_while_waiting(request)),
+                e => {
                     return Err(session.error(
                         format_args!("creating a contender for lock `{}` in {dir}", request.name),
                         e,
                     ));
                 }
             }
+        }
+    }
+
+    /// Our node under `contender.prefix`, if a creation whose outcome was
+    /// unknown made one, with its Stat and the directory's children.
+    async fn find_own(
+        &self,
+        session: &Session,
+        client: &zk::Client,
+        contender: &mut Contender,
+        request: &LockRequest,
+    ) -> Result<Option<(String, zk::Stat, Option<Vec<String>>)>> {
+        let dir = contender.dir.clone();
+        let children = match session.list(client, &dir).await {
+            Ok(children) => children,
+            Err(zk::Error::NoNode) => return Ok(None),
+            Err(_) if !session.usable() => return Err(session.lost_while_waiting(request)),
+            Err(e) => return Err(session.error(format_args!("listing lock directory {dir}"), e)),
+        };
+        let Some(node) = children
+            .iter()
+            .find(|c| c.starts_with(&contender.prefix))
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        contender.node = NodeState::Known(node.clone());
+        let node_path = format!("{dir}/{node}");
+        match session.retrying(|| client.check_stat(&node_path)).await {
+            // A node of another session (an expired one of ours) is not ours:
+            // its server-side deletion would leave us holding nothing.
+            Ok(Some(stat)) if stat.ephemeral_owner != session.id.0 => {
+                Err(session.node_vanished(&node_path, request))
+            }
+            Ok(Some(stat)) => Ok(Some((node, stat, Some(children)))),
+            Ok(None) => Ok(None),
+            Err(_) if !session.usable() => Err(session.lost_while_waiting(request)),
+            Err(e) => Err(session.error(format_args!("reading lock node {node_path}"), e)),
         }
     }
 
@@ -332,38 +411,22 @@ impl fmt::Debug for ZkBackend {
     }
 }
 
-/// The contenders below `own_sequence`, ascending, as (sequence, child); `None`
-/// if our node `own` is not among the children.
-fn smaller_contenders(
-    children: &[String],
-    own: &str,
-    own_sequence: &str,
-) -> Option<Vec<(String, String)>> {
+/// The contender just below ours (`Some(None)` when ours is the lowest), or
+/// `None` if our node `own` is not among the children.
+fn predecessor(children: &[String], own: &str, own_sequence: &str) -> Option<Option<String>> {
     let mut found = false;
-    let mut smaller = Vec::new();
+    let mut best: Option<(&str, &String)> = None;
     for child in children {
         if child == own {
             found = true;
         } else if let Some(sequence) = path::contender_sequence(child)
             && sequence < own_sequence
+            && best.is_none_or(|(b, _)| sequence > b)
         {
-            smaller.push((sequence.to_owned(), child.clone()));
+            best = Some((sequence, child));
         }
     }
-    smaller.sort();
-    found.then_some(smaller)
-}
-
-/// Resolves once `state` reports [`LockState::Lost`].
-async fn until_lost(state: &mut watch::Receiver<LockState>) {
-    loop {
-        if *state.borrow_and_update() == LockState::Lost {
-            return;
-        }
-        if state.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
+    found.then(|| best.map(|(_, child)| child.clone()))
 }
 
 #[async_trait]
@@ -387,31 +450,38 @@ impl Backend for ZkBackend {
 
     /// Acquires `request.name` with kazoo's recipe (see the crate docs).
     ///
+    /// A [`Wait::Timeout`] ends with [`ErrorKind::Unavailable`] (saying what
+    /// is down) instead of [`ErrorKind::Timeout`] when the ensemble could not
+    /// be reached at its end.
+    ///
     /// # Cancel safety
     /// Cancel safe: a dropped future leaves the in-process queue, and a
     /// background task deletes its contender node (found by its unique prefix
     /// if the creation was still under way).
     async fn acquire(&self, request: &LockRequest) -> Result<LockGuard> {
         let dir = self.lock_dir(&request.name)?;
-        let turn = match request.wait {
-            Wait::TryOnce => self
-                .inner
-                .table
-                .try_lock(&request.name)
-                .ok_or_else(|| request.would_block(self))?,
-            Wait::Forever | Wait::Timeout(_) => self.inner.table.lock(&request.name).await,
-        };
-        let session = self.session().await?;
-        let (path, token) = self.contend(&session, &dir, request).await?;
-        let state = session.state.subscribe();
-        let held = ZkHeld {
-            session,
-            path,
-            handle: self.inner.handle.clone(),
-            turn: Some(turn),
-            settled: false,
-        };
-        Ok(LockGuard::new(request, token, state, Box::new(held)))
+        match request.wait {
+            Wait::Timeout(limit) => {
+                let start = tokio::time::Instant::now();
+                let work = self.acquire_now(request, dir);
+                tokio::pin!(work);
+                tokio::select! {
+                    biased;
+                    result = &mut work => return result,
+                    () = tokio::time::sleep_until(start + limit.saturating_sub(TIMEOUT_LEAD)) => {}
+                }
+                if let Some(err) = self.unreachable(request, limit) {
+                    return Err(err);
+                }
+                // A busy lock: wait the whole limit (the caller's own timeout
+                // usually ends the wait first, with the same error).
+                match tokio::time::timeout_at(start + limit, work).await {
+                    Ok(result) => result,
+                    Err(_) => Err(request.timed_out(self, limit)),
+                }
+            }
+            Wait::Forever | Wait::TryOnce => self.acquire_now(request, dir).await,
+        }
     }
 
     /// Deletes lock directories under `/<namespace>/locks` that have no
@@ -495,243 +565,6 @@ async fn clean(session: &Session, root: &str) -> Result<CleanReport> {
     Ok(report)
 }
 
-/// One ZooKeeper session and the state channel of every guard it holds.
-struct Session {
-    /// `None` once given up: dropping the last client closes the session, so
-    /// the server deletes its nodes as soon as it hears from it again.
-    client: Mutex<Option<zk::Client>>,
-    /// For messages and `Debug`.
-    id: zk::SessionId,
-    /// Fed by the monitor task: Held, AtRisk while disconnected, Lost when
-    /// the session expired, closed, or stayed disconnected too long.
-    state: LockStateSender,
-    /// `zookeeper://…`, for messages.
-    endpoint: String,
-    monitor: AbortHandle,
-}
-
-impl Session {
-    async fn open(config: &ZkConfig, endpoint: &str, handle: &Handle) -> Result<Arc<Session>> {
-        let mut connector = zk::Client::connector().with_session_timeout(config.session_timeout);
-        if let Some((user, password)) = &config.credentials {
-            connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
-        }
-        let connect_string = config.connect_string();
-        let client = match tokio::time::timeout(
-            config.connect_timeout,
-            connector.connect(&connect_string),
-        )
-        .await
-        {
-            Ok(Ok(client)) => client,
-            Ok(Err(e @ (zk::Error::AuthFailed | zk::Error::NoAuth))) => {
-                return Err(Error::new(
-                    ErrorKind::PermissionDenied,
-                    format!("the ZooKeeper server at {endpoint} refused the credentials: check user:password@ in the URL"),
-                )
-                .with_source(e));
-            }
-            Ok(Err(e)) => {
-                return Err(Error::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "cannot open a ZooKeeper session at {endpoint} ({e}): check that a server runs and listens there"
-                    ),
-                )
-                .with_source(e));
-            }
-            Err(_) => {
-                return Err(Error::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "no ZooKeeper server at {endpoint} answered within {:?} (connect_timeout): check that one runs and listens there, and that nothing blocks the port",
-                        config.connect_timeout
-                    ),
-                ));
-            }
-        };
-        let state = LockStateSender::new();
-        // The client reports Disconnected after 2/5 of the session timeout
-        // without an answer. Give the session up 2/5 later, before the server
-        // can expire it (a full timeout) and let another holder in.
-        let grace = client.session_timeout() * 2 / 5;
-        let watcher = client.state_watcher();
-        Ok(Arc::new_cyclic(|session| {
-            let monitor = handle
-                .spawn(monitor(watcher, state.clone(), grace, Weak::clone(session)))
-                .abort_handle();
-            Session {
-                id: client.session_id(),
-                client: Mutex::new(Some(client)),
-                state,
-                endpoint: endpoint.to_owned(),
-                monitor,
-            }
-        }))
-    }
-
-    /// Whether new locks may be taken on this session.
-    fn usable(&self) -> bool {
-        self.state.get() != LockState::Lost
-            && self
-                .client
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .is_some_and(|c| !c.state().is_terminated())
-    }
-
-    /// A handle on the session for requests, unless it was given up.
-    fn client(&self) -> Result<zk::Client> {
-        self.client
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "the ZooKeeper session {} at {} was given up after staying disconnected too long: retry, which opens a new session",
-                        self.id, self.endpoint
-                    ),
-                )
-            })
-    }
-
-    /// Gives the session up: once the clients still in use are dropped, the
-    /// session closes and the server deletes its nodes.
-    fn close(&self) {
-        let client = self
-            .client
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        drop(client);
-    }
-
-    /// Runs `op` again while it fails with a connection loss (the client
-    /// reconnects meanwhile; a final session state ends the retries).
-    async fn retrying<T, F, Fut>(&self, op: F) -> ZkResult<T>
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = ZkResult<T>>,
-    {
-        loop {
-            match op().await {
-                Err(zk::Error::ConnectionLoss) if self.usable() => {
-                    tokio::time::sleep(RETRY_PAUSE).await
-                }
-                result => return result,
-            }
-        }
-    }
-
-    async fn list(&self, client: &zk::Client, dir: &str) -> ZkResult<Vec<String>> {
-        self.retrying(|| client.list_children(dir)).await
-    }
-
-    /// Turns a client error into ours, naming what was done, the endpoint and what to do.
-    fn error(&self, doing: impl fmt::Display, e: zk::Error) -> Error {
-        let (kind, hint) = match &e {
-            zk::Error::NoAuth => (
-                ErrorKind::PermissionDenied,
-                "the node belongs to other credentials: use the user:password@ that created it",
-            ),
-            zk::Error::AuthFailed => (
-                ErrorKind::PermissionDenied,
-                "the server refused the credentials: check user:password@ in the URL",
-            ),
-            zk::Error::SessionExpired | zk::Error::ClientClosed => (
-                ErrorKind::Unavailable,
-                "the ZooKeeper session ended: retry, which opens a new session",
-            ),
-            zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::NoHosts => (
-                ErrorKind::Unavailable,
-                "check that the ZooKeeper servers run and are reachable, then retry",
-            ),
-            zk::Error::Throttled | zk::Error::QuotaExceeded => (
-                ErrorKind::Unavailable,
-                "the server is overloaded or a quota is exhausted: retry later or ask its operator",
-            ),
-            zk::Error::NoChildrenForEphemerals => (
-                ErrorKind::InvalidName,
-                "a node on the lock's path is ephemeral (somebody else's lock node): rename the lock",
-            ),
-            _ => (
-                ErrorKind::Internal,
-                "unexpected answer from ZooKeeper: please report it with the server version",
-            ),
-        };
-        Error::new(kind, format!("{doing} on {}: {e}; {hint}", self.endpoint)).with_source(e)
-    }
-
-    fn lost_while_waiting(&self, request: &LockRequest) -> Error {
-        Error::new(
-            ErrorKind::Unavailable,
-            format!(
-                "the ZooKeeper session at {} ended or stayed disconnected too long while waiting for lock `{}`: retry, which opens a new session",
-                self.endpoint, request.name
-            ),
-        )
-    }
-
-    fn node_vanished(&self, node_path: &str, request: &LockRequest) -> Error {
-        Error::new(
-            ErrorKind::Unavailable,
-            format!(
-                "our contender {node_path} for lock `{}` disappeared from {} (session expired, or somebody deleted it): retry",
-                request.name, self.endpoint
-            ),
-        )
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        self.monitor.abort();
-    }
-}
-
-/// Publishes the session's state to its guards until the session ends.
-async fn monitor(
-    mut watcher: zk::StateWatcher,
-    state: LockStateSender,
-    grace: Duration,
-    session: Weak<Session>,
-) {
-    let mut current = watcher.peek_state();
-    let mut give_up_at: Option<tokio::time::Instant> = None;
-    loop {
-        match current {
-            zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
-                give_up_at = None;
-                state.set(LockState::Held);
-            }
-            zk::SessionState::Disconnected => {
-                give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + grace);
-                state.set(LockState::AtRisk);
-            }
-            zk::SessionState::Expired | zk::SessionState::Closed | zk::SessionState::AuthFailed => {
-                state.set(LockState::Lost);
-                return;
-            }
-        }
-        current = match give_up_at {
-            None => watcher.changed().await,
-            Some(at) => match tokio::time::timeout_at(at, watcher.changed()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    state.set(LockState::Lost);
-                    if let Some(session) = session.upgrade() {
-                        session.close();
-                    }
-                    return;
-                }
-            },
-        };
-    }
-}
-
 /// Where the creation of our contender node stands, for cleanup.
 #[derive(Debug)]
 enum NodeState {
@@ -750,7 +583,6 @@ struct Contender {
     dir: String,
     prefix: String,
     node: NodeState,
-    handle: Handle,
 }
 
 impl Contender {
@@ -761,48 +593,42 @@ impl Contender {
 
     /// Deletes the node now (cancel safe: if dropped midway, `Drop` finishes).
     async fn withdraw(&mut self) {
-        remove_contender(&self.session, &self.dir, &self.prefix, &self.node).await;
-        self.disarm();
+        if let NodeState::Known(name) = &self.node
+            && let Ok(client) = self.session.client()
+        {
+            let path = format!("{}/{name}", self.dir);
+            match self.session.retrying(|| client.delete(&path, None)).await {
+                Ok(()) | Err(zk::Error::NoNode) => self.disarm(),
+                // Left to `Drop`, which retries in the background.
+                Err(_) => {}
+            }
+        }
     }
 }
 
 impl Drop for Contender {
     fn drop(&mut self) {
         let node = std::mem::replace(&mut self.node, NodeState::NotSent);
-        if matches!(node, NodeState::NotSent) {
-            return;
-        }
         let session = Arc::clone(&self.session);
-        let dir = std::mem::take(&mut self.dir);
-        let prefix = std::mem::take(&mut self.prefix);
-        self.handle.spawn(async move {
-            remove_contender(&session, &dir, &prefix, &node).await;
-        });
-    }
-}
-
-/// Best effort: deletes our contender (by name, or by prefix if the name is
-/// unknown). Failures leave it to the session's end.
-async fn remove_contender(session: &Session, dir: &str, prefix: &str, node: &NodeState) {
-    let Ok(client) = session.client() else {
-        // Given up: the node goes with the session.
-        return;
-    };
-    let names = match node {
-        NodeState::NotSent => return,
-        NodeState::Known(name) => vec![name.clone()],
-        // Sent after the creation, this listing sees its node.
-        NodeState::Sent => match session.list(&client, dir).await {
-            Ok(children) => children
-                .into_iter()
-                .filter(|c| c.starts_with(prefix))
-                .collect(),
-            Err(_) => return,
-        },
-    };
-    for name in names {
-        let path = format!("{dir}/{name}");
-        let _ = session.retrying(|| client.delete(&path, None)).await;
+        match node {
+            NodeState::NotSent => {}
+            NodeState::Known(name) => session.delete_later(format!("{}/{name}", self.dir)),
+            NodeState::Sent => {
+                // Listed after the creation, the directory shows its node
+                // (requests of one session are answered in order).
+                let dir = std::mem::take(&mut self.dir);
+                let prefix = std::mem::take(&mut self.prefix);
+                let handle = session.handle().clone();
+                handle.spawn(async move {
+                    let Ok(client) = session.client() else { return };
+                    if let Ok(children) = session.list(&client, &dir).await {
+                        for child in children.into_iter().filter(|c| c.starts_with(&prefix)) {
+                            session.delete_later(format!("{dir}/{child}"));
+                        }
+                    }
+                });
+            }
+        }
     }
 }
 
@@ -810,7 +636,6 @@ async fn remove_contender(session: &Session, dir: &str, prefix: &str, node: &Nod
 struct ZkHeld {
     session: Arc<Session>,
     path: String,
-    handle: Handle,
     turn: Option<LocalTurn<LockName>>,
     /// The node was deleted (or found gone). Until then, dropping this (a
     /// release future cancelled half way, or a dropped guard) deletes it in
@@ -828,7 +653,9 @@ impl fmt::Debug for ZkHeld {
     }
 }
 
-/// Deletes our lock node, retrying a lost connection while the session lives.
+/// Deletes our lock node, retrying while the outcome is unknown and the
+/// session lives: until the delete succeeds, or the node is found gone after
+/// a retry (the first attempt deleted it), or the session ends.
 async fn delete_node(session: &Session, path: &str) -> Result<()> {
     let gone = |why: &dyn fmt::Display| {
         Error::new(
@@ -840,25 +667,23 @@ async fn delete_node(session: &Session, path: &str) -> Result<()> {
         )
     };
     let client = session.client().map_err(|e| gone(&e))?;
-    let mut retried = false;
-    loop {
-        return match client.delete(path, None).await {
-            Ok(()) => Ok(()),
-            // The first attempt may have deleted it before the connection broke.
-            Err(zk::Error::NoNode) if retried => Ok(()),
-            Err(zk::Error::ConnectionLoss) if session.usable() => {
-                retried = true;
-                tokio::time::sleep(RETRY_PAUSE).await;
-                continue;
-            }
-            Err(
-                e @ (zk::Error::NoNode
-                | zk::Error::SessionExpired
-                | zk::Error::ClientClosed
-                | zk::Error::ConnectionLoss),
-            ) => Err(gone(&e).with_source(e)),
-            Err(e) => Err(session.error(format_args!("releasing lock node {path}"), e)),
-        };
+    let attempts = AtomicUsize::new(0);
+    let result = session
+        .retrying(|| {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            client.delete(path, None)
+        })
+        .await;
+    let retried = attempts.load(Ordering::Relaxed) > 1;
+    match result {
+        Ok(()) => Ok(()),
+        // A retry finds the node gone: the first attempt deleted it.
+        Err(zk::Error::NoNode) if retried => Ok(()),
+        Err(e @ (zk::Error::NoNode | zk::Error::SessionExpired | zk::Error::ClientClosed)) => {
+            Err(gone(&e).with_source(e))
+        }
+        Err(e) if outcome_unknown(&e) => Err(gone(&e).with_source(e)),
+        Err(e) => Err(session.error(format_args!("releasing lock node {path}"), e)),
     }
 }
 
@@ -868,16 +693,9 @@ impl Drop for ZkHeld {
             return;
         }
         self.settled = true;
-        let (session, path, turn) = (
-            Arc::clone(&self.session),
-            self.path.clone(),
-            self.turn.take(),
-        );
-        self.handle.spawn(async move {
-            let _ = delete_node(&session, &path).await;
-            // The next task of this client queues only after our node is gone.
-            drop(turn);
-        });
+        // The next task of this client queues only after our node is gone.
+        self.session
+            .delete_later_then(self.path.clone(), self.turn.take());
     }
 }
 
@@ -902,7 +720,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn predecessors_are_the_smaller_contenders_in_order() {
+    fn the_predecessor_is_the_next_smaller_contender() {
         let hex = "0123456789abcdef0123456789abcdef";
         let own = format!("{hex}__lock__0000000005");
         let children: Vec<String> = [
@@ -914,9 +732,14 @@ mod tests {
             "bbbb456789abcdef0123456789abcdef__rlock__0000000002".to_owned(),
         ]
         .into();
-        let smaller = smaller_contenders(&children, &own, "0000000005").unwrap();
-        let sequences: Vec<&str> = smaller.iter().map(|(s, _)| s.as_str()).collect();
-        assert_eq!(sequences, ["0000000003", "0000000004"]);
-        assert!(smaller_contenders(&children[..2], &own, "0000000005").is_none());
+        assert_eq!(
+            predecessor(&children, &own, "0000000005"),
+            Some(Some(
+                "aaaa456789abcdef0123456789abcdef__lock__0000000004".to_owned()
+            ))
+        );
+        assert_eq!(predecessor(&children[..2], &own, "0000000005"), None);
+        let lowest = [own.clone(), format!("{hex}__lock__0000000007")];
+        assert_eq!(predecessor(&lowest, &own, "0000000005"), Some(None));
     }
 }

@@ -19,7 +19,9 @@
 //! The contender with the lowest sequence (compared as strings, like kazoo)
 //! holds the lock. Every other contender watches only its immediate
 //! predecessor, so waiters are served first come, first served, and a release
-//! wakes exactly one waiter.
+//! wakes exactly one waiter, which lists the directory once to find its new
+//! predecessor or learn it holds the lock: a handoff is one round trip
+//! however long the queue.
 //!
 //! Releasing deletes the contender node. Directories are never deleted on
 //! release, because that races with new contenders;
@@ -35,21 +37,37 @@
 //! the order they asked, one after the other.
 //!
 //! A lock lives as long as its ephemeral node, that is, as long as the
-//! session. Guards follow the session state
+//! session. The server expires a session a session timeout `T` (as
+//! negotiated) after it last heard from the client. The backend sends a cheap
+//! request every `T/10` and remembers when the last answered one left.
+//! Guards follow the session state
 //! ([`LockGuard::state`](locks_core::LockGuard::state)):
-//! - disconnected from the server (a broken connection, or silence for 2/5 of
-//!   the session timeout): [`LockState::AtRisk`](locks_core::LockState::AtRisk).
-//!   The session may still recover; stop starting new work under the lock;
-//! - reconnected in time: [`LockState::Held`](locks_core::LockState::Held) again;
-//! - expired or closed, or still disconnected another 2/5 of the session
-//!   timeout later: [`LockState::Lost`](locks_core::LockState::Lost), which
-//!   is final. In the last case the backend gives the session up and closes
-//!   it, so its nodes go as soon as the server hears from it. The server
-//!   expires a session only after a full timeout without hearing from the
-//!   client, so the guard reports the loss before anyone else can get the
-//!   lock (unless this process itself stalls that long: use the fencing
-//!   token). Releasing a lost guard reports
-//!   [`ErrorKind::Lost`](locks_core::ErrorKind::Lost).
+//! - disconnected from the server, or no answer for `4T/10`:
+//!   [`LockState::AtRisk`](locks_core::LockState::AtRisk). The session may
+//!   still recover; stop starting new work under the lock;
+//! - reconnected in time: [`LockState::Held`](locks_core::LockState::Held)
+//!   again. Waiters keep their place in the queue meanwhile;
+//! - expired or closed, or no answer until `min(T/5, 1 s)` before the server
+//!   could expire the session: [`LockState::Lost`](locks_core::LockState::Lost),
+//!   which is final. In the last case the backend gives the session up and
+//!   closes it, so its nodes go as soon as the server hears from it. So a
+//!   guard reports the loss before anyone else can get the lock (unless this
+//!   process itself stalls that long: use the fencing token), and a
+//!   connection that is back within about `T/2` loses nothing. Releasing a
+//!   lost guard reports [`ErrorKind::Lost`](locks_core::ErrorKind::Lost).
+//!
+//! A request that fails because the connection broke has an unknown
+//! outcome; it is retried while the session lives: a creation looks for its
+//! node by its unique prefix first (never making a second contender, and
+//! never taking a node of another session for its own), a release retries
+//! its delete until the node is gone. Deletions that cannot finish at once
+//! (a dropped guard, a cancelled acquire) are retried in the background
+//! ([`ZkBackend::pending_cleanups`]); whatever is left goes with the
+//! session when it closes.
+//!
+//! A wait whose timeout ends while the ensemble cannot be reached fails with
+//! [`ErrorKind::Unavailable`](locks_core::ErrorKind::Unavailable), saying
+//! since when no server answered and which members refuse connections.
 //!
 //! After the session is lost, the next acquire opens a new session; the old
 //! guards stay lost.
@@ -101,6 +119,7 @@
 mod backend;
 mod config;
 mod path;
+mod session;
 
 pub use backend::ZkBackend;
 pub use config::{
