@@ -3,6 +3,8 @@
 //!
 //! - `HOST[:PORT]`: a server; the port defaults to 2379. More servers follow
 //!   after commas, or go in the `endpoints` option (see `backends::fold_host_list`).
+//!   List every member of a cluster: a request that one member cannot serve
+//!   goes to the next.
 //! - `USER:PASSWORD@`: etcd credentials (percent-encode `@`, `:` and `/`).
 //! - Options:
 //!   - `ttl`: the lease TTL, whole seconds, at least 2 (`10`, `10s`); default 10.
@@ -10,8 +12,9 @@
 //!     the keys `etcdctl lock NAME` uses.
 //!   - `layout`: `mutex` (etcd's `concurrency.Mutex`, default) or `tooz`
 //!     (the keys of OpenStack tooz's etcd3 driver, `/tooz/locks<name>`).
-//!   - `connect_timeout`: bounds connecting and every request (`5`, `1500ms`);
-//!     default 5 s.
+//!   - `connect_timeout`: bounds connecting and every request, failover to
+//!     the other servers included, but never more than the TTL (`5`,
+//!     `1500ms`); default 5 s.
 //!   - `endpoints`: more servers, comma-separated.
 //!   - `ca`, `cert`, `key`: PEM files for TLS (the CA certificate is required
 //!     for TLS; `cert` and `key` go together). The facade's `etcd` feature
