@@ -5,93 +5,56 @@
 //! Each backend has one [`Cache`], bounded by [`capacity_for`], evicting with
 //! the CLOCK algorithm (an approximation of least-recently-used) and, once
 //! full, letting a file in only the second time it comes by; the
-//! descriptors of every cache of the process together are bounded by a
-//! budget ([`BudgetSlot`]) of a quarter of the soft `RLIMIT_NOFILE`. A
-//! descriptor keeps its budget slot from the first time it is cached until it
-//! is closed, also while a holder has it out of the cache, so taking and
-//! putting back costs no shared counter.
+//! descriptors of every cache of the process together are bounded by the
+//! process-wide budget (`budget.rs`, [`BudgetSlot`]).
+//!
+//! # Descriptors kept open
+//!
+//! Opening a lock file costs more than locking it, so a backend keeps the
+//! descriptors of recently released lock files open, **unlocked**, and the
+//! next acquire of the same name in this process locks that descriptor again:
+//! a free lock then costs the lock call, one `fstat` and the unlock call. A
+//! descriptor is out of the cache, owned by one task, from the moment an
+//! acquire takes it until its holding is released; two tasks never lock one
+//! open file description (the second lock would be granted too).
+//!
+//! - **Bounds.** A backend keeps at most a sixteenth of the soft
+//!   `RLIMIT_NOFILE` at the time it was opened, and at most 256, descriptors;
+//!   all backends of the process together at most a quarter of it (4096 with
+//!   no limit). When the cache is full, a file is only let in the second
+//!   time it comes by in a while, in place of one not used lately (the CLOCK
+//!   approximation of least-recently-used): names used once close their own
+//!   descriptor instead of pushing out busier ones. Any number of distinct
+//!   names can pass through without descriptors or memory growing.
+//! - **Where.** Only on Linux, and only when the lock directory is on a local
+//!   file system known to give a renamed or unlinked file a new ctime and to
+//!   show it to `fstat` at once (ext2/3/4, xfs, btrfs, tmpfs, ramfs, f2fs,
+//!   overlayfs, ZFS, bcachefs, JFS, ReiserFS; checked with `statfs` when the
+//!   backend is opened). Elsewhere, NFS and other network or FUSE file systems
+//!   included, every acquire opens the file and every release closes it.
+//! - **Forks.** A descriptor inherited through `fork` is never used by the
+//!   child (`budget.rs` explains why and how forks are counted): the cache
+//!   closes it instead of handing it out.
+//! - **Cleaning.** [`Backend::clean`] closes the cached descriptors of its own
+//!   backend first. Cached descriptors are unlocked, so a `clean` from
+//!   anywhere else removes their files too; the next acquire notices
+//!   (`lockfile.rs`, "Files unlinked while locked").
+//!
+//! [`Backend::clean`]: locks_core::Backend::clean
 
-use std::borrow::{Borrow, Cow};
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::hash::BuildHasher;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use locks_core::{LockName, Result};
-
-use crate::sys::OpenFile;
-use crate::{Layout, MAX_FILE_NAME, lock_file_name, lock_file_path};
+use crate::budget::{self, BudgetSlot};
+use crate::lockfile::OpenFile;
+use crate::path::Key;
 
 /// The most descriptors one backend keeps open.
 const MAX_PER_BACKEND: usize = 256;
-
-/// The most descriptors all caches of the process keep open together when
-/// there is no soft limit.
-const MAX_PER_PROCESS: usize = 4096;
-
-/// The path of a lock file inside the lock directory: the key of the
-/// in-process turns and of the cache. Cheap to clone.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) struct Key(Arc<[u8]>);
-
-impl Key {
-    /// The bytes of the path of `name` inside the lock directory in
-    /// `layout`: borrowed from the name when it has no `/` to replace in the
-    /// flat layout.
-    ///
-    /// # Errors
-    /// As [`lock_file_path`].
-    pub(crate) fn relative(name: &LockName, layout: Layout) -> Result<Cow<'_, [u8]>> {
-        if layout == Layout::Tree {
-            let path = lock_file_path(name, layout)?;
-            return Ok(Cow::Owned(path.into_os_string().into_vec()));
-        }
-        let text = name.as_str();
-        if text.len() > MAX_FILE_NAME || text == "." || text == ".." {
-            // The error, with its message.
-            lock_file_name(name)?;
-        }
-        if text.contains('/') {
-            Ok(Cow::Owned(text.replace('/', "_").into_bytes()))
-        } else {
-            Ok(Cow::Borrowed(text.as_bytes()))
-        }
-    }
-
-    /// The path relative to the lock directory.
-    pub(crate) fn path(&self) -> &Path {
-        Path::new(OsStr::from_bytes(&self.0))
-    }
-}
-
-impl From<&[u8]> for Key {
-    fn from(relative: &[u8]) -> Key {
-        Key(Arc::from(relative))
-    }
-}
-
-impl Borrow<[u8]> for Key {
-    fn borrow(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        // As the bytes hash, for `Borrow<[u8]>`.
-        self.0[..].hash(state);
-    }
-}
-
-impl fmt::Debug for Key {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.path(), f)
-    }
-}
 
 /// One backend's idle lock file descriptors, by key.
 pub(crate) struct Cache {
@@ -357,12 +320,12 @@ impl fmt::Debug for Cache {
 pub(crate) fn capacity_for(dir: &Path) -> usize {
     // Forks are watched whether or not descriptors get cached: a child must
     // never unlock a lock file descriptor it inherited from its parent.
-    let forks_watched = watch_forks();
+    let forks_watched = budget::watch_forks();
     if !forks_watched || !checks_hold_on(dir) {
         return 0;
     }
-    let soft = soft_fd_limit();
-    BUDGET_LIMIT.store((soft / 4).min(MAX_PER_PROCESS), Ordering::Relaxed);
+    let soft = budget::soft_fd_limit();
+    budget::share(soft);
     (soft / 16).min(MAX_PER_BACKEND)
 }
 
@@ -405,75 +368,4 @@ fn checks_hold_on(dir: &Path) -> bool {
         let _ = dir;
         false
     }
-}
-
-/// The soft limit on open descriptors (`usize::MAX` when unlimited).
-fn soft_fd_limit() -> usize {
-    // SAFETY: all-zero bytes are a valid `rlimit`.
-    let mut limit: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: `limit` is a valid, writable `rlimit` for the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return 0;
-    }
-    if limit.rlim_cur == libc::RLIM_INFINITY {
-        usize::MAX
-    } else {
-        usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX)
-    }
-}
-
-/// How many descriptors all caches of the process may hold.
-static BUDGET_LIMIT: AtomicUsize = AtomicUsize::new(0);
-/// How many they hold (including those a holder has out of its cache).
-static BUDGET_USED: AtomicUsize = AtomicUsize::new(0);
-
-/// One descriptor's place in the process-wide budget of cached descriptors;
-/// given back when dropped (with the descriptor).
-pub(crate) struct BudgetSlot(());
-
-impl BudgetSlot {
-    fn take() -> Option<BudgetSlot> {
-        let limit = BUDGET_LIMIT.load(Ordering::Relaxed);
-        BUDGET_USED
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                (used < limit).then_some(used + 1)
-            })
-            .ok()
-            .map(|_| BudgetSlot(()))
-    }
-}
-
-impl Drop for BudgetSlot {
-    fn drop(&mut self) {
-        BUDGET_USED.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl fmt::Debug for BudgetSlot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BudgetSlot")
-    }
-}
-
-/// Bumped in the child of every `fork`.
-static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
-
-/// The number of `fork`s between the first process and this one.
-pub(crate) fn fork_generation() -> u64 {
-    FORK_GENERATION.load(Ordering::Relaxed)
-}
-
-/// Makes [`fork_generation`] count forks, from the first call on. `false`
-/// if the C library refused the handler.
-fn watch_forks() -> bool {
-    static WATCHED: OnceLock<bool> = OnceLock::new();
-    extern "C" fn forked() {
-        // Async-signal-safe: one atomic add.
-        FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-    }
-    *WATCHED.get_or_init(|| {
-        // SAFETY: `forked` is a valid handler for the whole life of the
-        // process and only does an atomic add, which is fine in a child.
-        unsafe { libc::pthread_atfork(None, None, Some(forked)) == 0 }
-    })
 }

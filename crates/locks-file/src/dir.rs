@@ -1,23 +1,140 @@
-//! Directories held open by descriptor, for [`clean`](crate::FileBackend::clean).
+//! The lock directory: preparing it ([`prepare_dir`] when a backend is
+//! opened, [`prepare_parent`] for the subdirectories of the tree layout) and
+//! cleaning it ([`clean_dir`], walking it through [`Dir`]).
+//!
+//! # Permissions and sharing the directory between users
+//!
+//! [`FileBackend::open`] creates a missing lock directory with mode `0700`:
+//! only its owner can lock. It never changes the mode of an existing directory.
+//! To share locks between several users (say `cinder` and an operator's
+//! tools), create the directory yourself, owned by a common group, with the
+//! setgid bit so new lock files inherit that group, and let every user run
+//! with a umask that keeps group write access:
+//!
+//! ```text
+//! install -d -o cinder -g cinder -m 2770 /var/lib/cinder/locks
+//! umask 002    # in every process that locks (0644 & ~002 would drop the group's write bit)
+//! ```
+//!
+//! Lock files are created `0644 & ~umask`; a write lock needs write access, so
+//! a file created by another user with umask `022` cannot be locked by the
+//! group until its mode is fixed (the error then says so).
+//!
+//!
+//! # Cleaning by descriptor
 //!
 //! Every name is looked up inside a directory the process already has open
 //! (`openat`, `fstatat`, `unlinkat`), never by a path from the top again. A
 //! subdirectory swapped for a symlink while `clean` walks the tree therefore
 //! cannot lead it outside the lock directory: a directory is entered with
 //! `O_NOFOLLOW`, and what it was when entered is what gets cleaned.
+//!
+//! [`FileBackend::open`]: crate::FileBackend::open
 
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use locks_core::{Error, ErrorKind, Result};
+use locks_core::{CleanReport, Error, ErrorKind, Result};
 
-use crate::Mechanism;
 use crate::sys::{lock_error, try_lock, unlock};
+use crate::{Layout, Mechanism};
+
+/// Creates the subdirectories a tree-layout `path` inside `dir` needs, and
+/// checks that none of them leads out of `dir` through a symlink.
+pub(crate) fn prepare_parent(dir: &Path, path: &Path) -> Result<()> {
+    let Some(parent) = path.parent().filter(|p| *p != dir) else {
+        return Ok(());
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
+        .map_err(|e| {
+            Error::io(
+                format_args!("creating lock subdirectory {}", parent.display()),
+                e,
+            )
+        })?;
+    let real_parent = parent.canonicalize().map_err(|e| {
+        Error::io(
+            format_args!("resolving lock subdirectory {}", parent.display()),
+            e,
+        )
+    })?;
+    let real_dir = dir.canonicalize().map_err(|e| {
+        Error::io(
+            format_args!("resolving lock directory {}", dir.display()),
+            e,
+        )
+    })?;
+    if !real_parent.starts_with(&real_dir) {
+        return Err(Error::new(
+            ErrorKind::PermissionDenied,
+            format!(
+                "lock subdirectory {} leads out of the lock directory {} through a symlink; refused",
+                parent.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Makes sure `dir` is a directory, creating it with mode 0700 if missing.
+pub(crate) fn prepare_dir(dir: &Path) -> Result<()> {
+    let not_a_dir = || {
+        Error::new(
+            ErrorKind::Io,
+            format!(
+                "lock directory {} exists but is not a directory: remove it or choose \
+                 another lock directory",
+                dir.display()
+            ),
+        )
+    };
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return Ok(()),
+        Ok(_) => return Err(not_a_dir()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(Error::io(
+                format_args!(
+                    "cannot inspect lock directory {}: check that this user may search its \
+                     parent directories",
+                    dir.display()
+                ),
+                e,
+            ));
+        }
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            Error::io(
+                format_args!(
+                    "cannot create lock directory {}: create it yourself (for several users, \
+                     a group-owned directory with mode 2770) or choose another lock directory",
+                    dir.display()
+                ),
+                e,
+            )
+        })?;
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(not_a_dir()),
+        Err(e) => Err(Error::io(
+            format_args!("cannot inspect lock directory {}", dir.display()),
+            e,
+        )),
+    }
+}
 
 /// What [`Dir::remove_if_unheld`] did with one file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,6 +374,44 @@ impl Dir {
             e,
         ))
     }
+}
+
+/// How deep [`clean`](locks_core::Backend::clean) descends into a tree layout.
+const MAX_CLEAN_DEPTH: usize = 64;
+
+/// Cleans `dir`, which is `depth` levels below the lock directory, into `report`.
+pub(crate) fn clean_dir(
+    dir: &Dir,
+    layout: Layout,
+    depth: usize,
+    report: &mut CleanReport,
+) -> Result<()> {
+    for (name, kind) in dir.entries()? {
+        match kind {
+            Kind::Directory if layout == Layout::Tree && depth < MAX_CLEAN_DEPTH => {
+                let tooz_data = depth == 0 && (name == "groups" || name == "tmp");
+                if tooz_data {
+                    continue;
+                }
+                // Entered without following a symlink: `None` if it was
+                // swapped for something else meanwhile.
+                if let Some(sub) = dir.subdir(&name)? {
+                    clean_dir(&sub, layout, depth + 1, report)?;
+                }
+            }
+            Kind::File => match dir.remove_if_unheld(&name, Mechanism::available())? {
+                Cleaned::Removed => {
+                    report
+                        .removed
+                        .push(dir.path().join(&name).display().to_string());
+                }
+                Cleaned::Busy => report.busy += 1,
+                Cleaned::Gone => {}
+            },
+            Kind::Directory | Kind::Other => {}
+        }
+    }
+    Ok(())
 }
 
 /// A descriptor returned by a system call, or its error.

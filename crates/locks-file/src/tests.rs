@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 use locks_core::acquire;
 
-use super::*;
+use std::path::{Path, PathBuf};
+
+use locks_core::{Backend, ErrorKind, HolderId, LockGuard, LockName, LockRequest, Scope, Wait};
+
+use crate::{FileBackend, FileConfig, Mechanism, cache, lock_file_name, lockfile, path, sys};
 
 fn temp_dir() -> tempfile::TempDir {
     tempfile::Builder::new()
@@ -571,9 +575,9 @@ async fn cache_settled(backend: &FileBackend, n: &LockName) {
     // Past the coarse clock's tick: the next full check settles the stamp.
     tokio::time::sleep(Duration::from_millis(30)).await;
     drop(backend.acquire(&req(n, Wait::TryOnce)).await.unwrap());
-    let before = sys::FULL_CHECKS.with(std::cell::Cell::get);
+    let before = lockfile::FULL_CHECKS.with(std::cell::Cell::get);
     drop(backend.acquire(&req(n, Wait::TryOnce)).await.unwrap());
-    let after = sys::FULL_CHECKS.with(std::cell::Cell::get);
+    let after = lockfile::FULL_CHECKS.with(std::cell::Cell::get);
     assert_eq!(
         before, after,
         "a settled cached descriptor needs no path check"
@@ -634,9 +638,9 @@ async fn a_cached_file_that_is_moved_or_replaced_is_not_locked_again() {
     // Renamed away: the file keeps its link, only its ctime tells.
     cache_settled(&backend, &n).await;
     std::fs::rename(&path, &moved).unwrap();
-    let before = sys::FULL_CHECKS.with(std::cell::Cell::get);
+    let before = lockfile::FULL_CHECKS.with(std::cell::Cell::get);
     assert_holds_the_current_file(&backend, &n, &other).await;
-    assert!(sys::FULL_CHECKS.with(std::cell::Cell::get) > before);
+    assert!(lockfile::FULL_CHECKS.with(std::cell::Cell::get) > before);
     assert!(
         probe_free(&moved, Mechanism::Ofd),
         "the moved file is not locked"
@@ -656,9 +660,9 @@ async fn a_cached_file_that_is_moved_or_replaced_is_not_locked_again() {
     // A chmod changes the ctime too: one path check, and the file stays.
     cache_settled(&backend, &n).await;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let before = sys::FULL_CHECKS.with(std::cell::Cell::get);
+    let before = lockfile::FULL_CHECKS.with(std::cell::Cell::get);
     assert_holds_the_current_file(&backend, &n, &other).await;
-    assert!(sys::FULL_CHECKS.with(std::cell::Cell::get) > before);
+    assert!(lockfile::FULL_CHECKS.with(std::cell::Cell::get) > before);
     #[cfg(target_os = "linux")]
     assert_eq!(
         open_descriptors(&path).len(),
@@ -675,11 +679,11 @@ fn a_fresh_descriptor_for_a_cached_name_keeps_its_second_chance() {
     let tmp = temp_dir();
     assert!(cache::capacity_for(tmp.path()) >= 2, "a local file system");
     let cache = cache::Cache::new(2);
-    let key = |i: usize| cache::Key::from(format!("g{i}").as_bytes());
+    let key = |i: usize| path::Key::from(format!("g{i}").as_bytes());
     let put = |i: usize| {
         cache.put(
             &key(i),
-            sys::open_for_test(&tmp.path().join(format!("g{i}"))),
+            lockfile::open_for_test(&tmp.path().join(format!("g{i}"))),
         )
     };
     let cached =
@@ -704,11 +708,11 @@ fn the_cache_keeps_the_descriptors_used_again() {
     // Sets the process-wide budget, as opening a backend does.
     assert!(cache::capacity_for(tmp.path()) >= 3, "a local file system");
     let cache = cache::Cache::new(3);
-    let key = |i: usize| cache::Key::from(format!("f{i}").as_bytes());
+    let key = |i: usize| path::Key::from(format!("f{i}").as_bytes());
     let put = |i: usize| {
         cache.put(
             &key(i),
-            sys::open_for_test(&tmp.path().join(format!("f{i}"))),
+            lockfile::open_for_test(&tmp.path().join(format!("f{i}"))),
         )
     };
     let cached =
@@ -1204,7 +1208,7 @@ async fn a_cached_file_moved_right_after_creation_is_not_locked_again() {
     let n = name("moved-at-once");
     let path = backend.path_for(&n).unwrap();
     let moved = tmp.path().join("moved-away");
-    let checks = || sys::FULL_CHECKS.with(std::cell::Cell::get);
+    let checks = || lockfile::FULL_CHECKS.with(std::cell::Cell::get);
     for round in 0..20 {
         drop(backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap());
         let before = checks();
