@@ -15,18 +15,41 @@
 #
 # for `set -a; . STATE_DIR/zookeeper.env; set +a` before `cargo test`.
 # The server allows sessions of 1 s to 60 s (tickTime 500 ms), so tests can
-# let sessions expire quickly. This script installs nothing (ci/install.sh
-# provides the package); set ZOOKEEPER_JAR to use another jar.
+# let sessions expire quickly.
+#
+# An ensemble of N members on 127.0.0.1, each member a process of its own
+# with its own client, quorum and election ports and data dir (with `myid`):
+#
+#   ci/zookeeper.sh start-cluster STATE_DIR N   # start N members, wait until each serves
+#   ci/zookeeper.sh leader STATE_DIR            # prints "INDEX ADDRESS PID" of the leader (waits up to 20 s)
+#   ci/zookeeper.sh stop-member STATE_DIR I [SIGNAL]  # stop member I (1-based) with SIGTERM, or e.g. KILL
+#   ci/zookeeper.sh start-member STATE_DIR I    # start member I again on its ports and data dir
+#   ci/zookeeper.sh stop STATE_DIR              # stops every member (and a plain `start` server there)
+#
+# `start-cluster` writes STATE_DIR/zookeeper-cluster.env:
+#
+#   LOCKS_TEST_ZK_CLUSTER=127.0.0.1:P1,127.0.0.1:P2,127.0.0.1:P3
+#   LOCKS_TEST_ZK_CLUSTER_STATE=STATE_DIR   (absolute, for stop-member / start-member)
+#   LOCKS_TEST_ZK_M1=127.0.0.1:P1   LOCKS_TEST_ZK_M1_PID=PID
+#   ... one pair per member; a stopped member's PID is empty.
+#
+# Members answer the four-letter words `ruok`, `srvr` and `stat` (whitelisted
+# in their zoo.cfg; the admin server is off); `leader` reads `Mode: leader`
+# from `srvr`. Each JVM gets a 128 MB heap (2-core CI machines).
+#
+# This script installs nothing (ci/install.sh provides the package); set
+# ZOOKEEPER_JAR to use another jar.
 set -euo pipefail
 
 JAR=${ZOOKEEPER_JAR:-/usr/share/java/zookeeper.jar}
 
 usage() {
     echo "usage: $0 start|stop STATE_DIR" >&2
+    echo "       $0 start-cluster STATE_DIR N | leader STATE_DIR | stop-member STATE_DIR I [SIGNAL] | start-member STATE_DIR I" >&2
     exit 2
 }
 
-[ $# -eq 2 ] || usage
+[ $# -ge 2 ] || usage
 action=$1
 state=$2
 
@@ -46,15 +69,23 @@ alive() {
     [ "$st" != Z ]
 }
 
-# Prints the server's answer to the four-letter command `ruok` ("imok" when it serves).
+# Prints the server's answer to the four-letter command $2 (default `ruok`,
+# which answers "imok" when the server runs).
 ruok() {
-    python3 - "$1" <<'EOF' 2>/dev/null || true
+    python3 - "$1" "${2:-ruok}" <<'EOF' 2>/dev/null || true
 import socket, sys
 try:
     with socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1) as s:
-        s.sendall(b"ruok")
+        s.settimeout(1)
+        s.sendall(sys.argv[2].encode())
         s.shutdown(socket.SHUT_WR)
-        print(s.recv(16).decode(errors="replace"))
+        answer = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+        print(answer.decode(errors="replace"))
 except OSError:
     pass
 EOF
@@ -111,6 +142,10 @@ EOF
 }
 
 stop() {
+    if [ -f "$state/zookeeper-cluster.env" ]; then
+        stop_cluster
+        [ -f "$state/zookeeper.env" ] || return 0
+    fi
     if [ ! -f "$state/zookeeper.env" ]; then
         echo "zookeeper.sh: no $state/zookeeper.env: nothing to stop" >&2
         return 0
@@ -136,8 +171,216 @@ stop() {
     echo "zookeeper.sh: stopped ZooKeeper (pid ${pid:-?})"
 }
 
+
+# --- ensembles ----------------------------------------------------------------
+
+cluster_env() { echo "$state/zookeeper-cluster.env"; }
+
+# The value of KEY in the ensemble's env file.
+cluster_get() {
+    sed -n "s/^$1=//p" "$(cluster_env)"
+}
+
+# Sets KEY to VALUE in the ensemble's env file.
+cluster_set() {
+    sed -i "s|^$1=.*|$1=$2|" "$(cluster_env)"
+}
+
+# Sends SIGCONT then $2 (default TERM) to pid $1 and waits (15 s, then SIGKILL) until it is gone.
+stop_pid() {
+    local pid=$1 signal=${2:-TERM}
+    [ -n "$pid" ] && alive "$pid" || return 0
+    kill -CONT "$pid" 2>/dev/null || true
+    kill "-$signal" "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while alive "$pid"; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "zookeeper.sh: ZooKeeper (pid $pid) ignored SIG$signal for 15 s; sending SIGKILL" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+            deadline=$((SECONDS + 15))
+        fi
+        sleep 0.05
+    done
+    wait "$pid" 2>/dev/null || true
+}
+
+# Starts member $1 in the background on its ports and data dir; sets $pid.
+launch_member() {
+    local i=$1
+    java -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -cp "$JAR" \
+        org.apache.zookeeper.server.quorum.QuorumPeerMain "$state/zk-m$i/zoo.cfg" \
+        >>"$state/zk-m$i/zookeeper.log" 2>&1 </dev/null &
+    pid=$!
+    cluster_set "LOCKS_TEST_ZK_M${i}_PID" "$pid"
+}
+
+# Waits (60 s at most) until member $1 answers `srvr` with a mode (it serves:
+# it has a quorum), or with $2=any, until it answers `ruok` at all.
+wait_member() {
+    local i=$1 what=${2:-serving} addr port pid
+    addr=$(cluster_get "LOCKS_TEST_ZK_M$i")
+    port=${addr##*:}
+    pid=$(cluster_get "LOCKS_TEST_ZK_M${i}_PID")
+    local deadline=$((SECONDS + 60))
+    while true; do
+        if [ "$what" = any ]; then
+            [ "$(ruok "$port")" = imok ] && return 0
+        else
+            ruok "$port" srvr | grep -q '^Mode: ' && return 0
+        fi
+        if ! alive "$pid"; then
+            echo "zookeeper.sh: member $i (pid $pid) exited during startup; its log:" >&2
+            tail -n 50 "$state/zk-m$i/zookeeper.log" >&2
+            return 1
+        fi
+        if [ $SECONDS -ge $deadline ]; then
+            echo "zookeeper.sh: member $i on $addr does not serve after 60 s; its log:" >&2
+            tail -n 50 "$state/zk-m$i/zookeeper.log" >&2
+            return 1
+        fi
+        sleep 0.2
+    done
+}
+
+start_cluster() {
+    local n=$1
+    case "$n" in '' | *[!0-9]*) usage ;; esac
+    [ "$n" -ge 1 ] && [ "$n" -le 9 ] || { echo "zookeeper.sh: an ensemble has 1 to 9 members, not $n" >&2; exit 2; }
+    command -v java >/dev/null || { echo "zookeeper.sh: \`java\` is not installed (run ci/install.sh)" >&2; exit 1; }
+    [ -f "$JAR" ] || { echo "zookeeper.sh: $JAR is missing: install Debian's \`zookeeper\` package (ci/install.sh)" >&2; exit 1; }
+    mkdir -p "$state"
+    state=$(cd "$state" && pwd)
+    if [ -f "$(cluster_env)" ]; then
+        echo "zookeeper.sh: $(cluster_env) exists: an ensemble may still run there (ci/zookeeper.sh stop $state)" >&2
+        exit 1
+    fi
+    local ports=() port i
+    while [ ${#ports[@]} -lt $((3 * n)) ]; do
+        port=$(free_port)
+        [[ " ${ports[*]} " == *" $port "* ]] || ports+=("$port")
+    done
+    local members=() servers=() lines=()
+    for ((i = 1; i <= n; i++)); do
+        local client=${ports[$((3 * i - 3))]} quorum=${ports[$((3 * i - 2))]} election=${ports[$((3 * i - 1))]}
+        members+=("127.0.0.1:$client")
+        servers+=("server.$i=127.0.0.1:$quorum:$election")
+        lines+=("LOCKS_TEST_ZK_M$i=127.0.0.1:$client" "LOCKS_TEST_ZK_M${i}_PID=")
+    done
+    for ((i = 1; i <= n; i++)); do
+        local dir="$state/zk-m$i"
+        rm -rf "$dir"
+        mkdir -p "$dir/data"
+        echo "$i" >"$dir/data/myid"
+        {
+            echo "dataDir=$dir/data"
+            echo "clientPort=${members[$((i - 1))]##*:}"
+            echo "clientPortAddress=127.0.0.1"
+            echo "admin.enableServer=false"
+            echo "tickTime=500"
+            echo "initLimit=10"
+            echo "syncLimit=4"
+            echo "minSessionTimeout=1000"
+            echo "maxSessionTimeout=60000"
+            echo "4lw.commands.whitelist=ruok,srvr,stat"
+            echo "maxClientCnxns=0"
+            echo "reconfigEnabled=false"
+            echo "standaloneEnabled=false"
+            printf '%s\n' "${servers[@]}"
+        } >"$dir/zoo.cfg"
+    done
+    {
+        echo "LOCKS_TEST_ZK_CLUSTER=$(IFS=,; echo "${members[*]}")"
+        echo "LOCKS_TEST_ZK_CLUSTER_STATE=$state"
+        printf '%s\n' "${lines[@]}"
+    } >"$(cluster_env)"
+    for ((i = 1; i <= n; i++)); do
+        launch_member "$i"
+    done
+    for ((i = 1; i <= n; i++)); do
+        if ! wait_member "$i"; then
+            stop_cluster
+            exit 1
+        fi
+    done
+    echo "zookeeper.sh: $n-member ZooKeeper ensemble serves $(cluster_get LOCKS_TEST_ZK_CLUSTER); environment in $(cluster_env)"
+}
+
+# Prints "INDEX ADDRESS PID" of the member that leads now.
+leader() {
+    state=$(cd "$state" && pwd)
+    [ -f "$(cluster_env)" ] || { echo "zookeeper.sh: no $(cluster_env): start-cluster first" >&2; exit 1; }
+    local deadline=$((SECONDS + 20)) i addr pid
+    while true; do
+        for ((i = 1; ; i++)); do
+            addr=$(cluster_get "LOCKS_TEST_ZK_M$i")
+            [ -n "$addr" ] || break
+            pid=$(cluster_get "LOCKS_TEST_ZK_M${i}_PID")
+            [ -n "$pid" ] || continue
+            if ruok "${addr##*:}" srvr | grep -q '^Mode: leader'; then
+                echo "$i $addr $pid"
+                return 0
+            fi
+        done
+        if [ $SECONDS -ge $deadline ]; then
+            echo "zookeeper.sh: no member of $(cluster_get LOCKS_TEST_ZK_CLUSTER) leads after 20 s" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+
+member_index() {
+    local i=$1
+    case "$i" in '' | *[!0-9]*) usage ;; esac
+    state=$(cd "$state" && pwd)
+    [ -f "$(cluster_env)" ] || { echo "zookeeper.sh: no $(cluster_env): start-cluster first" >&2; exit 1; }
+    [ -n "$(cluster_get "LOCKS_TEST_ZK_M$i")" ] || { echo "zookeeper.sh: the ensemble has no member $i" >&2; exit 1; }
+}
+
+stop_member() {
+    local i=$1 signal=${2:-TERM}
+    member_index "$i"
+    local pid
+    pid=$(cluster_get "LOCKS_TEST_ZK_M${i}_PID")
+    stop_pid "$pid" "$signal"
+    cluster_set "LOCKS_TEST_ZK_M${i}_PID" ""
+    echo "zookeeper.sh: stopped member $i (pid ${pid:-none}, SIG$signal)"
+}
+
+start_member() {
+    local i=$1
+    member_index "$i"
+    local old
+    old=$(cluster_get "LOCKS_TEST_ZK_M${i}_PID")
+    if [ -n "$old" ] && alive "$old"; then
+        echo "zookeeper.sh: member $i runs already (pid $old)" >&2
+        exit 1
+    fi
+    launch_member "$i"
+    # Without the others the member has no quorum: wait only until it runs.
+    wait_member "$i" any || exit 1
+    echo "zookeeper.sh: started member $i (pid $pid) on $(cluster_get "LOCKS_TEST_ZK_M$i") with its data dir"
+}
+
+stop_cluster() {
+    state=$(cd "$state" && pwd)
+    local i pid
+    for ((i = 1; ; i++)); do
+        [ -n "$(cluster_get "LOCKS_TEST_ZK_M$i")" ] || break
+        pid=$(cluster_get "LOCKS_TEST_ZK_M${i}_PID")
+        stop_pid "$pid" TERM
+        rm -rf "$state/zk-m$i"
+    done
+    rm -f "$(cluster_env)"
+    echo "zookeeper.sh: stopped the ensemble in $state"
+}
+
 case "$action" in
-    start) start ;;
-    stop) stop ;;
+    start-cluster) [ $# -eq 3 ] || usage; start_cluster "$3" ;;
+    leader) [ $# -eq 2 ] || usage; leader ;;
+    stop-member) [ $# -ge 3 ] && [ $# -le 4 ] || usage; stop_member "$3" "${4:-TERM}" ;;
+    start-member) [ $# -eq 3 ] || usage; start_member "$3" ;;
+    start) [ $# -eq 2 ] || usage; start ;;
+    stop) [ $# -eq 2 ] || usage; stop ;;
     *) usage ;;
 esac
