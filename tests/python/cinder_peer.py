@@ -465,7 +465,6 @@ def main(argv):
 
     objects.register_all()
     from cinder import coordination
-    from cinder import utils  # noqa: F401  (registers nothing, but imports lockutils' options)
 
     cfg.CONF([], project="cinder", default_config_files=[])
     etcd = zk = None
