@@ -9,9 +9,13 @@ driver methods, run by the real Cinder (PyPI `cinder`, pinned in ci/python.sh).
 Cinder runs in its native-threading mode (no eventlet monkey patching, as with
 OS_CINDER_DISABLE_EVENTLET_PATCHING=1); each call runs on its own thread.
 Nothing of Cinder's locking is replaced: the decorators, the name rendering,
-cinder.coordination.COORDINATOR, oslo.concurrency and tooz are the real ones.
-Only the array (the storage system's SDK or REST client, the `cinder-rtstool`
-command, the kernel's nvmet configfs) is a stand-in: its first call inside the
+cinder.coordination.COORDINATOR, oslo.concurrency and tooz are the real ones
+(COORDINATOR.get_lock and lockutils.lock are wrapped only to record the names
+they are asked for, then called as they are). Only the array (the storage
+system's SDK or REST client, the `cinder-rtstool` command, the kernel's nvmet
+configfs) is a stand-in; the arrays' SDKs (infinisdk, storops) are no Cinder
+dependencies and absent, so where a constructor or do_setup checks for one a
+stand-in passes the check. The array stand-in's first call inside the
 critical section prints ENTERED and blocks until told to go on, then raises
 ArrayCallDone (a BaseException, so no driver `except Exception` swallows it),
 which ends the method; the decorator releases the lock on the way out.
