@@ -473,7 +473,6 @@ async fn monitor(
             });
         }
         let wake = if healthy { at_risk_at } else { lost_at };
-        let check_members_now = !healthy && Instant::now() >= next_member_check;
         tokio::select! {
             biased;
             changed = watcher.changed() => {
@@ -518,7 +517,10 @@ async fn monitor(
                 let check = client.check_stat("/");
                 probe = Some((Instant::now(), Box::pin(async move { check.await.map(drop) })));
             }
-            members = check_members_of(&session), if check_members_now => {
+            members = async {
+                tokio::time::sleep_until(next_member_check).await;
+                check_members_of(&session).await
+            }, if !healthy => {
                 next_member_check = Instant::now() + timing.probe_every * 2;
                 if let Some(members) = members {
                     with_session(&|s| s.health.lock().unwrap_or_else(PoisonError::into_inner).members = Some(members.clone()));

@@ -144,3 +144,90 @@ impl Drop for DedicatedServer {
             .output();
     }
 }
+
+/// An ensemble of its own, started with `ci/zookeeper.sh start-cluster` in a
+/// temporary directory, for tests that kill members. Dropping it stops every
+/// member.
+pub struct Ensemble {
+    /// `127.0.0.1:P` of each member, in order (member 1 first).
+    pub members: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl Ensemble {
+    pub fn start(n: usize) -> Ensemble {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut ensemble = Ensemble {
+            members: Vec::new(),
+            dir,
+        };
+        let out = ensemble.script(&["start-cluster", &n.to_string()]);
+        let env = std::fs::read_to_string(ensemble.dir.path().join("zookeeper-cluster.env"))
+            .unwrap_or_else(|e| panic!("zookeeper-cluster.env: {e}; {out}"));
+        ensemble.members = (1..=n)
+            .map(|i| {
+                let key = format!("LOCKS_TEST_ZK_M{i}=");
+                env.lines()
+                    .find_map(|l| l.strip_prefix(key.as_str()))
+                    .unwrap_or_else(|| panic!("{key} missing in {env}"))
+                    .to_owned()
+            })
+            .collect();
+        ensemble
+    }
+
+    /// Runs `ci/zookeeper.sh ACTION STATE_DIR ARGS…`, failing the test if it fails.
+    fn script(&self, args: &[&str]) -> String {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg(args[0])
+            .arg(self.dir.path())
+            .args(&args[1..])
+            .output()
+            .expect("run ci/zookeeper.sh");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "ci/zookeeper.sh {args:?} failed:\n{text}"
+        );
+        text
+    }
+
+    /// The 1-based index of the member that leads now.
+    pub fn leader(&self) -> usize {
+        let out = self.script(&["leader"]);
+        out.split_whitespace()
+            .next()
+            .and_then(|i| i.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected `leader` output: {out}"))
+    }
+
+    /// Stops member `i` (1-based) with `signal` (`TERM`, `KILL`).
+    pub fn stop_member(&self, i: usize, signal: &str) {
+        self.script(&["stop-member", &i.to_string(), signal]);
+    }
+
+    /// Starts member `i` again on its ports and data dir.
+    pub fn start_member(&self, i: usize) {
+        self.script(&["start-member", &i.to_string()]);
+    }
+
+    /// A configuration naming every member, on a namespace of its own.
+    pub fn config(&self, what: &str) -> ZkConfig {
+        ZkConfig::new(self.members.clone()).namespace(format!("locks-test/{}", unique(what)))
+    }
+}
+
+impl Drop for Ensemble {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
