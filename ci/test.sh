@@ -120,3 +120,25 @@ bash ci/etcd.sh stop-member "$state" "$leader" KILL
 sleep 3
 bash ci/etcd.sh start-member "$state" "$leader"
 wait "$check_pid"
+
+step "ZooKeeper, 3 members: the conformance suite, and the checker with the leader killed mid-run"
+# Started only now, so that three more JVMs do not compete with the test suite
+# (`ci/zookeeper.sh stop` in cleanup stops it with the single server).
+bash ci/zookeeper.sh start-cluster "$state" 3
+set -a
+. "$state/zookeeper-cluster.env"
+set +a
+LOCKS_TEST_ZK="$LOCKS_TEST_ZK_CLUSTER" cargo test -p locks-zookeeper --locked --test conformance
+printf '[backends]\nnode = "file://%s/check-locks"\nglobal = "zookeeper://%s?session_timeout=5s"\n' "$state" \
+    "$LOCKS_TEST_ZK_CLUSTER" >"$state/check-zookeeper-cluster.toml"
+# Every holder must finish (the client moves to another member) with 0 overlaps.
+"$locks_bin" --config "$state/check-zookeeper-cluster.toml" check --name ci-cluster-check --scope global \
+    --processes 4 --iterations 300 --hold-us 1000 --fenced &
+check_pid=$!
+sleep 2
+kill -0 "$check_pid" 2>/dev/null || { echo "the checker ended before the leader was killed" >&2; exit 1; }
+read -r leader _ < <(bash ci/zookeeper.sh leader "$state")
+bash ci/zookeeper.sh stop-member "$state" "$leader" KILL
+sleep 3
+bash ci/zookeeper.sh start-member "$state" "$leader"
+wait "$check_pid"

@@ -1,6 +1,7 @@
 //! The conformance suite of `locks-core`, against the ZooKeeper server in
-//! `LOCKS_TEST_ZK`, with two sessions contending on one private namespace
-//! (skipped when unset, failing when `CI=true`).
+//! `LOCKS_TEST_ZK` (one `host:port`, or an ensemble's `h:p,h:p,h:p`), with two
+//! sessions contending on one private namespace (skipped when unset, failing
+//! when `CI=true`).
 
 mod common;
 

@@ -33,9 +33,10 @@ pub fn name(what: &str) -> LockName {
     LockName::new(unique(what)).expect("test names are valid")
 }
 
-/// A configuration for `addr` on a namespace of its own.
+/// A configuration for `addr` (one server, or an ensemble's `h:p,h:p,…`)
+/// on a namespace of its own.
 pub fn config(addr: &str, what: &str) -> ZkConfig {
-    ZkConfig::new([addr]).namespace(format!("locks-test/{}", unique(what)))
+    ZkConfig::new(addr.split(',')).namespace(format!("locks-test/{}", unique(what)))
 }
 
 pub async fn connect(config: ZkConfig) -> ZkBackend {
