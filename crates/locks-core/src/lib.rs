@@ -22,6 +22,7 @@
 mod backend;
 mod catalog;
 mod error;
+mod excerpt;
 mod local;
 mod multi;
 mod reentry;
@@ -37,6 +38,7 @@ pub use backend::{
 };
 pub use catalog::{CINDER_CATALOG_TOML, Catalog, CatalogEntry, LintFinding, Severity};
 pub use error::{BoxError, Error, ErrorKind, Result};
+pub use excerpt::Excerpt;
 pub use local::{LocalLocks, LocalTurn};
 pub use multi::{MultiGuard, canonical_order};
 pub use reentry::{HolderId, ReentryRegistry};

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::{Error, ErrorKind};
+use crate::{Error, ErrorKind, Excerpt};
 
 /// The longest lock name accepted, in bytes (after any prefix is applied).
 pub const MAX_NAME_LEN: usize = 1024;
@@ -51,9 +51,10 @@ pub enum TemplateError {
         name: String,
     },
     /// A parameter was given that the template does not use.
-    #[error("unknown parameter `{name}`: the template uses {expected}")]
+    #[error("unknown parameter {name}: the template uses {expected}")]
     UnknownParameter {
-        /// The parameter name.
+        /// The parameter name as the message shows it: in backticks, cut
+        /// short when long ([`Excerpt`](crate::Excerpt)).
         name: String,
         /// The parameters the template does use, for the message.
         expected: String,
@@ -196,7 +197,7 @@ impl NameTemplate {
                 source: source.to_owned(),
                 parts,
             })
-            .map_err(|e| e.into_error(format_args!("template `{source}`")))
+            .map_err(|e| e.into_error(format_args!("template {}", Excerpt::ticked(source))))
     }
 
     /// The template text as written.
@@ -226,7 +227,7 @@ impl NameTemplate {
     /// does not use, [`ErrorKind::InvalidName`] when the result is not a valid
     /// [`LockName`].
     pub fn render(&self, params: &Params) -> Result<LockName, Error> {
-        let subject = format_args!("template `{}`", self.source);
+        let subject = format_args!("template {}", Excerpt::ticked(&self.source));
         for (name, _) in params.iter() {
             if !self.parameters().any(|p| p == name) {
                 let expected = self
@@ -239,7 +240,7 @@ impl NameTemplate {
                     expected.join(", ")
                 };
                 return Err(TemplateError::UnknownParameter {
-                    name: name.to_owned(),
+                    name: Excerpt::ticked(name).to_string(),
                     expected,
                 }
                 .into_error(subject));
@@ -261,7 +262,11 @@ impl NameTemplate {
         LockName::new(out).map_err(|e| {
             Error::new(
                 e.kind(),
-                format!("template `{}` rendered {}", self.source, e.message()),
+                format!(
+                    "template {} rendered {}",
+                    Excerpt::ticked(&self.source),
+                    e.message()
+                ),
             )
             .with_source(e)
         })
@@ -431,7 +436,8 @@ impl LockName {
     /// [`MAX_NAME_LEN`] bytes, or contains NUL or another control character.
     pub fn new(name: impl AsRef<str>) -> Result<Self, Error> {
         let name = name.as_ref();
-        validate_name(name).map_err(|e| e.into_error(format_args!("lock name {name:?}")))?;
+        validate_name(name)
+            .map_err(|e| e.into_error(format_args!("lock name {}", Excerpt::quoted(name))))?;
         Ok(LockName(Arc::from(name)))
     }
 
@@ -448,7 +454,8 @@ impl LockName {
     /// # Ok::<(), locks_core::Error>(())
     /// ```
     pub fn prefixed(prefix: &str, name: &str) -> Result<Self, Error> {
-        validate_name(name).map_err(|e| e.into_error(format_args!("lock name {name:?}")))?;
+        validate_name(name)
+            .map_err(|e| e.into_error(format_args!("lock name {}", Excerpt::quoted(name))))?;
         if prefix.is_empty() {
             return Ok(LockName(Arc::from(name)));
         }
@@ -651,6 +658,27 @@ mod tests {
             let err = t.render(&Params::new().with("x", bad)).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidName, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn long_input_comes_back_cut_short_with_its_length() {
+        let huge = "n".repeat(1 << 20);
+        let err = LockName::new(&huge).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidName);
+        assert!(err.message().len() < 300, "{} bytes", err.message().len());
+        assert!(err.message().contains("… (1048576 bytes)"), "{err}");
+        assert!(err.message().contains("the limit is 1024"), "{err}");
+
+        let t = NameTemplate::parse("{x}").unwrap();
+        let err = t
+            .render(&Params::new().with("x", "v").with(huge.clone(), "1"))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnknownParameter);
+        assert!(err.message().len() < 300, "{} bytes", err.message().len());
+
+        let err = NameTemplate::parse(&format!("{huge}{{")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidTemplate);
+        assert!(err.message().len() < 300, "{} bytes", err.message().len());
     }
 
     #[test]
