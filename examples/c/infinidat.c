@@ -61,7 +61,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     for (size_t i = 0; i < locks_client_warnings_len(client); i++) {
-        fprintf(stderr, "infinidat: %s\n", locks_client_warning(client, i));
+        fprintf(stderr, "infinidat: warning: %s\n", locks_client_warning(client, i));
     }
 
     const locks_catalog_entry *entry = NULL;

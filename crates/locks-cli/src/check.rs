@@ -445,6 +445,8 @@ pub(crate) async fn check(config: Option<&Path>, args: CheckArgs) -> locks::Resu
     } else if scope == Scope::Process {
         run_tasks(config, &args, scope, &log_path).await?
     } else {
+        // The workers say nothing about the configuration: warn here, once.
+        crate::warn_taking(&open_locks(config).await?, scope);
         run_processes(config, &args, &log_path).await?
     };
     let elapsed = started.elapsed();
@@ -504,6 +506,7 @@ async fn run_tasks(
     log_path: &Path,
 ) -> locks::Result<usize> {
     let locks = open_locks(config).await?;
+    crate::warn_taking(&locks, scope);
     let mut tasks = Vec::with_capacity(args.processes);
     for task in 1..=args.processes {
         let plan = Plan {

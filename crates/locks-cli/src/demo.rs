@@ -126,6 +126,8 @@ struct Record {
 /// Runs the demo.
 pub(crate) async fn demo(config: Option<&Path>, args: DemoArgs) -> locks::Result<ExitCode> {
     let locks = open_locks(config).await?;
+    // The demo takes Global locks.
+    crate::warn_taking(&locks, Scope::Global);
     let work = Duration::from_millis(args.work_ms);
     println!("locks demo: {} driver calls at once", CALLS.len() + 1);
     for scope in Scope::ALL {

@@ -151,13 +151,19 @@ pub(crate) fn exit_code_for(e: &Error) -> u8 {
     }
 }
 
-/// Opens the client named by `--config` / `$LOCKS_CONFIG` / the defaults, printing its warnings.
+/// Opens the client named by `--config` / `$LOCKS_CONFIG` / the defaults.
+/// Its warnings are shown by [`warn_taking`], by the commands that take locks.
 pub(crate) async fn open_locks(config: Option<&std::path::Path>) -> locks::Result<Locks> {
-    let locks = Locks::open(Config::discover(config)?).await?;
-    for warning in locks.warnings() {
-        eprintln!("locks: {warning}");
+    Locks::open(Config::discover(config)?).await
+}
+
+/// Shows the configuration's warnings about `scope`, once, before a command
+/// takes a lock of that scope (a Global lock on a host-local backend, say):
+/// a command that takes only Node locks is not warned about Global ones.
+pub(crate) fn warn_taking(locks: &Locks, scope: locks::Scope) {
+    for warning in locks.warnings_for(scope) {
+        eprintln!("locks: warning: {warning}");
     }
-    Ok(locks)
 }
 
 async fn dispatch(cli: Cli) -> locks::Result<ExitCode> {

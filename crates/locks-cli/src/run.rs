@@ -71,6 +71,7 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> locks::Result<E
             ));
         }
     };
+    crate::warn_taking(&locks, request.scope);
     let guard = match locks.acquire(request.wait(wait)).await {
         Ok(guard) => guard,
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Timeout) => {

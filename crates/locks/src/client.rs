@@ -36,6 +36,8 @@ struct Inner {
     /// their locks, so re-entry and duplicates are judged across them.
     lock_space: [Scope; 3],
     warnings: Vec<String>,
+    /// The scope each of `warnings` is about, in the same order.
+    warning_scopes: Vec<Scope>,
 }
 
 impl std::fmt::Debug for Locks {
@@ -74,6 +76,7 @@ impl Locks {
         let mut opened: HashMap<String, Arc<dyn Backend>> = HashMap::new();
         let mut backends = Vec::with_capacity(3);
         let mut warnings = Vec::new();
+        let mut warning_scopes = Vec::new();
         let mut urls = Vec::with_capacity(3);
         for scope in Scope::ALL {
             let url = config.backend_url(scope)?;
@@ -122,10 +125,11 @@ impl Locks {
                     format!("{key} is")
                 };
                 warnings.push(format!(
-                    "warning: {why} {}, which excludes only processes on this host; set {key} to an \
+                    "{why} {}, which excludes only processes on this host; set {key} to an \
                      etcd:// or zookeeper:// URL for a cluster",
                     backend.describe()
                 ));
+                warning_scopes.push(scope);
             }
             backends.push(backend);
             urls.push(redact_text(url));
@@ -154,6 +158,7 @@ impl Locks {
                 backend_knows_holders,
                 lock_space,
                 warnings,
+                warning_scopes,
             }),
         })
     }
@@ -188,9 +193,22 @@ impl Locks {
     }
 
     /// Warnings about the configuration (for example Global scope on a
-    /// host-local backend), for the caller to show.
+    /// host-local backend), for the caller to show, without a `warning:`
+    /// prefix of their own.
     pub fn warnings(&self) -> &[String] {
         &self.inner.warnings
+    }
+
+    /// The [`warnings`](Self::warnings) about `scope`: what a caller about
+    /// to take a lock of that scope should show (once), and a caller that
+    /// takes none may keep quiet about.
+    pub fn warnings_for(&self, scope: Scope) -> impl Iterator<Item = &str> {
+        self.inner
+            .warnings
+            .iter()
+            .zip(&self.inner.warning_scopes)
+            .filter(move |(_, about)| **about == scope)
+            .map(|(warning, _)| warning.as_str())
     }
 
     /// The request for catalog lock `id` with `params`: name rendered, prefix applied.

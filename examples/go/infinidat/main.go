@@ -55,7 +55,7 @@ func run() int {
 	}
 	defer client.Close()
 	for _, w := range client.Warnings() {
-		fmt.Fprintln(os.Stderr, "infinidat:", w)
+		fmt.Fprintln(os.Stderr, "infinidat: warning:", w)
 	}
 	entry, err := client.Entry("infinidat")
 	if err != nil {
