@@ -1,0 +1,224 @@
+//! What an acquire leaves behind: the key while it may be ours (deleted if
+//! the acquire fails or is dropped), and the held lock afterwards, kept alive
+//! by a refresh task that reports `AtRisk` and `Lost`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use locks_core::{
+    Error, ErrorKind, HeldLock, LocalTurn, LockName, LockState, LockStateSender, Result,
+    async_trait,
+};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::core::Core;
+
+/// How often a failed refresh is tried again.
+const REFRESH_RETRY: Duration = Duration::from_millis(100);
+
+/// The state of one acquire in progress. Dropped while our key may exist (the
+/// acquire failed after sending, timed out or was cancelled), it deletes the
+/// key in the background, keeping the local turn on the name until then.
+pub(crate) struct Contender {
+    core: Arc<Core>,
+    local: Option<LocalTurn<LockName>>,
+    pub(crate) key: String,
+    pub(crate) token: String,
+    /// A request of ours that may have set the key was sent.
+    pub(crate) armed: bool,
+}
+
+impl Contender {
+    pub(crate) fn new(core: Arc<Core>, local: LocalTurn<LockName>, key: String) -> Self {
+        let token = format!(
+            "{}{}",
+            crate::core::TOKEN_PREFIX,
+            uuid::Uuid::new_v4().simple()
+        );
+        Contender {
+            core,
+            local: Some(local),
+            key,
+            token,
+            armed: false,
+        }
+    }
+
+    /// The acquire succeeded with the request sent at `sent`: the key
+    /// becomes a held lock, refreshed in the background.
+    pub(crate) fn into_held(mut self, name: &LockName, sent: Instant) -> RedisHeld {
+        self.armed = false;
+        let state = LockStateSender::new();
+        let (stop, stopped) = oneshot::channel();
+        let core = Arc::clone(&self.core);
+        self.core.handle.spawn(keep_fresh(
+            Arc::clone(&core),
+            self.key.clone(),
+            self.token.clone(),
+            state.clone(),
+            sent,
+            stopped,
+        ));
+        RedisHeld {
+            core,
+            name: name.clone(),
+            key: std::mem::take(&mut self.key),
+            token: std::mem::take(&mut self.token),
+            state,
+            _stop: stop,
+            local: self.local.take(),
+            settled: false,
+        }
+    }
+}
+
+impl Drop for Contender {
+    fn drop(&mut self) {
+        let local = self.local.take();
+        if self.armed {
+            self.core.release_in_background(
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.token),
+                local,
+            );
+        }
+    }
+}
+
+/// Keeps a held key alive: re-arms its expiry every third of the lock
+/// timeout. A failed refresh makes the lock `AtRisk` (retried every 100 ms);
+/// a key found gone or someone else's, or no refresh confirmed until
+/// min(lock timeout / 5, 1 s) before the server could expire the key (the
+/// send time of the last confirmed refresh plus the lock timeout), makes it
+/// `Lost`: the holder is told before anybody else can take the key.
+async fn keep_fresh(
+    core: Arc<Core>,
+    key: String,
+    token: String,
+    state: LockStateSender,
+    sent: Instant,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let ttl = core.lock_timeout;
+    let interval = ttl / 3;
+    let margin = (ttl / 5).min(Duration::from_secs(1));
+    let mut lost_at = sent + ttl - margin;
+    let mut next = sent + interval;
+    loop {
+        tokio::select! {
+            _ = &mut stopped => return,
+            () = tokio::time::sleep_until(next) => {}
+            () = tokio::time::sleep_until(lost_at) => {
+                state.set(LockState::Lost);
+                return;
+            }
+        }
+        let sent = Instant::now();
+        let refreshed = tokio::select! {
+            _ = &mut stopped => return,
+            refreshed = tokio::time::timeout_at(lost_at, core.refresh(&key, &token)) => refreshed,
+        };
+        match refreshed {
+            Ok(Ok(true)) => {
+                lost_at = sent + ttl - margin;
+                next = sent + interval;
+                state.set(LockState::Held);
+            }
+            Ok(Ok(false)) | Err(_) => {
+                state.set(LockState::Lost);
+                return;
+            }
+            Ok(Err(_)) => {
+                state.set(LockState::AtRisk);
+                next = Instant::now() + REFRESH_RETRY;
+            }
+        }
+    }
+}
+
+/// A lock held in Redis: our key and token, the refresh task (stopped when
+/// this is dropped), and the local turn on the name.
+pub(crate) struct RedisHeld {
+    core: Arc<Core>,
+    name: LockName,
+    key: String,
+    token: String,
+    state: LockStateSender,
+    _stop: oneshot::Sender<()>,
+    local: Option<LocalTurn<LockName>>,
+    /// The key was deleted or handed to a background delete. Until then,
+    /// dropping this (a release cancelled half way) deletes it in the background.
+    settled: bool,
+}
+
+impl RedisHeld {
+    /// A receiver of this lock's state.
+    pub(crate) fn state(&self) -> tokio::sync::watch::Receiver<LockState> {
+        self.state.subscribe()
+    }
+}
+
+impl Drop for RedisHeld {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.settled = true;
+            let local = self.local.take();
+            self.core.release_in_background(
+                std::mem::take(&mut self.key),
+                std::mem::take(&mut self.token),
+                local,
+            );
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHeld")
+            .field("name", &self.name)
+            .field("key", &self.key)
+            .field("state", &self.state.get())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl HeldLock for RedisHeld {
+    async fn release(mut self: Box<Self>) -> Result<()> {
+        let lost = self.state.get() == LockState::Lost;
+        let released = self.core.release(&self.key, &self.token).await;
+        self.settled = true;
+        let local = self.local.take();
+        match released {
+            Ok(true) if !lost => Ok(()),
+            Ok(_) => Err(Error::new(
+                ErrorKind::Lost,
+                format!(
+                    "lock `{}`: its key `{}` had expired or been taken over at redis {} before the \
+                     release (the holder could not refresh it within the lock timeout of {:?}): \
+                     another holder may have run concurrently",
+                    self.name, self.key, self.core.conn.describe, self.core.lock_timeout
+                ),
+            )),
+            Err(e) => {
+                // Keep trying in the background; the local turn keeps the
+                // name locked here until then, the expiry at the latest.
+                let (key, token) = (self.key.clone(), self.token.clone());
+                self.core.release_in_background(key, token, local);
+                let message = format!(
+                    "releasing lock `{}`: {}; retrying in the background (the key expires within {:?} at the latest)",
+                    self.name,
+                    e.message(),
+                    self.core.lock_timeout
+                );
+                Err(Error::new(e.kind(), message).with_source(e))
+            }
+        }
+    }
+
+    fn release_on_drop(self: Box<Self>) {
+        // `Drop` hands the key to a background delete.
+        drop(self);
+    }
+}
