@@ -58,13 +58,20 @@ struct Entry {
 
 type Shared = Sharded<HashTable<Entry>>;
 
-/// The [`ErrorKind::WouldDeadlock`] error for a caller asking again for `name`.
+/// The [`ErrorKind::WouldDeadlock`] error for the current caller asking
+/// again for `name`, in the words of what the caller is: a task, or a thread
+/// (blocking callers, C and Go).
 pub(crate) fn would_deadlock(name: &LockName) -> Error {
+    let caller = match HolderId::current() {
+        HolderId::Task(_) => "task",
+        HolderId::Thread(_) => "thread",
+    };
     Error::new(
         ErrorKind::WouldDeadlock,
         format!(
-            "this task already holds lock `{name}`; acquiring it again would wait \
-             for itself forever. Release it first, or call the unlocked variant of the operation"
+            "this {caller} already holds lock `{name}`; acquiring it again would wait \
+             for itself forever. Release it first, or do the work that needs it without \
+             taking the lock again"
         ),
     )
 }
@@ -199,5 +206,36 @@ impl ReentryTicket {
                 e.more.swap_remove(pos);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_would_deadlock_message_names_what_the_caller_is() {
+        let name = LockName::new("lioadm").expect("name");
+        let from_thread = would_deadlock(&name);
+        assert_eq!(from_thread.kind(), ErrorKind::WouldDeadlock);
+        assert!(
+            from_thread
+                .message()
+                .starts_with("this thread already holds lock `lioadm`"),
+            "{from_thread}"
+        );
+        assert!(!from_thread.message().contains("variant"), "{from_thread}");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let from_task = runtime
+            .block_on(async move { tokio::spawn(async move { would_deadlock(&name) }).await })
+            .expect("task");
+        assert!(
+            from_task
+                .message()
+                .starts_with("this task already holds lock `lioadm`"),
+            "{from_task}"
+        );
     }
 }
