@@ -206,7 +206,7 @@ impl ZkBackend {
                         .ok_or_else(|| session.node_vanished(&node_path, request))?
                 }
             };
-            let Some(predecessor) = predecessor else {
+            let (Some(predecessor), smaller) = predecessor else {
                 break;
             };
             if request.wait == Wait::TryOnce {
@@ -218,9 +218,8 @@ impl ZkBackend {
                 result = session.retrying(|| client.check_and_watch_stat(&predecessor_path)) => result,
                 () = crate::session::until_lost(&mut lost) => return Err(session.lost_while_waiting(request)),
             };
-            match watched {
-                // Gone already: list again.
-                Ok((None, _)) => {}
+            let deleted = match watched {
+                Ok((None, _)) => true,
                 Ok((Some(_), watcher)) => {
                     // The watch survives disconnections (the client sets it
                     // again on reconnecting), so a waiter keeps its place.
@@ -233,7 +232,7 @@ impl ZkBackend {
                     {
                         return Err(session.lost_while_waiting(request));
                     }
-                    // Deleted, or changed: list again either way.
+                    event.event_type == zk::EventType::NodeDeleted
                 }
                 Err(_) if !session.usable() => return Err(session.lost_while_waiting(request)),
                 Err(e) => {
@@ -245,6 +244,12 @@ impl ZkBackend {
                         e,
                     ));
                 }
+            };
+            // Sequences only grow, so no contender below ours can appear
+            // later: when the only one below ours is gone, the lock is ours
+            // without listing. Otherwise list once for the new predecessor.
+            if deleted && smaller == 1 {
+                break;
             }
         }
 
@@ -411,22 +416,30 @@ impl fmt::Debug for ZkBackend {
     }
 }
 
-/// The contender just below ours (`Some(None)` when ours is the lowest), or
-/// `None` if our node `own` is not among the children.
-fn predecessor(children: &[String], own: &str, own_sequence: &str) -> Option<Option<String>> {
+/// The contender just below ours (`None` when ours is the lowest) and how
+/// many contenders are below ours; `None` if our node `own` is not among the
+/// children.
+fn predecessor(
+    children: &[String],
+    own: &str,
+    own_sequence: &str,
+) -> Option<(Option<String>, usize)> {
     let mut found = false;
+    let mut smaller = 0;
     let mut best: Option<(&str, &String)> = None;
     for child in children {
         if child == own {
             found = true;
         } else if let Some(sequence) = path::contender_sequence(child)
             && sequence < own_sequence
-            && best.is_none_or(|(b, _)| sequence > b)
         {
-            best = Some((sequence, child));
+            smaller += 1;
+            if best.is_none_or(|(b, _)| sequence > b) {
+                best = Some((sequence, child));
+            }
         }
     }
-    found.then(|| best.map(|(_, child)| child.clone()))
+    found.then(|| (best.map(|(_, child)| child.clone()), smaller))
 }
 
 #[async_trait]
@@ -734,12 +747,13 @@ mod tests {
         .into();
         assert_eq!(
             predecessor(&children, &own, "0000000005"),
-            Some(Some(
-                "aaaa456789abcdef0123456789abcdef__lock__0000000004".to_owned()
+            Some((
+                Some("aaaa456789abcdef0123456789abcdef__lock__0000000004".to_owned()),
+                2
             ))
         );
         assert_eq!(predecessor(&children[..2], &own, "0000000005"), None);
         let lowest = [own.clone(), format!("{hex}__lock__0000000007")];
-        assert_eq!(predecessor(&lowest, &own, "0000000005"), Some(None));
+        assert_eq!(predecessor(&lowest, &own, "0000000005"), Some((None, 0)));
     }
 }

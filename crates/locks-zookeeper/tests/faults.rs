@@ -231,6 +231,13 @@ async fn kazoo_732_a_try_lock_ending_during_a_partition_leaves_no_contender() {
         async move { children(client, dir).await.is_empty() }
     })
     .await;
+    let p = &quitter;
+    eventually(
+        Duration::from_secs(5),
+        "no deletion pending",
+        || async move { p.pending_cleanups().await == 0 },
+    )
+    .await;
     // The quitter's session survived the partition and still works.
     let own = quitter
         .acquire(&global(&lock, Wait::TryOnce))
