@@ -59,7 +59,7 @@
 //! lease (the send time of the last successful ping plus the TTL), every
 //! guard reports [`LockState::Lost`](locks_core::LockState::Lost):
 //! [`LockGuard::lost`] resolves and [`LockGuard::release`] fails with
-//! [`ErrorKind::Lost`](locks_core::ErrorKind::Lost). A holder cut off from
+//! [`ErrorKind::Lost`]. A holder cut off from
 //! the cluster is thus told before anybody else can get its lock; an outage
 //! of up to half the TTL loses nothing. The lease given up is revoked as soon
 //! as a member takes the request, and the next acquire grants a new lease
@@ -77,7 +77,7 @@
 //! Every request to etcd, failover included, is bounded by
 //! [`EtcdConfig::connect_timeout`] but never by more than the TTL, so an
 //! unreachable cluster fails with
-//! [`ErrorKind::Unavailable`](locks_core::ErrorKind::Unavailable) naming the
+//! [`ErrorKind::Unavailable`] naming the
 //! endpoints and what each did, instead of hanging. Waiting for a held lock is
 //! bounded only by the request's [`Wait`]; a waiter with a timeout keeps
 //! trying through an outage and, if the cluster still does not serve when its
@@ -93,7 +93,7 @@
 //! # TLS
 //! `https://` endpoints and [`TlsConfig`] need this crate's `tls` feature
 //! ([`TLS_SUPPORTED`]); without it, connecting with TLS settings fails with
-//! [`ErrorKind::Unsupported`](locks_core::ErrorKind::Unsupported).
+//! [`ErrorKind::Unsupported`].
 //!
 //! # Example
 //! ```no_run
@@ -157,12 +157,12 @@ impl EtcdBackend {
     /// task and the background deletes of dropped guards.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidConfig`](locks_core::ErrorKind::InvalidConfig) for a
-    /// bad configuration, [`ErrorKind::Unsupported`](locks_core::ErrorKind::Unsupported)
+    /// [`ErrorKind::InvalidConfig`] for a
+    /// bad configuration, [`ErrorKind::Unsupported`]
     /// for TLS in a build without it,
-    /// [`ErrorKind::Unavailable`](locks_core::ErrorKind::Unavailable) if no
+    /// [`ErrorKind::Unavailable`] if no
     /// endpoint answers within [`EtcdConfig::connect_timeout`],
-    /// [`ErrorKind::PermissionDenied`](locks_core::ErrorKind::PermissionDenied)
+    /// [`ErrorKind::PermissionDenied`]
     /// for refused credentials. Messages name the endpoints, never the password.
     pub async fn connect(config: EtcdConfig) -> Result<EtcdBackend> {
         let core = Core::connect(&config).await?;
@@ -238,12 +238,12 @@ impl Backend for EtcdBackend {
     /// Acquires `request.name` in etcd.
     ///
     /// # Errors
-    /// [`ErrorKind::WouldBlock`](locks_core::ErrorKind::WouldBlock) for a
+    /// [`ErrorKind::WouldBlock`] for a
     /// held lock with [`Wait::TryOnce`];
-    /// [`ErrorKind::Unavailable`](locks_core::ErrorKind::Unavailable) when no
+    /// [`ErrorKind::Unavailable`] when no
     /// member serves (for a [`Wait::Timeout`], only once the timeout is
     /// nearly over, saying what each member did);
-    /// [`ErrorKind::PermissionDenied`](locks_core::ErrorKind::PermissionDenied)
+    /// [`ErrorKind::PermissionDenied`]
     /// for refused credentials.
     ///
     /// # Cancel safety
