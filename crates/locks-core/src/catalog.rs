@@ -137,7 +137,8 @@ impl Catalog {
                 ErrorKind::InvalidCatalog,
                 format!("{origin}{line}: {}", e.message().trim_end()),
             )
-            .with_source(e)
+            // Not `with_source(e)`: the parser's own rendering repeats the
+            // message and quotes the whole line, which may hold a password.
         })?;
         let mut entries = Vec::with_capacity(raw.locks.len());
         for entry in raw.locks {

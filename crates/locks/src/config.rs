@@ -180,7 +180,8 @@ impl Config {
                 ErrorKind::InvalidConfig,
                 format!("config {origin}{line}: {}", e.message().trim_end()),
             )
-            .with_source(e)
+            // Not `with_source(e)`: the parser's own rendering repeats the
+            // message and quotes the whole line, which may hold a password.
         })?;
         Ok(Config {
             compat: raw.compat,
@@ -365,6 +366,19 @@ mod tests {
             err.message().contains("line 2") && err.message().contains("nodes"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_toml_error_says_its_message_once_and_never_quotes_the_line() {
+        // A wrong type on a line that holds a password.
+        let text = "[backends]\nglobal = [\"etcd://root:s3cret@127.0.0.1:2379\"]\n";
+        let err = Config::from_toml_str(text, Path::new("."), "t.toml").unwrap_err();
+        let report = err.report();
+        assert_eq!(err.kind(), ErrorKind::InvalidConfig);
+        assert!(report.contains("line 2"), "{report}");
+        assert!(!report.contains("s3cret"), "{report}");
+        let message = err.message().split(": ").last().expect("a message");
+        assert_eq!(report.matches(message).count(), 1, "{report}");
     }
 
     #[test]
