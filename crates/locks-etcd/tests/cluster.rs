@@ -255,6 +255,36 @@ fn leader_killed_mid_run_every_operation_completes() {
     });
 }
 
+/// A member down from the start (the first one listed): clients connect,
+/// acquire and release through the others, ten times over.
+#[test]
+fn member_down_from_the_start_is_skipped() {
+    if !cluster_fixture() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let cluster = DedicatedCluster::start(3);
+    cluster.stop_member(1, "KILL");
+    runtime().block_on(async {
+        for layout in [Layout::Mutex, Layout::Tooz] {
+            let lock = name("member-down");
+            for round in 0..5 {
+                let config = with_ttl(cluster.config(layout), 3);
+                let client = EtcdBackend::connect(config)
+                    .await
+                    .unwrap_or_else(|e| panic!("{layout} round {round}: connect: {}", e.report()));
+                let guard = acquire(&client, &request(&lock, Wait::TryOnce))
+                    .await
+                    .unwrap_or_else(|e| panic!("{layout} round {round}: acquire: {}", e.report()));
+                guard
+                    .release()
+                    .await
+                    .unwrap_or_else(|e| panic!("{layout} round {round}: release: {}", e.report()));
+            }
+        }
+    });
+}
+
 /// Two of three members killed: the holder goes `AtRisk`, then `Lost`
 /// within the TTL; a waiter ends at its timeout with `Unavailable` naming
 /// the members that are down; once they are back, the same clients acquire
