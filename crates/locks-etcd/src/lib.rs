@@ -157,13 +157,12 @@ impl EtcdBackend {
     /// task and the background deletes of dropped guards.
     ///
     /// # Errors
-    /// [`ErrorKind::InvalidConfig`] for a
-    /// bad configuration, [`ErrorKind::Unsupported`]
-    /// for TLS in a build without it,
-    /// [`ErrorKind::Unavailable`] if no
-    /// endpoint answers within [`EtcdConfig::connect_timeout`],
-    /// [`ErrorKind::PermissionDenied`]
-    /// for refused credentials. Messages name the endpoints, never the password.
+    /// [`ErrorKind::InvalidConfig`] for a bad configuration,
+    /// [`ErrorKind::Unsupported`] for TLS in a build without it,
+    /// [`ErrorKind::Unavailable`] if no member grants the lease within
+    /// [`EtcdConfig::connect_timeout`] (at most the TTL), naming each member
+    /// and what it did, [`ErrorKind::PermissionDenied`] for refused
+    /// credentials. Messages name the endpoints, never the password.
     pub async fn connect(config: EtcdConfig) -> Result<EtcdBackend> {
         let core = Core::connect(&config).await?;
         let describe = format!(
