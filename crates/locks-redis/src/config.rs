@@ -242,7 +242,7 @@ impl RedisConfig {
                 self.lock_timeout
             ));
         }
-        if self.lock_timeout.subsec_nanos() % 1_000_000 != 0 {
+        if !self.lock_timeout.subsec_nanos().is_multiple_of(1_000_000) {
             return invalid(format!(
                 "redis at {at}: lock timeout {:?} is not whole milliseconds (SET PX counts milliseconds)",
                 self.lock_timeout

@@ -131,6 +131,17 @@ impl Locks {
                 ));
                 warning_scopes.push(scope);
             }
+            // Redis replicates asynchronously: say so, as for file:// above,
+            // under every compatibility setting (tooz's users have the same risk).
+            if scope == Scope::Global && backend.kind() == "redis" {
+                warnings.push(format!(
+                    "{key} is {}: Redis replicates asynchronously, so a failover can hand a held \
+                     lock to a second holder (its guard then reports Lost); guard writes with the \
+                     fencing token, or use etcd:// or zookeeper:// where that matters",
+                    backend.describe()
+                ));
+                warning_scopes.push(scope);
+            }
             backends.push(backend);
             urls.push(redact_text(url));
         }

@@ -16,6 +16,8 @@ use url::Url;
 #[cfg(feature = "etcd")]
 mod etcd;
 mod file;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(feature = "zookeeper")]
 mod zookeeper;
 
@@ -25,6 +27,8 @@ pub const SCHEMES: &[(&str, bool)] = &[
     ("file", true),
     ("etcd", cfg!(feature = "etcd")),
     ("zookeeper", cfg!(feature = "zookeeper")),
+    ("redis", cfg!(feature = "redis")),
+    ("rediss", cfg!(feature = "redis")),
 ];
 
 /// A parsed backend URL with the configuration key it came from, for messages.
@@ -130,7 +134,7 @@ impl BackendUrl<'_> {
 
 /// Decodes `%XX` escapes (user names and passwords in URLs); `None` for a
 /// malformed escape or text that is not UTF-8.
-#[cfg(any(feature = "etcd", feature = "zookeeper"))]
+#[cfg(any(feature = "etcd", feature = "zookeeper", feature = "redis"))]
 pub(crate) fn percent_decode(text: &str) -> Option<String> {
     let mut out = Vec::with_capacity(text.len());
     let mut rest = text.as_bytes();
@@ -153,7 +157,7 @@ pub(crate) fn redact(url: &Url) -> String {
     if shown.password().is_some() {
         let _ = shown.set_password(Some("***"));
     }
-    shown.to_string()
+    redact_query_passwords(shown.as_str())
 }
 
 /// The query option that carries the hosts after the first, per scheme.
@@ -270,9 +274,11 @@ fn translate_tooz(key: &str, text: &str) -> Result<String> {
     Ok(url)
 }
 
-/// `text` with the password of a `scheme://user:password@host` prefix replaced
-/// by `***`, for messages about text that may not parse as a URL.
+/// `text` with the password of a `scheme://user:password@host` prefix, and
+/// the value of a `sentinel_password` option (tooz's Redis URLs), replaced by
+/// `***`, for messages about text that may not parse as a URL.
 pub(crate) fn redact_text(text: &str) -> String {
+    let text = &redact_query_passwords(text);
     let Some((scheme, rest)) = text.split_once("://") else {
         return text.to_owned();
     };
@@ -286,6 +292,21 @@ pub(crate) fn redact_text(text: &str) -> String {
     }
 }
 
+/// `text` with the value of every `sentinel_password=` query option replaced by `***`.
+fn redact_query_passwords(text: &str) -> String {
+    let Some((head, query)) = text.split_once('?') else {
+        return text.to_owned();
+    };
+    let query: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("sentinel_password", _)) => "sentinel_password=***".to_owned(),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{head}?{}", query.join("&"))
+}
+
 /// Opens the backend `text` names; `key` is the configuration key it came from.
 ///
 /// # Errors
@@ -293,6 +314,11 @@ pub(crate) fn redact_text(text: &str) -> String {
 /// [`ErrorKind::Unsupported`] for a scheme not compiled into this build;
 /// whatever opening the backend reports (unreachable server, unusable directory).
 pub(crate) async fn open(key: &str, text: &str) -> Result<Arc<dyn Backend>> {
+    // tooz's Redis URLs are ours as they are, parsed as tooz reads them.
+    #[cfg(feature = "redis")]
+    if redis::is_redis(text) {
+        return redis::open(key, text).await;
+    }
     let translated = translate_tooz(key, text)?;
     let text = fold_host_list(&translated).unwrap_or(translated);
     let text = text.as_str();
@@ -356,7 +382,7 @@ mod tests {
     async fn malformed_and_unknown_urls_are_config_errors_naming_the_key() {
         for (text, needle) in [
             ("not a url", "not a URL"),
-            ("redis://127.0.0.1", "unknown scheme `redis`"),
+            ("mongodb://127.0.0.1", "unknown scheme `mongodb`"),
             ("memory://host", "memory:// takes no"),
             ("memory://?x=1", "memory:// takes no"),
         ] {
