@@ -5,6 +5,7 @@
 #   protobuf-compiler, libprotobuf-dev  the etcd-client crate's build script (protoc + well-known protos)
 #   etcd-server, etcd-client            a real etcd and etcdctl for the etcd tests
 #   zookeeper                           a real ZooKeeper (Java) for the ZooKeeper tests
+#   redis-server, redis-sentinel        a real Redis 7.0, replica and sentinels for the Redis tests (ci/redis.sh)
 #   python3                             the oslo.concurrency-style lockf interop tests
 #   openssl                             throw-away certificates for the etcd TLS test
 #   gcc, libc6-dev                      `cc` for the C examples of the C ABI (examples/c)
@@ -18,6 +19,8 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v etcd >/dev/null || need+=(etcd-server)
 command -v etcdctl >/dev/null || need+=(etcd-client)
 [ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 command -v python3 >/dev/null || need+=(python3)
 command -v openssl >/dev/null || need+=(openssl)
 command -v cc >/dev/null || need+=(gcc)

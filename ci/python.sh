@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes (once) the Python virtual environment of the OpenStack interop tests
 # (tests/tests/openstack_interop.rs, tests/tests/cinder_catalog.rs): the real
-# oslo.concurrency and tooz, with the clients tooz needs for etcd (etcd3gw) and
-# ZooKeeper (kazoo), and Cinder itself, from PyPI.
+# oslo.concurrency and tooz, with the clients tooz needs for etcd (etcd3gw),
+# ZooKeeper (kazoo) and Redis (redis-py), and Cinder itself, from PyPI.
 #
 #   bash ci/python.sh    # prints LOCKS_TEST_PYTHON=<venv>/bin/python
 #                        #    and LOCKS_TEST_CINDER_SRC=<venv's site-packages>
@@ -26,13 +26,14 @@ requirements=(
     "tooz==9.1.0"
     "etcd3gw==2.7.0"
     "kazoo==2.11.0"
+    "redis==8.2.0"
     "cinder==29.0.0"
 )
 
 venv="${LOCKS_VENV:-$HOME/.cache/locks/venv}"
 stamp="$venv/.locks-requirements"
 python="$venv/bin/python"
-imports='import oslo_concurrency.lockutils, tooz.coordination, etcd3gw, kazoo, cinder.coordination'
+imports='import oslo_concurrency.lockutils, tooz.coordination, etcd3gw, kazoo, redis, cinder.coordination'
 want=$(printf '%s\n' "${requirements[@]}")
 
 log() { echo "python.sh: $*" >&2; }

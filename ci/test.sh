@@ -21,6 +21,8 @@ state=$(mktemp -d -t locks-ci.XXXXXX)
 cleanup() {
     bash ci/zookeeper.sh stop "$state" >/dev/null 2>&1 || true
     bash ci/etcd.sh stop "$state" >/dev/null 2>&1 || true
+    bash ci/redis.sh stop "$state/redis" >/dev/null 2>&1 || true
+    bash ci/redis.sh stop "$state/redis-sentinel" >/dev/null 2>&1 || true
     rm -rf "$state"
 }
 trap cleanup EXIT
@@ -32,10 +34,15 @@ bash ci/etcd.sh start "$state"
 # A 3-member etcd cluster too (STATE/etcd-cluster.env; `ci/etcd.sh stop` stops both).
 bash ci/etcd.sh start-cluster "$state" 3
 bash ci/zookeeper.sh start "$state"
+# Redis: one server, and a master with a replica behind three sentinels.
+bash ci/redis.sh start "$state/redis"
+bash ci/redis.sh start-sentinel "$state/redis-sentinel"
 set -a
 . "$state/etcd.env"
 . "$state/etcd-cluster.env"
 . "$state/zookeeper.env"
+. "$state/redis/redis.env"
+. "$state/redis-sentinel/redis-sentinel.env"
 set +a
 
 step "python venv (oslo.concurrency, tooz) for the OpenStack interop tests"
@@ -93,12 +100,14 @@ locks_bin="$CARGO_TARGET_DIR/debug/locks"
 printf '[backends]\nnode = "file://%s/check-locks"\n' "$state" >"$state/check-file.toml"
 printf '[backends]\nnode = "file://%s/check-locks"\nglobal = "etcd://%s"\n' "$state" "$LOCKS_TEST_ETCD" >"$state/check-etcd.toml"
 printf '[backends]\nnode = "file://%s/check-locks"\nglobal = "zookeeper://%s"\n' "$state" "$LOCKS_TEST_ZK" >"$state/check-zookeeper.toml"
+printf '[backends]\nnode = "file://%s/check-locks"\nglobal = "redis://:%s@%s?lock_timeout=5"\n' "$state" \
+    "$LOCKS_TEST_REDIS_PASSWORD" "$LOCKS_TEST_REDIS" >"$state/check-redis.toml"
 # backend, its configuration, scope, holders (tasks for the process scope),
 # iterations, pause after each release in µs (lock files are not first come,
 # first served: without a pause a releasing process mostly takes the lock
 # again before a woken waiter runs, and few handoffs cross processes)
 for run in "memory file process 8 251 0" "file file node 4 501 100" "etcd etcd global 4 501 0" \
-    "zookeeper zookeeper global 4 501 0"; do
+    "zookeeper zookeeper global 4 501 0" "redis redis global 4 501 0"; do
     set -- $run
     echo "-- $1: $3 scope, $4 holders x $5 iterations, pause $6 µs"
     "$locks_bin" --config "$state/check-$2.toml" check --name ci-check --scope "$3" --processes "$4" \
