@@ -1,0 +1,322 @@
+//! Behaviour of locks-redis beyond the conformance suite, against the plain
+//! server of `ci/redis.sh start` (`LOCKS_TEST_REDIS`): tooz's key layout,
+//! refreshes, Lost and AtRisk, a crashed holder, one client's queue order.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use locks_core::testing::unique_name;
+use locks_core::{Backend, ErrorKind, LockName, LockRequest, LockState, Scope, Wait, acquire};
+use locks_fault_proxy::{Fault, FaultProxy};
+use locks_redis::{RedisBackend, RedisConfig, Server};
+
+/// A raw connection to the server of `config` (no sentinels), for looking
+/// at keys behind the backend's back.
+async fn raw(config: &RedisConfig) -> redis::aio::MultiplexedConnection {
+    let Server::Direct(address) = &config.server else {
+        panic!("a plain server")
+    };
+    let mut settings = redis::RedisConnectionInfo::default();
+    if let Some(c) = &config.credentials {
+        settings = settings.set_password(&c.password);
+    }
+    let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
+        address.host.clone(),
+        address.port,
+    ))
+    .expect("connection info")
+    .set_redis_settings(settings);
+    redis::Client::open(info)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection")
+}
+
+fn request(name: &LockName, wait: Wait) -> LockRequest {
+    LockRequest::new(name.clone(), Scope::Global).wait(wait)
+}
+
+async fn take(backend: &dyn Backend, name: &LockName, wait: Wait) -> locks_core::LockGuard {
+    acquire(backend, &request(name, wait))
+        .await
+        .unwrap_or_else(|e| panic!("acquire `{name}`: {}", e.report()))
+}
+
+fn short(mut config: RedisConfig) -> RedisConfig {
+    config.lock_timeout = Duration::from_secs(1);
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_toozs_and_fences_count_per_name() {
+    let Some(config) = common::plain_config() else {
+        return;
+    };
+    let backend = common::connect(config.clone()).await;
+    let mut conn = raw(&config).await;
+    let name = unique_name("layout");
+    let key = format!("_tooz_{name}_lock");
+    assert_eq!(backend.key_of(&name), key);
+
+    let guard = take(&backend, &name, Wait::TryOnce).await;
+    let value: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(value.starts_with("locks-redis:"), "{value}");
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        pttl > 0 && pttl <= 3000,
+        "the key expires with the lock timeout: {pttl}"
+    );
+    let fence: u64 = redis::cmd("GET")
+        .arg(format!("{key}:fence"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(fence, guard.token());
+    let first = guard.token();
+    guard.release().await.unwrap();
+    let gone: Option<String> = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(gone, None, "release deletes the key");
+
+    // A holder that is not ours (tooz's SET NX PX) excludes us, and our
+    // counter does not move for it.
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg("0123456789abcdef0123456789abcdef")
+        .arg("NX")
+        .arg("PX")
+        .arg(30_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let err = acquire(&backend, &request(&name, Wait::TryOnce))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{}", err.report());
+    let () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let guard = take(&backend, &name, Wait::TryOnce).await;
+    assert_eq!(guard.token(), first + 1);
+    guard.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_keep_a_lock_past_its_timeout() {
+    let Some(config) = common::plain_config() else {
+        return;
+    };
+    let backend = common::connect(short(config.clone())).await;
+    let peer = common::connect(short(config)).await;
+    let name = unique_name("refresh");
+    let guard = take(&backend, &name, Wait::TryOnce).await;
+    // Three lock timeouts: without refreshes the key would be long gone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(guard.state(), LockState::Held);
+    let err = acquire(&peer, &request(&name, Wait::TryOnce))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{}", err.report());
+    guard.release().await.unwrap();
+    take(&peer, &name, Wait::TryOnce)
+        .await
+        .release()
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_taken_over_is_lost_and_left_alone() {
+    let Some(config) = common::plain_config() else {
+        return;
+    };
+    let backend = common::connect(short(config.clone())).await;
+    let mut conn = raw(&config).await;
+    let name = unique_name("taken-over");
+    let key = backend.key_of(&name);
+    let guard = take(&backend, &name, Wait::TryOnce).await;
+    // Someone deletes the key and another holder takes it (as after an
+    // expiry, or a failover that lost the key).
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg("intruder")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), guard.lost())
+        .await
+        .expect("the next refresh finds the key someone else's");
+    let err = guard.release().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Lost, "{}", err.report());
+    let value: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        value, "intruder",
+        "a lost lock's release leaves the new holder's key"
+    );
+    let () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_off_holder_is_at_risk_then_lost_before_expiry() {
+    let Some(config) = common::plain_config() else {
+        return;
+    };
+    let Server::Direct(address) = &config.server else {
+        unreachable!()
+    };
+    let upstream = format!("{address}").parse().expect("an IP address");
+    let proxy = FaultProxy::start(upstream).expect("proxy");
+    let mut through = short(config.clone());
+    through.server = Server::Direct(locks_redis::Address::new(
+        proxy.addr().ip().to_string(),
+        proxy.addr().port(),
+    ));
+    through.request_timeout = Duration::from_millis(300);
+    let backend = common::connect(through).await;
+    let peer = common::connect(short(config)).await;
+    let name = unique_name("cut-off");
+    let guard = take(&backend, &name, Wait::TryOnce).await;
+    let mut state = guard.watch_state();
+    proxy.set(Fault::Blackhole);
+    let cut = Instant::now();
+    let mut seen = Vec::new();
+    while *state.borrow_and_update() != LockState::Lost {
+        seen.push(*state.borrow());
+        tokio::time::timeout(Duration::from_secs(3), state.changed())
+            .await
+            .expect("the state changes within the lock timeout")
+            .expect("state sender alive");
+    }
+    let lost_after = cut.elapsed();
+    // Our key can expire no earlier than one lock timeout after the last
+    // refresh was sent; the guard says Lost before that.
+    let peer_took = loop {
+        match acquire(&peer, &request(&name, Wait::TryOnce)).await {
+            Ok(guard) => break (cut.elapsed(), guard),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{}", e.report()),
+        }
+    };
+    eprintln!(
+        "states {seen:?}, Lost after {lost_after:?}, the peer took the lock after {:?}",
+        peer_took.0
+    );
+    assert!(
+        lost_after < peer_took.0,
+        "Lost ({lost_after:?}) must come before anybody else can hold the lock ({:?})",
+        peer_took.0
+    );
+    peer_took.1.release().await.unwrap();
+    proxy.set(Fault::Pass);
+    let err = guard.release().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Lost, "{}", err.report());
+    // The same client works again once the server is back.
+    take(&backend, &name, Wait::Timeout(Duration::from_secs(5)))
+        .await
+        .release()
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_crashed_holders_lock_frees_within_the_lock_timeout() {
+    let Some(config) = common::plain_config() else {
+        return;
+    };
+    let config = short(config);
+    let name = unique_name("crash");
+    // The holder's runtime is shut down without a release: its refreshes
+    // stop as in a killed process, and nothing deletes the key.
+    let crashed = tokio::runtime::Runtime::new().expect("runtime");
+    let guard = crashed.block_on(async {
+        let backend = common::connect(config.clone()).await;
+        take(&backend, &name, Wait::TryOnce).await
+    });
+    let held_until = Instant::now();
+    std::mem::forget(guard);
+    crashed.shutdown_background();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let peer = common::connect(config.clone()).await;
+        let guard = take(&peer, &name, Wait::Timeout(Duration::from_secs(10))).await;
+        let took = held_until.elapsed();
+        eprintln!("the crashed holder's lock was free after {took:?}");
+        assert!(
+            took <= config.lock_timeout + Duration::from_secs(1),
+            "freed after {took:?}, more than the lock timeout + 1 s"
+        );
+        guard.release().await.unwrap();
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_clients_waiters_go_in_the_order_they_asked() {
+    let Some(config) = common::plain_config() else {
+        return;
+    };
+    let holder = common::connect(config.clone()).await;
+    let waiters: Arc<RedisBackend> = Arc::new(common::connect(config).await);
+    let name = unique_name("order");
+    let guard = take(&holder, &name, Wait::TryOnce).await;
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let (waiters, name, order) = (Arc::clone(&waiters), name.clone(), Arc::clone(&order));
+        tasks.push(tokio::spawn(async move {
+            let guard = take(&*waiters, &name, Wait::Timeout(Duration::from_secs(20))).await;
+            order.lock().unwrap().push(i);
+            guard.release().await.unwrap();
+        }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    guard.release().await.unwrap();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4]);
+    assert_eq!(waiters.active_names(), 0, "nothing left queued");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_permission_denied_without_the_password() {
+    let Some(mut config) = common::plain_config() else {
+        return;
+    };
+    config.credentials = Some(locks_redis::Credentials {
+        username: None,
+        password: "not-the-password-x9".into(),
+    });
+    let err = RedisBackend::connect(config).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{}", err.report());
+    assert!(
+        !err.report().contains("not-the-password-x9"),
+        "{}",
+        err.report()
+    );
+}
