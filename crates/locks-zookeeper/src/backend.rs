@@ -21,6 +21,9 @@ use crate::session::{Session, outcome_unknown};
 /// directory between creating the directory and creating the contender.
 const CREATE_ATTEMPTS: usize = 10;
 
+/// Pause between attempts to open a session within a wait's timeout.
+const REOPEN_PAUSE: Duration = Duration::from_millis(100);
+
 /// How many requests `clean` keeps in flight at once.
 const CLEAN_BATCH: usize = 512;
 
@@ -153,7 +156,20 @@ impl ZkBackend {
                 .ok_or_else(|| request.would_block(self))?,
             Wait::Forever | Wait::Timeout(_) => self.inner.table.lock(&request.name).await,
         };
-        let session = self.session().await?;
+        let session = loop {
+            match self.session().await {
+                Ok(session) => break session,
+                // A wait with a timeout keeps trying to open a session (an
+                // ensemble regaining its quorum) until its timeout ends it.
+                Err(e)
+                    if matches!(request.wait, Wait::Timeout(_))
+                        && e.kind() == ErrorKind::Unavailable =>
+                {
+                    tokio::time::sleep(REOPEN_PAUSE).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let (path, token) = self.contend(&session, &dir, request).await?;
         let state = session.state.subscribe();
         let held = ZkHeld {
