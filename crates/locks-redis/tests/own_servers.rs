@@ -1,0 +1,296 @@
+//! Tests that start servers of their own with `ci/redis.sh` (so they can
+//! count a server's commands or kill its master without disturbing other
+//! tests): waiting without polling, the bounds of the re-check on a silent
+//! holder, and a Sentinel failover. They run where `LOCKS_TEST_REDIS` is set
+//! (the servers are installed), and fail without it under `CI=true`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use locks_core::testing::{server_from_env, unique_name};
+use locks_core::{ErrorKind, LockName, LockRequest, LockState, Scope, Wait, acquire};
+use locks_redis::{Address, Credentials, RedisConfig};
+
+/// Servers started by `ci/redis.sh ACTION` in a state directory of their own,
+/// stopped on drop.
+struct Servers {
+    dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ci/redis.sh")
+}
+
+impl Servers {
+    fn start(action: &str, env_file: &str) -> Option<Servers> {
+        server_from_env("LOCKS_TEST_REDIS")?;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let status = Command::new("bash")
+            .arg(script())
+            .arg(action)
+            .arg(dir.path())
+            .status()
+            .expect("running ci/redis.sh");
+        assert!(status.success(), "ci/redis.sh {action} failed");
+        let text = std::fs::read_to_string(dir.path().join(env_file)).expect("env file");
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Some(Servers { dir, env })
+    }
+
+    fn get(&self, key: &str) -> &str {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("{key} missing"))
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg(args[0])
+            .arg(self.dir.path())
+            .args(&args[1..])
+            .output()
+            .expect("running ci/redis.sh");
+        assert!(
+            out.status.success(),
+            "ci/redis.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+fn address(text: &str) -> Address {
+    let (host, port) = text.rsplit_once(':').expect("host:port");
+    Address::new(host, port.parse().expect("port"))
+}
+
+fn password(text: &str) -> Option<Credentials> {
+    Some(Credentials {
+        username: None,
+        password: text.to_owned(),
+    })
+}
+
+fn request(name: &LockName, wait: Wait) -> LockRequest {
+    LockRequest::new(name.clone(), Scope::Global).wait(wait)
+}
+
+async fn raw(address: &Address, password: &str) -> redis::aio::MultiplexedConnection {
+    let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::Tcp(
+        address.host.clone(),
+        address.port,
+    ))
+    .expect("connection info")
+    .set_redis_settings(redis::RedisConnectionInfo::default().set_password(password));
+    redis::Client::open(info)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection")
+}
+
+/// How many scripts the server ran since the last call (and resets the count).
+async fn scripts_run(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(conn)
+        .await
+        .expect("RESETSTAT");
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split([':', ','])
+                .find_map(|f| f.strip_prefix("calls="))
+                .and_then(|n| n.parse::<u64>().ok())
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_do_not_poll_our_holders_and_recheck_silent_ones_every_10_to_100_ms() {
+    let Some(servers) = Servers::start("start", "redis.env") else {
+        return;
+    };
+    let server = address(servers.get("LOCKS_TEST_REDIS"));
+    let pw = servers.get("LOCKS_TEST_REDIS_PASSWORD");
+    let mut config = RedisConfig::new(server.host.clone(), server.port);
+    config.credentials = password(pw);
+    // Long enough that no refresh runs while the test counts scripts.
+    config.lock_timeout = Duration::from_secs(30);
+    let holder = common::connect(config.clone()).await;
+    let waiter = std::sync::Arc::new(common::connect(config).await);
+    let mut conn = raw(&server, pw).await;
+    let watch = Duration::from_millis(1500);
+
+    // A holder of ours: the waiter waits for its release notice.
+    let name = unique_name("no-poll");
+    let guard = acquire(&holder, &request(&name, Wait::TryOnce))
+        .await
+        .unwrap();
+    let waiting = {
+        let (waiter, name) = (waiter.clone(), name.clone());
+        tokio::spawn(async move {
+            acquire(
+                &*waiter,
+                &request(&name, Wait::Timeout(Duration::from_secs(20))),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    scripts_run(&mut conn).await;
+    tokio::time::sleep(watch).await;
+    let polls = scripts_run(&mut conn).await;
+    let released = Instant::now();
+    guard.release().await.unwrap();
+    let next = waiting.await.unwrap().unwrap();
+    let handoff = released.elapsed();
+    eprintln!("behind our holder: {polls} scripts in {watch:?}; handoff {handoff:?}");
+    assert!(
+        polls <= 1,
+        "the waiter polled: {polls} scripts in {watch:?}"
+    );
+    next.release().await.unwrap();
+
+    // A holder that publishes nothing (tooz's SET NX PX): re-checks, backed
+    // off from 10 ms to at most 100 ms.
+    let name = unique_name("silent");
+    let key = waiter.key_of(&name);
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg("0123456789abcdef0123456789abcdef")
+        .arg("NX")
+        .arg("PX")
+        .arg(30_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let waiting = {
+        let (waiter, name) = (waiter.clone(), name.clone());
+        tokio::spawn(async move {
+            acquire(
+                &*waiter,
+                &request(&name, Wait::Timeout(Duration::from_secs(20))),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    scripts_run(&mut conn).await;
+    tokio::time::sleep(watch).await;
+    let checks = scripts_run(&mut conn).await;
+    let () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let next = waiting.await.unwrap().unwrap();
+    eprintln!("behind a silent holder: {checks} checks in {watch:?}");
+    // At most every 100 ms: at least 15 in 1.5 s (a few fewer for round
+    // trips); at least every 10 ms: at most 150 (plus the one in flight).
+    assert!(
+        (10..=152).contains(&checks),
+        "{checks} checks in {watch:?}: the re-check pause must stay within 10..100 ms"
+    );
+    next.release().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_is_followed_without_reopening() {
+    let Some(servers) = Servers::start("start-sentinel", "redis-sentinel.env") else {
+        return;
+    };
+    let sentinels: Vec<Address> = servers
+        .get("LOCKS_TEST_REDIS_SENTINELS")
+        .split(',')
+        .map(address)
+        .collect();
+    let mut config =
+        RedisConfig::sentinel(servers.get("LOCKS_TEST_REDIS_SENTINEL_MASTER"), sentinels);
+    config.credentials = password(servers.get("LOCKS_TEST_REDIS_SENTINEL_PASSWORD"));
+    config.lock_timeout = Duration::from_secs(5);
+    let backend = common::connect(config.clone()).await;
+    let peer = common::connect(config).await;
+
+    let held = unique_name("held-over-failover");
+    let guard = acquire(&backend, &request(&held, Wait::TryOnce))
+        .await
+        .unwrap();
+    // Let the key reach the replica (replication is asynchronous).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let old = servers.run(&["master"]);
+    let killed = Instant::now();
+    let new = servers.run(&["stop-master", "KILL"]);
+    let promoted = killed.elapsed();
+    assert_ne!(old.split(' ').next(), Some(new.as_str()));
+
+    // New acquires through the same backend value work on the new master.
+    let fresh = unique_name("after-failover");
+    let next = acquire(
+        &backend,
+        &request(&fresh, Wait::Timeout(Duration::from_secs(30))),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("acquire after the failover: {}", e.report()));
+    let served = killed.elapsed();
+    let err = acquire(&peer, &request(&fresh, Wait::TryOnce))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{}", err.report());
+    next.release().await.unwrap();
+    acquire(&peer, &request(&fresh, Wait::TryOnce))
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+
+    // The lock held across the failover: the key was replicated before the
+    // kill, so it still holds (refreshed on the new master); had it not
+    // been, the refresh would find it gone and report Lost.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let state = guard.state();
+    eprintln!(
+        "old master {old}, new master {new}: promoted after {promoted:?}, first acquire served \
+         after {served:?}; the lock held across it is {state:?}"
+    );
+    assert!(
+        matches!(state, LockState::Held | LockState::Lost),
+        "{state:?}"
+    );
+    if state == LockState::Held {
+        let err = acquire(&peer, &request(&held, Wait::TryOnce))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::WouldBlock, "{}", err.report());
+        guard.release().await.unwrap();
+    } else {
+        assert_eq!(guard.release().await.unwrap_err().kind(), ErrorKind::Lost);
+    }
+}
