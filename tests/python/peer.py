@@ -7,6 +7,8 @@ stdout.
     peer.py oslo LOCK_PATH NAME   oslo.concurrency external lock, prefix 'cinder-'
                                   (LOCK_PATH '-' leaves it to $OSLO_LOCK_PATH)
     peer.py tooz URL NAME         tooz coordinator on URL, lock b'cinder-' + NAME
+    peer.py tooz-redis URL NAME   the same on tooz's redis driver (redis://), which
+                                  also answers `key` (tests/tests/redis_interop.rs)
 
 Prints READY once set up, then answers:
 
@@ -19,6 +21,7 @@ Prints READY once set up, then answers:
                       release, sleep GAP_MS. <ns> is CLOCK_MONOTONIC in
                       nanoseconds. POLL_MS > 0 acquires by non-blocking
                       attempts that far apart instead of a blocking acquire.
+    key               KEY <the Redis key of the lock>  (tooz-redis only)
     quit              (exits)
 
 Errors are printed as one line starting with ERROR, then the process exits 1.
@@ -117,6 +120,10 @@ class Tooz:
             self.release()
         self._coordinator.stop()
 
+    def key(self):
+        # tooz's RedisLock names its key `<namespace>_<name>_lock`.
+        return self._coordinator.get_lock(self._name).name.decode()
+
 
 def stamp(fd, what):
     # One write per line on an O_APPEND descriptor: lines of both sides never mix.
@@ -142,8 +149,8 @@ def contend(lock, log, rounds, hold_ms, gap_ms, poll_ms):
 
 
 def main(argv):
-    if len(argv) != 4 or argv[1] not in ("oslo", "tooz"):
-        say("ERROR usage: peer.py oslo|tooz LOCK_PATH|URL NAME")
+    if len(argv) != 4 or argv[1] not in ("oslo", "tooz", "tooz-redis"):
+        say("ERROR usage: peer.py oslo|tooz|tooz-redis LOCK_PATH|URL NAME")
         return 2
     mech, target, name = argv[1:]
     lock = Oslo(target, name) if mech == "oslo" else Tooz(target, name)
@@ -168,6 +175,8 @@ def main(argv):
                     lock, log, int(rounds), float(hold_ms), float(gap_ms), float(poll_ms)
                 )
                 say("DONE")
+            elif cmd == "key" and mech == "tooz-redis":
+                say(f"KEY {lock.key()}")
             elif cmd == "quit":
                 break
             else:
