@@ -680,3 +680,29 @@ async fn revoke_lost(members: &Members, id: i64, ttl: Duration) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// For every TTL the backend accepts: holders are told `Lost` at least
+    /// min(TTL/5, 1 s) before the server can expire the lease, and an outage
+    /// of half the TTL that starts just before a keep-alive was due still
+    /// leaves time for the reconnect and a few retries before that.
+    #[test]
+    fn margin_and_ping_interval_leave_room_for_half_ttl_outages() {
+        for secs in 2..=120 {
+            let ttl = Duration::from_secs(secs);
+            let margin = safety_margin(ttl);
+            let required = (ttl / 5).min(Duration::from_secs(1));
+            assert!(margin >= required, "ttl {ttl:?}: margin {margin:?}");
+            let room = ttl
+                .checked_sub(margin + ping_interval(ttl) + ttl / 2)
+                .unwrap_or_default();
+            assert!(
+                room >= Duration::from_millis(240),
+                "ttl {ttl:?}: only {room:?} to reconnect after an outage of half the TTL"
+            );
+        }
+    }
+}
