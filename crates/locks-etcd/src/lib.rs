@@ -40,7 +40,10 @@
 //! waiters keep their key and so their place. Every request is safe to
 //! repeat: a create whose answer was lost finds its own key and keeps it (no
 //! second contender). etcd-client's own endpoint balancing does not fail over
-//! (see `members.rs` for why we rotate ourselves).
+//! (see `members.rs` for why we rotate ourselves). Choose a TTL well above
+//! the time the cluster needs to elect a new leader (with etcd's default
+//! election timeout of 1 s, elections took 1–2 s here): a keep-alive that
+//! gets no answer for most of the TTL loses the lock, election or not.
 //!
 //! # The lease
 //! One backend (one `Locks` client) has one lease, shared by every lock it
@@ -82,7 +85,9 @@
 //! bounded only by the request's [`Wait`]; a waiter with a timeout keeps
 //! trying through an outage and, if the cluster still does not serve when its
 //! timeout ends, fails with `Unavailable` saying what is down rather than
-//! with a plain timeout. An acquire may be dropped at any point (that is how
+//! with a plain timeout; one that waits forever keeps its place through an
+//! outage shorter than its lease and fails with `Unavailable` once the lease
+//! is lost and no member grants a new one. An acquire may be dropped at any point (that is how
 //! timeouts work): the contender key it may have created is deleted in the
 //! background, later acquires of the same name in this process wait for that
 //! delete, and closing the backend revokes the lease (and with it the key)
