@@ -303,8 +303,9 @@ impl Core {
         Ok(deleted || (attempts > 1 && !owned.lease.is_lost()))
     }
 
-    /// [`txn`](Self::txn), counting the attempts in `attempts`.
-    async fn counted_txn(
+    /// [`txn`](Self::txn), counting the attempts in `attempts` (more than one:
+    /// an earlier attempt failed, maybe after it was applied).
+    pub(crate) async fn counted_txn(
         &self,
         what: &str,
         txn: &Txn,

@@ -97,7 +97,14 @@ pub(crate) async fn acquire(
                 TxnOp::get(key.clone(), Some(GetOptions::new().with_keys_only())),
                 TxnOp::get(pfx.clone(), Some(first_created())),
             ]);
-        let created = match core.txn("creating a lock key", &txn).await {
+        // Attempts of this one request: `call` sends it again to the next
+        // member when an attempt failed for a transport reason, maybe after
+        // it was applied.
+        let mut attempts = 0;
+        let created = match core
+            .counted_txn("creating a lock key", &txn, &mut attempts)
+            .await
+        {
             Ok(created) => created,
             Err(e) if is_lease_not_found(&e) => {
                 // The lease expired before our keep-alive noticed.
@@ -119,6 +126,9 @@ pub(crate) async fn acquire(
             }
             Err(e) => return Err(e),
         };
+        if attempts > 1 {
+            maybe_created = Some(lease.id);
+        }
         let responses = created.op_responses();
         let (my_rev, first) = if created.succeeded() {
             (revision(&created), first_kv_revision(&created, 1))
@@ -129,8 +139,7 @@ pub(crate) async fn acquire(
                 .map(etcd_client::KeyValue::create_revision);
             match existing {
                 // Ours from an earlier attempt of this acquire whose answer
-                // was lost (or whose request the client library sent again):
-                // keep it, and its place in the queue.
+                // was lost: keep it, and its place in the queue.
                 Some(rev) if maybe_created == Some(lease.id) => (
                     rev,
                     get_kvs(&responses, 1)

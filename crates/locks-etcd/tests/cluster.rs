@@ -81,6 +81,79 @@ fn with_ttl(mut config: EtcdConfig, ttl: u64) -> EtcdConfig {
     config
 }
 
+/// Counts the puts and deletes of keys under `prefix` from now on, until the
+/// returned closure is called.
+async fn count_writes(addr: &str, prefix: &str) -> tokio::task::JoinHandle<(usize, usize)> {
+    let mut watcher = raw(addr).await;
+    let mut stream = watcher
+        .watch(prefix, Some(WatchOptions::new().with_prefix()))
+        .await
+        .expect("watch");
+    // The first message confirms the watch.
+    stream.message().await.expect("watch created");
+    tokio::spawn(async move {
+        let _keep = watcher;
+        let (mut puts, mut deletes) = (0, 0);
+        while let Ok(Ok(Some(response))) =
+            tokio::time::timeout(Duration::from_millis(300), stream.message()).await
+        {
+            for event in response.events() {
+                match event.event_type() {
+                    EventType::Put => puts += 1,
+                    EventType::Delete => deletes += 1,
+                }
+            }
+        }
+        (puts, deletes)
+    })
+}
+
+/// Counts the puts and deletes of keys under a prefix (by a watch of
+/// another client), from its start until [`stop`](Self::stop).
+struct Writes {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<(usize, usize)>,
+}
+
+impl Writes {
+    async fn start(addr: &str, prefix: &str) -> Writes {
+        let mut watcher = raw(addr).await;
+        let mut stream = watcher
+            .watch(prefix, Some(WatchOptions::new().with_prefix()))
+            .await
+            .expect("watch");
+        // The first message confirms the watch.
+        stream.message().await.expect("watch created");
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let _keep = watcher;
+            let (mut puts, mut deletes) = (0, 0);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return (puts, deletes),
+                    message = stream.message() => {
+                        let response = message.expect("watch").expect("watch open");
+                        for event in response.events() {
+                            match event.event_type() {
+                                EventType::Put => puts += 1,
+                                EventType::Delete => deletes += 1,
+                            }
+                        }
+                    }
+                }
+            }
+        });
+        Writes { stop, task }
+    }
+
+    /// (puts, deletes) seen so far (give the watch a moment first).
+    async fn stop(self) -> (usize, usize) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = self.stop.send(());
+        self.task.await.expect("watch task")
+    }
+}
+
 /// Waits until `count` keys exist under `prefix`, or panics after 10 s.
 async fn until_keys(addr: &str, prefix: &str, count: usize) -> Vec<(String, i64, i64)> {
     let mut raw = raw(addr).await;
@@ -590,6 +663,7 @@ fn lost_create_reply_is_retried_without_a_second_contender() {
                 .await
                 .expect("acquire");
             tokio::time::sleep(Duration::from_millis(100)).await;
+            let writes = Writes::start(&etcd.addr, &prefix).await;
             proxy.lose_next(Direction::Reply);
             let waiting = {
                 let (waiter, lock) = (Arc::clone(&waiter), lock.clone());
@@ -624,6 +698,12 @@ fn lost_create_reply_is_retried_without_a_second_contender() {
                 keys.len(),
                 expected,
                 "{layout}: one key per contender: {keys:?}"
+            );
+            let (puts, deletes) = writes.stop().await;
+            assert_eq!(
+                (puts, deletes),
+                (expected - 1, 0),
+                "{layout}: the waiter's key was written once and never deleted (puts, deletes)"
             );
             let queued_rev = keys.iter().map(|k| k.2).max().expect("keys");
             guard.release().await.expect("release");
@@ -661,6 +741,7 @@ fn lost_create_reply_of_a_free_lock_takes_it_once() {
         .await;
         let lock = name("lost-reply-free");
         tokio::time::sleep(Duration::from_millis(100)).await;
+        let writes = Writes::start(&etcd.addr, &format!("{lock}/")).await;
         proxy.lose_next(Direction::Reply);
         let guard = acquire(
             &client,
@@ -672,6 +753,11 @@ fn lost_create_reply_of_a_free_lock_takes_it_once() {
         let mut raw = raw(&etcd.addr).await;
         let keys = keys_under(&mut raw, format!("{lock}/").as_bytes()).await;
         assert_eq!(keys.len(), 1, "{keys:?}");
+        assert_eq!(
+            writes.stop().await,
+            (1, 0),
+            "the key was created once and never deleted (puts, deletes)"
+        );
         assert_eq!(guard.token(), u64::try_from(keys[0].2).unwrap());
         guard.release().await.expect("release");
     });
