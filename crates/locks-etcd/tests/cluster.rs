@@ -81,33 +81,6 @@ fn with_ttl(mut config: EtcdConfig, ttl: u64) -> EtcdConfig {
     config
 }
 
-/// Counts the puts and deletes of keys under `prefix` from now on, until the
-/// returned closure is called.
-async fn count_writes(addr: &str, prefix: &str) -> tokio::task::JoinHandle<(usize, usize)> {
-    let mut watcher = raw(addr).await;
-    let mut stream = watcher
-        .watch(prefix, Some(WatchOptions::new().with_prefix()))
-        .await
-        .expect("watch");
-    // The first message confirms the watch.
-    stream.message().await.expect("watch created");
-    tokio::spawn(async move {
-        let _keep = watcher;
-        let (mut puts, mut deletes) = (0, 0);
-        while let Ok(Ok(Some(response))) =
-            tokio::time::timeout(Duration::from_millis(300), stream.message()).await
-        {
-            for event in response.events() {
-                match event.event_type() {
-                    EventType::Put => puts += 1,
-                    EventType::Delete => deletes += 1,
-                }
-            }
-        }
-        (puts, deletes)
-    })
-}
-
 /// Counts the puts and deletes of keys under a prefix (by a watch of
 /// another client), from its start until [`stop`](Self::stop).
 struct Writes {
