@@ -247,6 +247,68 @@ async fn kazoo_732_a_try_lock_ending_during_a_partition_leaves_no_contender() {
     own.release().await.unwrap();
 }
 
+/// kazoo issue 732, try-once form: a try-lock that finds the lock held and
+/// whose withdrawal (the delete of its contender) is lost to a reset leaves
+/// no contender behind while its client lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kazoo_732_a_try_once_whose_withdrawal_is_lost_leaves_no_contender() {
+    let Some(addr) = server() else { return };
+    let direct = config(&addr, "kazoo-732-once").session_timeout(Duration::from_secs(10));
+    let (proxy, proxied) = through_proxy(&direct);
+    let holder = connect(direct.clone()).await;
+    let quitter = connect(proxied).await;
+    let lock = name("kazoo-732-once");
+    let held = holder.acquire(&global(&lock, Wait::TryOnce)).await.unwrap();
+
+    // Slow the quitter's traffic down, so that its create is seen on the
+    // server before its answer reaches it; then its next request, the delete
+    // withdrawing its contender, is lost and the connection reset.
+    proxy.set(Fault::Delay(Duration::from_millis(200)));
+    let trying = {
+        let (quitter, lock) = (quitter.clone(), lock.clone());
+        tokio::spawn(async move { quitter.acquire(&global(&lock, Wait::TryOnce)).await })
+    };
+    let dir = holder.lock_dir(&lock).unwrap();
+    let client = raw(&addr).await;
+    eventually(
+        Duration::from_secs(5),
+        "the quitter's contender exists",
+        || {
+            let (client, dir) = (&client, &dir);
+            async move { children(client, dir).await.len() == 2 }
+        },
+    )
+    .await;
+    proxy.lose_next(Direction::Request);
+    let err = tokio::time::timeout(Duration::from_secs(10), trying)
+        .await
+        .expect("the try-lock returns")
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::Unavailable),
+        "{}",
+        err.report()
+    );
+
+    held.release().await.unwrap();
+    let next = locks_core::acquire(
+        &holder,
+        &global(&lock, Wait::Timeout(Duration::from_secs(5))),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "the try-lock's contender blocks the lock while its client lives: {}",
+            e.report()
+        )
+    });
+    assert!(!proxy.losing(Direction::Request), "the delete was lost");
+    proxy.set(Fault::Pass);
+    next.release().await.unwrap();
+    drop(quitter);
+}
+
 /// A reset lasting half the session timeout: the holder stays held (AtRisk
 /// meanwhile, never Lost) and the waiter keeps its place in the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
