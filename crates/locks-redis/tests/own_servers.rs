@@ -242,6 +242,22 @@ async fn a_sentinel_failover_is_followed_without_reopening() {
     let guard = acquire(&backend, &request(&held, Wait::TryOnce))
         .await
         .unwrap();
+    // A second lock of ours with the peer waiting for it across the failover.
+    let awaited = unique_name("awaited-over-failover");
+    let awaited_guard = acquire(&backend, &request(&awaited, Wait::TryOnce))
+        .await
+        .unwrap();
+    let waiter = {
+        let (peer, awaited) = (peer.clone(), awaited.clone());
+        tokio::spawn(async move {
+            let guard = acquire(
+                &peer,
+                &request(&awaited, Wait::Timeout(Duration::from_secs(60))),
+            )
+            .await;
+            (guard, Instant::now())
+        })
+    };
     // Let the key reach the replica (replication is asynchronous).
     tokio::time::sleep(Duration::from_millis(200)).await;
     let old = servers.run(&["master"]);
@@ -270,6 +286,29 @@ async fn a_sentinel_failover_is_followed_without_reopening() {
         .release()
         .await
         .unwrap();
+
+    // The waiter queued before the failover gets the lock promptly after the
+    // release on the new master: by the notice once its subscriber is back
+    // on the new master, by the 10-100 ms re-check while it is not; never
+    // only when the refreshed key could expire (seconds later).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the waiter waits while the lock is held"
+    );
+    let released = Instant::now();
+    awaited_guard.release().await.unwrap();
+    let (next, got) = waiter.await.unwrap();
+    let woken = got.saturating_duration_since(released);
+    next.unwrap_or_else(|e| panic!("the waiter across the failover: {}", e.report()))
+        .release()
+        .await
+        .unwrap();
+    eprintln!("a waiter queued before the failover got the lock {woken:?} after the release");
+    assert!(
+        woken < Duration::from_secs(2),
+        "the waiter stalled after the release on the new master: {woken:?}"
+    );
 
     // The lock held across the failover: the key was replicated before the
     // kill, so it still holds (refreshed on the new master); had it not
