@@ -77,7 +77,7 @@
 //! Every request, reconnecting and asking the sentinels included, is bounded
 //! by [`RedisConfig::request_timeout`] (never more than the lock timeout),
 //! so an unreachable server fails with
-//! [`ErrorKind::Unavailable`](locks_core::ErrorKind::Unavailable) naming
+//! [`ErrorKind::Unavailable`] naming
 //! what happened, instead of hanging. Waiting for a held lock is bounded
 //! only by the request's [`Wait`]; a waiter with a timeout keeps trying
 //! through an outage and, if Redis still does not serve when its timeout
