@@ -115,6 +115,8 @@ pub(crate) struct Session {
     pub(crate) endpoint: String,
     /// The configured servers, for saying which are down.
     hosts: Vec<String>,
+    /// For closing the session from `Drop`.
+    close_with: CloseWith,
     timing: Timing,
     /// Since when the server has not been heard, and what the members
     /// answered to a TCP connection meanwhile.
@@ -196,6 +198,11 @@ impl Session {
                 state,
                 endpoint: endpoint.to_owned(),
                 hosts: config.hosts.clone(),
+                close_with: CloseWith {
+                    connect_string: config.connect_string(),
+                    session_timeout: config.session_timeout,
+                    limit: config.connect_timeout.min(CLOSE_LIMIT),
+                },
                 timing,
                 health: Mutex::new(Health::default()),
                 cleanup: Mutex::new(HashSet::new()),
@@ -420,8 +427,82 @@ impl Session {
 }
 
 impl Drop for Session {
+    /// Closing the session (the backend's last clone, every guard and every
+    /// background deletion gone) closes it on the server at once, so that no
+    /// node of ours (a contender whose background delete was cut off, say)
+    /// outlives the client by a session timeout. The client crate would
+    /// close it too, but only if its runtime runs on; a process that exits
+    /// right after dropping the backend shuts the runtime down first. So this
+    /// closes it on a thread of its own, with a runtime and a connection of
+    /// its own that take the session over, and waits for it: bounded by the
+    /// connect timeout (1 s at most), on a healthy ensemble two round trips.
     fn drop(&mut self) {
         self.monitor.abort();
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let Some(client) = client else { return };
+        if client.state().is_terminated() || self.state.get() == LockState::Lost {
+            return;
+        }
+        let info = client.session().clone();
+        drop(client);
+        self.close_with.close_blocking(info);
+    }
+}
+
+/// At most this long is spent closing a session from `Drop`.
+const CLOSE_LIMIT: Duration = Duration::from_secs(1);
+
+/// What closing a session from `Drop` needs.
+struct CloseWith {
+    connect_string: String,
+    session_timeout: Duration,
+    limit: Duration,
+}
+
+impl CloseWith {
+    /// Takes session `info` over on a connection of its own and closes it,
+    /// from a thread with a runtime of its own (so it works from `Drop`,
+    /// inside or outside a runtime, and while that runtime shuts down);
+    /// waits for it at most `limit`.
+    fn close_blocking(&self, info: zk::SessionInfo) {
+        let connect_string = self.connect_string.clone();
+        let (session_timeout, limit) = (self.session_timeout, self.limit);
+        let (done, finished) = std::sync::mpsc::channel::<()>();
+        let closing = std::thread::Builder::new()
+            .name("locks-zk-close".to_owned())
+            .spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    runtime.block_on(async {
+                        let _ = tokio::time::timeout(limit, async {
+                            let client = zk::Client::connector()
+                                .with_session_timeout(session_timeout)
+                                .with_session(info)
+                                .with_fail_eagerly()
+                                .connect(&connect_string)
+                                .await?;
+                            let mut watcher = client.state_watcher();
+                            // The last handle gone, the client sends
+                            // CloseSession and ends once it is answered.
+                            drop(client);
+                            while !watcher.changed().await.is_terminated() {}
+                            Ok::<(), zk::Error>(())
+                        })
+                        .await;
+                    });
+                }
+                let _ = done.send(());
+            });
+        if closing.is_ok() {
+            // The thread ends by itself within `limit`; do not wait longer.
+            let _ = finished.recv_timeout(limit + Duration::from_millis(100));
+        }
     }
 }
 

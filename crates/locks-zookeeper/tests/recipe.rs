@@ -305,6 +305,57 @@ async fn cancelled_and_timed_out_waiters_leave_no_contender() {
     assert_eq!(other.active_names(), 0);
 }
 
+/// A waiter that gives up and whose process ends at once (its runtime shut
+/// down right after the acquire returned, before any background task ran)
+/// leaves nothing behind: closing the backend closes its session, so the
+/// next client takes the lock when the holder releases, not a session
+/// timeout later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quitter_whose_process_ends_at_once_leaves_no_contender() {
+    let Some(addr) = server() else { return };
+    let config = config(&addr, "quitter").session_timeout(Duration::from_secs(10));
+    let holder = connect(config.clone()).await;
+    let lock = name("quitter");
+    let held = holder.acquire(&global(&lock, Wait::TryOnce)).await.unwrap();
+    let quitter = {
+        let (config, lock) = (config.clone(), lock.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let err = runtime.block_on(async {
+                let backend = ZkBackend::connect(config).await.unwrap();
+                acquire(
+                    &backend,
+                    &global(&lock, Wait::Timeout(Duration::from_millis(300))),
+                )
+                .await
+                .unwrap_err()
+            });
+            // As a process exiting: the runtime goes, then the backend.
+            drop(runtime);
+            err.kind()
+        })
+    };
+    assert_eq!(quitter.join().unwrap(), ErrorKind::Timeout);
+    let started = Instant::now();
+    held.release().await.unwrap();
+    let next = acquire(
+        &holder,
+        &global(&lock, Wait::Timeout(Duration::from_secs(5))),
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "the quitter's contender outlived its process: {}",
+            e.report()
+        )
+    });
+    eprintln!("next holder {:?} after the release", started.elapsed());
+    next.release().await.unwrap();
+}
+
 /// Polls a future once (so its first requests leave), then gives it back.
 async fn futures_poll_once<F: Future + Unpin>(mut fut: F) -> Option<F::Output> {
     std::future::poll_fn(|cx| {
