@@ -63,7 +63,10 @@
 //! its delete until the node is gone. Deletions that cannot finish at once
 //! (a dropped guard, a cancelled acquire) are retried in the background
 //! ([`ZkBackend::pending_cleanups`]); whatever is left goes with the
-//! session when it closes.
+//! session when it closes. Closing the backend (its last clone, guard and
+//! background deletion gone) closes the session on the server before the
+//! drop returns (1 s at most), also when the runtime is shutting down: a
+//! process that gives up a wait and exits at once leaves no node behind.
 //!
 //! A wait whose timeout ends while the ensemble cannot be reached fails with
 //! [`ErrorKind::Unavailable`](locks_core::ErrorKind::Unavailable), saying
