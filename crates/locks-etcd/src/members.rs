@@ -71,6 +71,8 @@ pub(crate) enum Failure {
 pub(crate) struct Members {
     members: Vec<Member>,
     current: AtomicUsize,
+    /// Tells streams on a member (watches) that requests moved on from it.
+    moved: tokio::sync::watch::Sender<usize>,
     options: ConnectOptions,
     /// Bounds one attempt on one member while others are left to try.
     attempt: Duration,
@@ -104,6 +106,7 @@ impl Members {
         Members {
             members,
             current: AtomicUsize::new(0),
+            moved: tokio::sync::watch::Sender::new(0),
             options,
             attempt,
         }
@@ -145,9 +148,23 @@ impl Members {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(why);
         let next = (i + 1) % self.members.len();
-        let _ = self
+        if self
             .current
-            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed);
+            .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.moved.send_replace(next);
+        }
+    }
+
+    /// Resolves once requests no longer go to member `i` (a request or a
+    /// keep-alive failed on it). A stream opened on `i` (a watch) may be
+    /// stuck on a connection that no longer carries anything: its owner
+    /// opens it again on the current member.
+    pub(crate) async fn moved_from(&self, i: usize) {
+        let mut moved = self.moved.subscribe();
+        // The sender lives as long as `self`: `wait_for` fails only then.
+        let _ = moved.wait_for(|&current| current != i).await;
     }
 
     /// What is wrong with the cluster as far as the last requests saw:

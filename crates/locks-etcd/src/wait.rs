@@ -70,6 +70,9 @@ pub(crate) async fn until_deleted(
         }
         Err(e) => return Err(e),
     };
+    // The member that served the watch (a success leaves requests where
+    // they are).
+    let member = core.members.current();
     let Some(created) = created else {
         return Ok(Watched::Retry);
     };
@@ -121,6 +124,10 @@ pub(crate) async fn until_deleted(
                 Ok(None) | Err(_) => return Ok(Watched::Retry),
             },
             () = lease.lost() => return Ok(Watched::LeaseLost),
+            // Requests failed over to another member (the keep-alive found
+            // this one unreachable, say): the watch may be stuck on a dead
+            // connection, so look again there.
+            () = core.members.moved_from(member) => return Ok(Watched::Retry),
         }
     }
 }

@@ -331,6 +331,71 @@ fn member_down_from_the_start_is_skipped() {
     });
 }
 
+/// A waiter cut off from the member its requests and its watch go to (a
+/// partition between that client and that member only; the member itself
+/// is fine): its keep-alive fails over to another member and so does its
+/// watch, so it keeps its place and gets the lock when the holder releases.
+#[test]
+fn waiter_cut_off_from_its_member_follows_the_failover() {
+    if !cluster_fixture() {
+        return;
+    }
+    let _turn = one_at_a_time();
+    let cluster = DedicatedCluster::start(3);
+    let proxies: Vec<FaultProxy> = cluster
+        .members
+        .iter()
+        .map(|m| FaultProxy::start(m.parse().expect("address")).expect("proxy"))
+        .collect();
+    runtime().block_on(async {
+        let all = cluster.members.join(",");
+        let holder = connect_with(with_ttl(cluster.config(Layout::Mutex), 3)).await;
+        let mut through_proxies = cluster.config(Layout::Mutex);
+        through_proxies.endpoints = proxies.iter().map(|p| p.addr().to_string()).collect();
+        let waiter = Arc::new(connect_with(with_ttl(through_proxies, 3)).await);
+        let lock = name("cut-member");
+        let guard = acquire(&holder, &request(&lock, Wait::TryOnce))
+            .await
+            .expect("acquire");
+        let waiting = {
+            let (waiter, lock) = (Arc::clone(&waiter), lock.clone());
+            tokio::spawn(async move {
+                acquire(
+                    &*waiter,
+                    &request(&lock, Wait::Timeout(Duration::from_secs(30))),
+                )
+                .await
+            })
+        };
+        let keys = until_keys(&all, &format!("{lock}/"), 2).await;
+        let queued_rev = keys.iter().map(|k| k.2).max().expect("the waiter's key");
+
+        // The waiter talks to the first member listed; give it the time to
+        // open its watch there.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        proxies[0].set(Fault::Blackhole);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        guard.release().await.expect("release");
+        let released = Instant::now();
+        let next = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiter gets the lock while still cut off from its first member")
+            .expect("waiter task")
+            .unwrap_or_else(|e| panic!("the waiter failed: {}", e.report()));
+        eprintln!(
+            "the cut-off waiter entered {:?} after the release",
+            released.elapsed()
+        );
+        assert_eq!(
+            next.token(),
+            u64::try_from(queued_rev).unwrap(),
+            "the waiter kept its key, so its place"
+        );
+        next.release().await.expect("release");
+        proxies[0].set(Fault::Pass);
+    });
+}
+
 /// Two of three members killed: the holder goes `AtRisk`, then `Lost`
 /// within the TTL; a waiter ends at its timeout with `Unavailable` naming
 /// the members that are down; once they are back, the same clients acquire
