@@ -6,8 +6,9 @@
 #   ci/redis.sh start-sentinel STATE_DIR  # a master, one replica and three sentinels
 #   ci/redis.sh master STATE_DIR          # prints "ADDRESS PID" of the master the sentinels name
 #   ci/redis.sh failover STATE_DIR        # asks the sentinels for a failover, waits for the new master
-#   ci/redis.sh stop-master STATE_DIR [SIGNAL]  # kills the master (default KILL), waits for the
-#                                         #   sentinels to promote the replica, prints its address
+#   ci/redis.sh stop-master STATE_DIR [SIGNAL]  # signals the master (default KILL; STOP freezes
+#                                         #   it), waits for the sentinels to promote the
+#                                         #   replica, prints its address
 #   ci/redis.sh stop STATE_DIR            # stops everything started in STATE_DIR
 #
 # `start` writes STATE_DIR/redis.env:
@@ -250,9 +251,13 @@ stop-master)
     node=$(node_of_port "$old")
     pid=$(cat "$state/$node.pid")
     kill "-$signal" "$pid"
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    rm -f "$state/$node.pid"
-    log "stopped the master 127.0.0.1:$old (pid $pid, SIG$signal)"
+    case $signal in
+    KILL | TERM | INT | 9 | 15 | 2)
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        rm -f "$state/$node.pid"
+        ;;
+    esac
+    log "signalled the master 127.0.0.1:$old (pid $pid, SIG$signal)"
     wait_new_master "$old"
     ;;
 stop)
@@ -261,6 +266,7 @@ stop)
         [ -f "$pidfile" ] || continue
         pid=$(cat "$pidfile")
         if kill "$pid" 2>/dev/null; then
+            kill -CONT "$pid" 2>/dev/null || true # a process stopped by stop-master STOP
             for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             kill -KILL "$pid" 2>/dev/null || true
         fi

@@ -35,6 +35,10 @@ pub(crate) struct Conn {
     pub(crate) describe: String,
     /// Bounds every request, reconnecting included.
     pub(crate) timeout: Duration,
+    /// Bounds one attempt of a request (connecting and the request itself):
+    /// a quarter of the lock timeout at most, so a frozen master is given
+    /// up on, and the sentinels asked again, in time for a refresh.
+    attempt: Duration,
     current: Mutex<Option<(u64, MultiplexedConnection, Address)>>,
     connecting: tokio::sync::Mutex<()>,
     /// Counts connections made; the notifier follows it to move its
@@ -49,7 +53,9 @@ pub(crate) struct Conn {
 impl Conn {
     pub(crate) fn new(config: RedisConfig) -> Conn {
         let timeout = config.effective_request_timeout();
+        let attempt = timeout.min(config.lock_timeout / 4);
         Conn {
+            attempt,
             describe: config.describe(),
             config,
             timeout,
@@ -91,9 +97,10 @@ impl Conn {
         let deadline = Instant::now() + self.timeout;
         let mut last;
         loop {
-            match tokio::time::timeout_at(deadline, self.get()).await {
+            let attempt = (Instant::now() + self.attempt).min(deadline);
+            match tokio::time::timeout_at(attempt, self.get()).await {
                 Ok(Ok((generation, connection, address))) => {
-                    match tokio::time::timeout_at(deadline, op(connection)).await {
+                    match tokio::time::timeout_at(attempt, op(connection)).await {
                         Ok(Ok(value)) => {
                             self.set_outage(None);
                             return Ok(value);
@@ -104,14 +111,14 @@ impl Conn {
                         }
                         Ok(Err(e)) => return Err(self.map_error(what, &e)),
                         Err(_) => {
-                            last = format!("{address}: no answer within {:?}", self.timeout);
+                            last = format!("{address}: no answer within {:?}", self.attempt);
                             self.invalidate(generation);
                         }
                     }
                 }
                 Ok(Err(Failure::Retry(why))) => last = why,
                 Ok(Err(Failure::Fatal(e))) => return Err(e),
-                Err(_) => last = format!("connecting took longer than {:?}", self.timeout),
+                Err(_) => last = format!("connecting took longer than {:?}", self.attempt),
             }
             let now = Instant::now();
             if now + RETRY_PAUSE >= deadline {
@@ -235,7 +242,8 @@ impl Conn {
                     .query_async::<Option<(String, u16)>>(&mut connection)
                     .await
             };
-            match tokio::time::timeout(self.config.connect_timeout, asked).await {
+            let bound = self.config.connect_timeout.min(self.attempt);
+            match tokio::time::timeout(bound, asked).await {
                 Ok(Ok(Some((host, port)))) => {
                     self.first_sentinel.store(index, Ordering::Relaxed);
                     return Ok(Address::new(host, port));
@@ -250,10 +258,7 @@ impl Conn {
                     ));
                 }
                 Ok(Err(e)) => report.push(format!("{sentinel}: {}", describe_error(&e))),
-                Err(_) => report.push(format!(
-                    "{sentinel}: no answer within {:?}",
-                    self.config.connect_timeout
-                )),
+                Err(_) => report.push(format!("{sentinel}: no answer within {bound:?}")),
             }
         }
         Err(Failure::Retry(format!(

@@ -333,3 +333,62 @@ async fn a_sentinel_failover_is_followed_without_reopening() {
         assert_eq!(guard.release().await.unwrap_err().kind(), ErrorKind::Lost);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_master_is_given_up_for_the_promoted_replica() {
+    let Some(servers) = Servers::start("start-sentinel", "redis-sentinel.env") else {
+        return;
+    };
+    let sentinels: Vec<Address> = servers
+        .get("LOCKS_TEST_REDIS_SENTINELS")
+        .split(',')
+        .map(address)
+        .collect();
+    let mut config =
+        RedisConfig::sentinel(servers.get("LOCKS_TEST_REDIS_SENTINEL_MASTER"), sentinels);
+    config.credentials = password(servers.get("LOCKS_TEST_REDIS_SENTINEL_PASSWORD"));
+    config.lock_timeout = Duration::from_secs(6);
+    // kolla's socket_timeout: far longer than the lock timeout.
+    config.request_timeout = Duration::from_secs(60);
+    let backend = common::connect(config.clone()).await;
+    let peer = common::connect(config.clone()).await;
+
+    let held = unique_name("held-over-freeze");
+    let guard = acquire(&backend, &request(&held, Wait::TryOnce))
+        .await
+        .unwrap();
+    let mut state = guard.watch_state();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // SIGSTOP: connections to the master stay open and unanswered.
+    let new = servers.run(&["stop-master", "STOP"]);
+    let frozen = Instant::now();
+    let mut seen = vec![*state.borrow_and_update()];
+    // Watch the guard for more than a lock timeout past the freeze: its
+    // refreshes must leave the frozen master for the promoted replica.
+    let until = frozen + config.lock_timeout + Duration::from_secs(2);
+    while Instant::now() < until {
+        if tokio::time::timeout_at(until.into(), state.changed())
+            .await
+            .is_ok()
+        {
+            seen.push(*state.borrow_and_update());
+        }
+    }
+    eprintln!("new master {new}; the guard went through {seen:?}");
+    assert!(
+        !seen.contains(&LockState::Lost),
+        "the holder was lost while a promoted replica served: {seen:?}"
+    );
+    assert_eq!(guard.state(), LockState::Held);
+    let err = acquire(&peer, &request(&held, Wait::TryOnce))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{}", err.report());
+    guard.release().await.unwrap();
+    acquire(&peer, &request(&held, Wait::TryOnce))
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+}
