@@ -76,7 +76,10 @@
 //! # Timeouts and cancellation
 //! Every request, reconnecting and asking the sentinels included, is bounded
 //! by [`RedisConfig::request_timeout`] (never more than the lock timeout),
-//! so an unreachable server fails with
+//! and each attempt of it by a quarter of the lock timeout, after which the
+//! connection is dropped and the sentinels are asked again (a frozen master
+//! is thus left for a promoted replica before a held key could expire). An
+//! unreachable server fails with
 //! [`ErrorKind::Unavailable`] naming
 //! what happened, instead of hanging. Waiting for a held lock is bounded
 //! only by the request's [`Wait`]; a waiter with a timeout keeps trying
