@@ -401,6 +401,27 @@ fn killed_holder_zookeeper_next_waiter_within_session_timeout() {
     killed_holder(&config, &env, Duration::from_secs(3));
 }
 
+/// The `ci/redis.sh start` server as a `redis://` URL with a 2 s lock
+/// timeout and a namespace of this run.
+fn redis_url() -> Option<String> {
+    let addr = server("LOCKS_TEST_REDIS")?;
+    let password = std::env::var("LOCKS_TEST_REDIS_PASSWORD").unwrap_or_default();
+    Some(format!(
+        "redis://:{password}@{addr}?lock_timeout=2&namespace=locks-faults-{}",
+        std::process::id()
+    ))
+}
+
+#[test]
+fn killed_holder_redis_next_waiter_within_lock_timeout() {
+    let Some(url) = redis_url() else {
+        return;
+    };
+    let env = Env::new();
+    let config = env.config("redis.toml", Some(&url));
+    killed_holder(&config, &env, Duration::from_secs(3));
+}
+
 // ---------------------------------------------------------------- SIGSTOP
 
 /// The server is frozen while one holder (short TTL) holds and two checker
@@ -597,6 +618,22 @@ fn paused_run(url: &str) {
     assert_eq!(status.code(), Some(75), "the lock-unavailable status");
     assert!(!alive(command), "the command was stopped");
     assert_eq!(next.wait(Duration::from_secs(30)), 0);
+}
+
+#[test]
+fn paused_redis_locks_run_stops_its_command_when_continued() {
+    let Some(url) = redis_url() else {
+        return;
+    };
+    paused_run(&url);
+}
+
+#[test]
+fn paused_redis_holder_is_lost_at_once_and_its_stale_write_refused() {
+    let Some(url) = redis_url() else {
+        return;
+    };
+    paused_holder(&url);
 }
 
 #[test]
