@@ -39,7 +39,7 @@
 //! A lock lives as long as its ephemeral node, that is, as long as the
 //! session. The server expires a session a session timeout `T` (as
 //! negotiated) after it last heard from the client. The backend sends a cheap
-//! request every `T/10` and remembers when the last answered one left.
+//! request every `T/20` and remembers when the last answered one left.
 //! Guards follow the session state
 //! ([`LockGuard::state`](locks_core::LockGuard::state)):
 //! - disconnected from the server, or no answer for `4T/10`:
@@ -47,8 +47,9 @@
 //!   still recover; stop starting new work under the lock;
 //! - reconnected in time: [`LockState::Held`](locks_core::LockState::Held)
 //!   again. Waiters keep their place in the queue meanwhile;
-//! - expired or closed, or no answer until `min(T/5, 1 s)` before the server
-//!   could expire the session: [`LockState::Lost`](locks_core::LockState::Lost),
+//! - expired or closed, or no answer until `min(T/5, 1 s)` (plus
+//!   `min(T/30, 100 ms)` for late timers) before the server could expire
+//!   the session: [`LockState::Lost`](locks_core::LockState::Lost),
 //!   which is final. In the last case the backend gives the session up and
 //!   closes it, so its nodes go as soon as the server hears from it. So a
 //!   guard reports the loss before anyone else can get the lock (unless this

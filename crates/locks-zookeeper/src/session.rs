@@ -25,10 +25,10 @@
 //!
 //! The server expires a session `T` (the negotiated session timeout) after
 //! it last heard from the client, never earlier. The monitor sends a cheap
-//! request every `T / 10` and keeps the send instant of the last one answered:
+//! request every `T / 20` and keeps the send instant of the last one answered:
 //! the server heard from us at or after that instant. The session is given
 //! up and its guards told [`LockState::Lost`] at that instant plus `T` minus
-//! `min(T / 5, 1 s)` (and a little slack for timers): before the server can
+//! `min(T / 5, 1 s)` and `min(T / 30, 100 ms)` of slack for late timers: before the server can
 //! expire it, and no earlier than needed, so a connection that is back
 //! within about `T / 2` (the client reconnects with a doubling backoff) keeps
 //! every holder holding and every waiter in its place.
@@ -89,14 +89,14 @@ struct Timing {
 impl Timing {
     fn new(timeout: Duration) -> Timing {
         let margin = (timeout / 5).min(Duration::from_secs(1));
-        // Timers fire late under load; keep the margin nonetheless.
-        let slack = (timeout / 50).min(Duration::from_millis(50));
-        let probe_every = (timeout / 10).max(Duration::from_millis(10));
+        // Timers fire late on a loaded machine; keep the margin nonetheless.
+        let slack = (timeout / 30).min(Duration::from_millis(100));
+        let probe_every = (timeout / 20).max(Duration::from_millis(10));
         Timing {
             timeout,
             probe_every,
             give_up_after: timeout.saturating_sub(margin + slack),
-            at_risk_after: probe_every * 4,
+            at_risk_after: timeout * 2 / 5,
         }
     }
 }
