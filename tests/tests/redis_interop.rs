@@ -210,3 +210,53 @@ async fn tooz_redis_sentinel_kolla_url_both_ways() {
     both_ways(&setup).await;
     alternations(&setup).await;
 }
+
+/// Opening a `redis://` Global backend warns about asynchronous replication
+/// and shows neither the master's nor the sentinels' password anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_warns_and_shows_no_password() {
+    let Some(url) = kolla_url() else {
+        return;
+    };
+    let password = std::env::var("LOCKS_TEST_REDIS_SENTINEL_PASSWORD").unwrap_or_default();
+    // The fixture's sentinels take no password; tooz sends this one only
+    // when asked to, and so do we.
+    let url = format!("{url}&sentinel_password=sentinel-secret-7");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let text = format!(
+        "compat = \"openstack\"\nprefix = \"cinder\"\nlock_path = \"{}\"\n[backends]\nglobal = \"{url}\"\n",
+        dir.path().display()
+    );
+    let config = Config::from_toml_str(&text, dir.path(), "redis warning test").expect("config");
+    // The fixture's sentinels have no password, so they refuse AUTH: a
+    // typed error at once, naming the sentinels, without either password.
+    let err = Locks::open(config)
+        .await
+        .expect_err("the sentinels refuse the sentinel password");
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{}", err.report());
+    let first = std::env::var("LOCKS_TEST_REDIS_SENTINELS").unwrap_or_default();
+    let first = first.split(',').next().unwrap_or_default();
+    assert!(err.report().contains(first), "{}", err.report());
+    let shown = err.report();
+    assert!(
+        !shown.contains(&password) && !shown.contains("sentinel-secret-7"),
+        "{shown}"
+    );
+
+    let Some(setup) = Setup::new(kolla_url(), "warning").await else {
+        return;
+    };
+    let warnings: Vec<&str> = setup.locks.warnings_for(Scope::Global).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("Redis replicates asynchronously")),
+        "{warnings:?}"
+    );
+    let shown = format!(
+        "{warnings:?} {} {:?}",
+        setup.locks.backend_url(Scope::Global),
+        setup.locks.backend(Scope::Global)
+    );
+    assert!(!shown.contains(&password), "{shown}");
+}

@@ -223,6 +223,7 @@ impl Conn {
     ) -> std::result::Result<Address, Failure> {
         let first = self.first_sentinel.load(Ordering::Relaxed) % sentinels.len();
         let mut report = Vec::with_capacity(sentinels.len());
+        let mut refused = 0;
         for i in 0..sentinels.len() {
             let index = (first + i) % sentinels.len();
             let sentinel = &sentinels[index];
@@ -252,6 +253,7 @@ impl Conn {
                     report.push(format!("{sentinel}: knows no master named `{master_name}`"));
                 }
                 Ok(Err(e)) if is_auth_error(&e) => {
+                    refused += 1;
                     report.push(format!(
                         "{sentinel}: refused the sentinel credentials ({})",
                         describe_error(&e)
@@ -261,10 +263,22 @@ impl Conn {
                 Err(_) => report.push(format!("{sentinel}: no answer within {bound:?}")),
             }
         }
-        Err(Failure::Retry(format!(
+        let what = format!(
             "no sentinel named the master `{master_name}` (asked {})",
             report.join("; ")
-        )))
+        );
+        if refused == sentinels.len() {
+            // Every sentinel refused our credentials: asking again cannot help.
+            return Err(Failure::Fatal(Error::new(
+                ErrorKind::PermissionDenied,
+                format!(
+                    "redis at {}: {what}; check sentinel_username and sentinel_password \
+                     (tooz sends the URL's credentials to the master only)",
+                    self.describe
+                ),
+            )));
+        }
+        Err(Failure::Retry(what))
     }
 
     /// Opens one connection, authenticated and on database `db`.
@@ -403,7 +417,10 @@ fn is_auth_error(e: &redis::RedisError) -> bool {
         return true;
     }
     let text = e.to_string();
-    text.contains("WRONGPASS") || text.contains("NOAUTH") || text.contains("NOPERM")
+    text.contains("WRONGPASS")
+        || text.contains("NOAUTH")
+        || text.contains("NOPERM")
+        || text.contains("without any password configured")
 }
 
 /// A redis error as text. The crate's messages carry no credentials (they
