@@ -223,8 +223,8 @@ fn bad_configuration_gives_typed_exit_codes_and_names_the_key() {
         ("prefx = \"cinder-\"\n", "prefx"),
         ("[backends]\nnode = \"memory://\"\n", "backends.node"),
         (
-            "[backends]\nglobal = \"redis://127.0.0.1\"\n",
-            "unknown scheme `redis`",
+            "[backends]\nglobal = \"consul://127.0.0.1\"\n",
+            "unknown scheme `consul`",
         ),
         (
             "[backends]\nnode = \"file:///tmp/x?mechanism=lockf\"\n",
