@@ -3,6 +3,7 @@
 # `redis-sentinel`, 7.0 on bookworm) for the tests of locks-redis.
 #
 #   ci/redis.sh start STATE_DIR           # one server with a password, free port on 127.0.0.1
+#   ci/redis.sh start-tls STATE_DIR       # one server with a password, TLS only (client certificates optional)
 #   ci/redis.sh start-sentinel STATE_DIR  # a master, one replica and three sentinels
 #   ci/redis.sh master STATE_DIR          # prints "ADDRESS PID" of the master the sentinels name
 #   ci/redis.sh failover STATE_DIR        # asks the sentinels for a failover, waits for the new master
@@ -16,6 +17,13 @@
 #   LOCKS_TEST_REDIS=127.0.0.1:PORT
 #   LOCKS_TEST_REDIS_PASSWORD=PASSWORD      (requirepass; user `default`)
 #   LOCKS_TEST_REDIS_PID=PID
+#
+# `start-tls` makes a throw-away CA, server and client certificates with
+# `openssl` in STATE_DIR/tls and writes STATE_DIR/redis-tls.env:
+#
+#   LOCKS_TEST_REDIS_TLS=127.0.0.1:PORT     LOCKS_TEST_REDIS_TLS_PASSWORD=PASSWORD
+#   LOCKS_TEST_REDIS_TLS_CA=…/ca.pem  LOCKS_TEST_REDIS_TLS_CERT=…/client.pem
+#   LOCKS_TEST_REDIS_TLS_KEY=…/client-key.pem  LOCKS_TEST_REDIS_TLS_PID=PID
 #
 # `start-sentinel` writes STATE_DIR/redis-sentinel.env:
 #
@@ -38,7 +46,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 start|start-sentinel|master|failover|stop STATE_DIR" >&2
+    echo "usage: $0 start|start-tls|start-sentinel|master|failover|stop STATE_DIR" >&2
     echo "       $0 stop-master STATE_DIR [SIGNAL]" >&2
     exit 2
 }
@@ -125,6 +133,59 @@ start() {
     printf 'LOCKS_TEST_REDIS=127.0.0.1:%s\nLOCKS_TEST_REDIS_PASSWORD=%s\nLOCKS_TEST_REDIS_PID=%s\n' \
         "$port" "$password" "$pid" >"$state/redis.env"
     log "redis-server (pid $pid) answers on 127.0.0.1:$port; environment in $state/redis.env"
+}
+
+# Writes a CA, a server certificate for 127.0.0.1 and a client certificate to $1.
+make_certs() {
+    local dir=$1
+    command -v openssl >/dev/null || { log "start-tls needs \`openssl\`"; exit 1; }
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=locks-test-ca" \
+            -keyout ca-key.pem -out ca.pem
+        printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server-key.pem -out server.csr
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+            -extfile server.ext -out server.pem
+        printf 'extendedKeyUsage=clientAuth\n' >client.ext
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=locks-test-client" -keyout client-key.pem -out client.csr
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+            -extfile client.ext -out client.pem
+    ) >"$dir/openssl.log" 2>&1 || { log "making certificates failed:"; cat "$dir/openssl.log" >&2; exit 1; }
+}
+
+start_tls() {
+    prepare
+    local port password tls=$state/tls
+    make_certs "$tls"
+    port=$(free_port)
+    password="pw-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    mkdir -p "$state/redis-tls"
+    redis-server --port 0 --tls-port "$port" --bind 127.0.0.1 --requirepass "$password" \
+        --tls-cert-file "$tls/server.pem" --tls-key-file "$tls/server-key.pem" \
+        --tls-ca-cert-file "$tls/ca.pem" --tls-auth-clients optional \
+        --dir "$state/redis-tls" --save "" --appendonly no --daemonize no --protected-mode no \
+        --logfile "$state/redis-tls.log" &
+    pid=$!
+    echo "$pid" >"$state/redis-tls.pid"
+    local ok=false
+    for _ in $(seq 1 200); do
+        if REDISCLI_AUTH=$password timeout 5 redis-cli --tls --cacert "$tls/ca.pem" -h 127.0.0.1 -p "$port" ping 2>/dev/null |
+            grep -q PONG; then
+            ok=true
+            break
+        fi
+        sleep 0.1
+    done
+    $ok || { log "timed out waiting for redis-server over TLS on 127.0.0.1:$port"; tail -20 "$state/redis-tls.log" >&2; exit 1; }
+    {
+        printf 'LOCKS_TEST_REDIS_TLS=127.0.0.1:%s\nLOCKS_TEST_REDIS_TLS_PASSWORD=%s\n' "$port" "$password"
+        printf 'LOCKS_TEST_REDIS_TLS_CA=%s\nLOCKS_TEST_REDIS_TLS_CERT=%s\nLOCKS_TEST_REDIS_TLS_KEY=%s\n' \
+            "$tls/ca.pem" "$tls/client.pem" "$tls/client-key.pem"
+        printf 'LOCKS_TEST_REDIS_TLS_PID=%s\n' "$pid"
+    } >"$state/redis-tls.env"
+    log "redis-server (pid $pid) answers over TLS on 127.0.0.1:$port; environment in $state/redis-tls.env"
 }
 
 start_sentinel() {
@@ -231,6 +292,7 @@ wait_new_master() {
 
 case $action in
 start) start ;;
+start-tls) start_tls ;;
 start-sentinel) start_sentinel ;;
 master)
     load_sentinel_env
@@ -272,7 +334,7 @@ stop)
         fi
         rm -f "$pidfile"
     done
-    rm -f "$state/redis.env" "$state/redis-sentinel.env"
+    rm -f "$state/redis.env" "$state/redis-sentinel.env" "$state/redis-tls.env"
     ;;
 *) usage ;;
 esac

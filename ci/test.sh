@@ -23,6 +23,7 @@ cleanup() {
     bash ci/etcd.sh stop "$state" >/dev/null 2>&1 || true
     bash ci/redis.sh stop "$state/redis" >/dev/null 2>&1 || true
     bash ci/redis.sh stop "$state/redis-sentinel" >/dev/null 2>&1 || true
+    bash ci/redis.sh stop "$state/redis-tls" >/dev/null 2>&1 || true
     rm -rf "$state"
 }
 trap cleanup EXIT
@@ -34,8 +35,9 @@ bash ci/etcd.sh start "$state"
 # A 3-member etcd cluster too (STATE/etcd-cluster.env; `ci/etcd.sh stop` stops both).
 bash ci/etcd.sh start-cluster "$state" 3
 bash ci/zookeeper.sh start "$state"
-# Redis: one server, and a master with a replica behind three sentinels.
+# Redis: one server, one over TLS, and a master with a replica behind three sentinels.
 bash ci/redis.sh start "$state/redis"
+bash ci/redis.sh start-tls "$state/redis-tls"
 bash ci/redis.sh start-sentinel "$state/redis-sentinel"
 set -a
 . "$state/etcd.env"
@@ -43,6 +45,7 @@ set -a
 . "$state/zookeeper.env"
 . "$state/redis/redis.env"
 . "$state/redis-sentinel/redis-sentinel.env"
+. "$state/redis-tls/redis-tls.env"
 set +a
 
 step "python venv (oslo.concurrency, tooz) for the OpenStack interop tests"

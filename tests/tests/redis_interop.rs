@@ -7,7 +7,8 @@
 //! the Python side is `tests/python/peer.py tooz-redis URL NAME`, a tooz
 //! coordinator (with its heartbeat) taking `b"cinder-" + NAME` as Cinder does.
 //!
-//! Needs `LOCKS_TEST_PYTHON`, and `LOCKS_TEST_REDIS` (+ `_PASSWORD`) or
+//! Needs `LOCKS_TEST_PYTHON`, and `LOCKS_TEST_REDIS` (+ `_PASSWORD`),
+//! `LOCKS_TEST_REDIS_TLS` (+ `_PASSWORD`, `_CA`, `_CERT`, `_KEY`) or
 //! `LOCKS_TEST_REDIS_SENTINELS` (+ `_SENTINEL_MASTER`, `_SENTINEL_PASSWORD`)
 //! from `ci/redis.sh`; each test skips without them unless `CI=true`.
 
@@ -63,6 +64,20 @@ fn kolla_url() -> Option<String> {
     }
     url.push_str("&db=0&socket_timeout=60&retry_on_timeout=yes");
     Some(url)
+}
+
+/// The TLS server (`ci/redis.sh start-tls`) with tooz's TLS options: the CA,
+/// and a client certificate and key.
+fn tls_url() -> Option<String> {
+    let server = server_from_env("LOCKS_TEST_REDIS_TLS")?;
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    Some(format!(
+        "redis://:{}@{server}?ssl=true&ssl_ca_certs={}&ssl_certfile={}&ssl_keyfile={}&lock_timeout=5",
+        var("LOCKS_TEST_REDIS_TLS_PASSWORD"),
+        var("LOCKS_TEST_REDIS_TLS_CA"),
+        var("LOCKS_TEST_REDIS_TLS_CERT"),
+        var("LOCKS_TEST_REDIS_TLS_KEY"),
+    ))
 }
 
 struct Setup {
@@ -200,6 +215,14 @@ async fn tooz_redis_alternations() {
         return;
     };
     alternations(&setup).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tooz_redis_tls_both_ways() {
+    let Some(setup) = Setup::new(tls_url(), "tls").await else {
+        return;
+    };
+    both_ways(&setup).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -392,3 +392,73 @@ async fn a_frozen_master_is_given_up_for_the_promoted_replica() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_client_certificate() {
+    let Some(servers) = Servers::start("start-tls", "redis-tls.env") else {
+        return;
+    };
+    let server = address(servers.get("LOCKS_TEST_REDIS_TLS"));
+    let mut config = RedisConfig::new(server.host.clone(), server.port);
+    config.credentials = password(servers.get("LOCKS_TEST_REDIS_TLS_PASSWORD"));
+    config.tls = Some(locks_redis::TlsConfig {
+        ca: Some(servers.get("LOCKS_TEST_REDIS_TLS_CA").into()),
+        cert: Some(servers.get("LOCKS_TEST_REDIS_TLS_CERT").into()),
+        key: Some(servers.get("LOCKS_TEST_REDIS_TLS_KEY").into()),
+    });
+    if !locks_redis::TLS_SUPPORTED {
+        let err = locks_redis::RedisBackend::connect(config)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported, "{}", err.report());
+        return;
+    }
+    let backend = common::connect(config.clone()).await;
+    let peer = common::connect(config.clone()).await;
+    let name = unique_name("tls");
+    let guard = acquire(&backend, &request(&name, Wait::TryOnce))
+        .await
+        .unwrap();
+    let err = acquire(&peer, &request(&name, Wait::TryOnce))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{}", err.report());
+    let waiting = {
+        let (peer, name) = (peer.clone(), name.clone());
+        tokio::spawn(async move {
+            acquire(
+                &peer,
+                &request(&name, Wait::Timeout(Duration::from_secs(10))),
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    guard.release().await.unwrap();
+    waiting.await.unwrap().unwrap().release().await.unwrap();
+
+    // Plain text to a TLS-only port, or a CA that did not sign the server's
+    // certificate, fails with a typed error instead of hanging.
+    let mut plain = config.clone();
+    plain.tls = None;
+    plain.request_timeout = Duration::from_millis(500);
+    let err = locks_redis::RedisBackend::connect(plain).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.report());
+    let mut wrong_ca = config;
+    wrong_ca.request_timeout = Duration::from_millis(500);
+    if let Some(tls) = &mut wrong_ca.tls {
+        tls.ca = Some(servers.get("LOCKS_TEST_REDIS_TLS_CERT").into());
+    }
+    let err = locks_redis::RedisBackend::connect(wrong_ca)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::Unavailable | ErrorKind::InvalidConfig
+        ),
+        "{}",
+        err.report()
+    );
+    eprintln!("a CA that did not sign the server: {}", err.report());
+}
