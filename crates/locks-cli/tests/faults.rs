@@ -506,6 +506,88 @@ fn frozen_zookeeper_the_holder_is_told_before_anyone_else_acquires() {
     );
 }
 
+// ---------------------------------------------------------------- partitioned `locks run`
+
+/// `locks run` holds a lock through a fault proxy while its command runs; the
+/// proxy then blackholes (a partition). `locks run` must stop its command
+/// (SIGTERM) at least min(TTL/5, 1 s) before the server can expire its lease
+/// or session, which is no later than the moment another client, talking
+/// to the server directly, holds the lock. Both instants are CLOCK_MONOTONIC
+/// stamps: the command's own on SIGTERM, the other holder's on entering.
+fn partitioned_run(scheme: &str, server: &str, path: &str, expiry: &str, ttl: Duration) {
+    let upstream = server.parse().expect("a host:port");
+    let proxy = locks_fault_proxy::FaultProxy::start(upstream).expect("proxy");
+    let env = Env::new();
+    let cut_off = env.config(
+        "cut-off.toml",
+        Some(&format!("{scheme}://{}{path}?{expiry}", proxy.addr())),
+    );
+    let direct = env.config("direct.toml", Some(&format!("{scheme}://{server}{path}")));
+    let name = format!("fault-partitioned-run-{}", std::process::id());
+    let mut cmd = locks(&cut_off);
+    cmd.args(["run", "--scope", "global", "--name", &name, "--"])
+        .args(["python3", "-c"])
+        .arg(
+            "import signal, sys, time\n\
+             def term(*_):\n    \
+                 print('term', time.clock_gettime_ns(time.CLOCK_MONOTONIC), flush=True)\n    \
+                 sys.exit(0)\n\
+             signal.signal(signal.SIGTERM, term)\n\
+             print('started', flush=True)\n\
+             time.sleep(120)\n",
+        );
+    let mut run = Running::start(cmd);
+    run.expect_line_within("started", Duration::from_secs(30));
+    proxy.set(locks_fault_proxy::Fault::Blackhole);
+    let mut next = Holder::start(
+        &direct,
+        "global",
+        &name,
+        Duration::from_millis(100),
+        &env.path("next.log"),
+    );
+    let term: u64 = run.expect_line_within("term ", Duration::from_secs(30))[5..]
+        .trim()
+        .parse()
+        .expect("the command's stamp");
+    let margin = Duration::from_nanos(next.enter.saturating_sub(term));
+    let cut = proxy.faulted_at().expect("the partition's stamp");
+    eprintln!(
+        "{scheme}: the command was stopped {:?} after the partition, {margin:?} before another client held the lock",
+        Duration::from_nanos(term.saturating_sub(cut))
+    );
+    let required = (ttl / 5).min(Duration::from_secs(1));
+    assert!(
+        next.enter > term && margin >= required,
+        "the command was stopped {margin:?} before the next holder entered; at least {required:?} is required"
+    );
+    let status = run.child.wait().expect("wait for locks run");
+    assert_eq!(status.code(), Some(75), "the lock-unavailable status");
+    assert_eq!(next.wait(Duration::from_secs(30)), 0);
+}
+
+#[test]
+fn partitioned_etcd_locks_run_stops_its_command_before_the_lease_can_expire() {
+    let Some(server) = server("LOCKS_TEST_ETCD") else {
+        return;
+    };
+    partitioned_run("etcd", &server, "", "ttl=3s", Duration::from_secs(3));
+}
+
+#[test]
+fn partitioned_zookeeper_locks_run_stops_its_command_before_the_session_can_expire() {
+    let Some(server) = server("LOCKS_TEST_ZK") else {
+        return;
+    };
+    partitioned_run(
+        "zookeeper",
+        &server,
+        "/locks-faults",
+        "session_timeout=3s",
+        Duration::from_secs(3),
+    );
+}
+
 // ---------------------------------------------------------------- paused holder
 
 /// A holder paused with SIGSTOP past its TTL (a zombie) while another
