@@ -4,7 +4,8 @@
 #
 #   ci/redis.sh start STATE_DIR           # one server with a password, free port on 127.0.0.1
 #   ci/redis.sh start-tls STATE_DIR       # one server with a password, TLS only (client certificates optional)
-#   ci/redis.sh start-sentinel STATE_DIR  # a master, one replica and three sentinels
+#   ci/redis.sh start-sentinel STATE_DIR [auth]  # a master, one replica and three sentinels
+#                                         #   (with `auth`, the sentinels require a password too)
 #   ci/redis.sh master STATE_DIR          # prints "ADDRESS PID" of the master the sentinels name
 #   ci/redis.sh failover STATE_DIR        # asks the sentinels for a failover, waits for the new master
 #   ci/redis.sh stop-master STATE_DIR [SIGNAL]  # signals the master (default KILL; STOP freezes
@@ -32,6 +33,7 @@
 #   LOCKS_TEST_REDIS_SENTINEL_PASSWORD=PASSWORD  (the master's and the replica's requirepass;
 #                                            the sentinels themselves take no password)
 #   LOCKS_TEST_REDIS_SENTINEL_STATE=STATE_DIR  (absolute, for failover / stop-master)
+#   LOCKS_TEST_REDIS_SENTINEL_AUTH_PASSWORD=PASSWORD  (the sentinels' requirepass; empty without `auth`)
 #   LOCKS_TEST_REDIS_N1=127.0.0.1:P1  LOCKS_TEST_REDIS_N1_PID=PID   (the first master)
 #   LOCKS_TEST_REDIS_N2=127.0.0.1:P2  LOCKS_TEST_REDIS_N2_PID=PID   (its replica)
 #
@@ -192,6 +194,10 @@ start_sentinel() {
     prepare
     local password p1 p2
     password="pw-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    spw=""
+    if [ "${1:-}" = auth ]; then
+        spw="spw-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+    fi
     p1=$(free_port)
     server n1 "$p1" "$password"
     local pid1=$pid
@@ -215,18 +221,22 @@ sentinel down-after-milliseconds $master_name 1000
 sentinel failover-timeout $master_name 5000
 sentinel parallel-syncs $master_name 1
 EOF
+        if [ -n "$spw" ]; then
+            # Sentinels talk to each other with the password they require.
+            printf 'requirepass %s\nsentinel sentinel-pass %s\n' "$spw" "$spw" >>"$state/sentinel$i.conf"
+        fi
         redis-sentinel "$state/sentinel$i.conf" &
         echo "$!" >"$state/sentinel$i.pid"
         sentinels+=("127.0.0.1:$sp")
-        wait_for "sentinel $i on 127.0.0.1:$sp" "$p1" "$sp" "" sentinel get-master-addr-by-name "$master_name"
+        wait_for "sentinel $i on 127.0.0.1:$sp" "$p1" "$sp" "$spw" sentinel get-master-addr-by-name "$master_name"
     done
     # Each sentinel must know the other two (they meet through the master)
     # and the replica, or a failover cannot be agreed on.
     for s in "${sentinels[@]}"; do
-        wait_for "sentinel $s to see its peers" "^num-other-sentinels$" "${s#*:}" "" sentinel master "$master_name"
+        wait_for "sentinel $s to see its peers" "^num-other-sentinels$" "${s#*:}" "$spw" sentinel master "$master_name"
         for _ in $(seq 1 200); do
-            if [ "$(cli "${s#*:}" "" sentinel master "$master_name" | grep -A1 '^num-other-sentinels$' | tail -1)" = 2 ] &&
-                [ "$(cli "${s#*:}" "" sentinel master "$master_name" | grep -A1 '^num-slaves$' | tail -1)" = 1 ]; then
+            if [ "$(cli "${s#*:}" "$spw" sentinel master "$master_name" | grep -A1 '^num-other-sentinels$' | tail -1)" = 2 ] &&
+                [ "$(cli "${s#*:}" "$spw" sentinel master "$master_name" | grep -A1 '^num-slaves$' | tail -1)" = 1 ]; then
                 break
             fi
             sleep 0.1
@@ -237,6 +247,7 @@ EOF
     {
         printf 'LOCKS_TEST_REDIS_SENTINELS=%s\nLOCKS_TEST_REDIS_SENTINEL_MASTER=%s\n' "$list" "$master_name"
         printf 'LOCKS_TEST_REDIS_SENTINEL_PASSWORD=%s\nLOCKS_TEST_REDIS_SENTINEL_STATE=%s\n' "$password" "$state"
+        printf 'LOCKS_TEST_REDIS_SENTINEL_AUTH_PASSWORD=%s\n' "$spw"
         printf 'LOCKS_TEST_REDIS_N1=127.0.0.1:%s\nLOCKS_TEST_REDIS_N1_PID=%s\n' "$p1" "$pid1"
         printf 'LOCKS_TEST_REDIS_N2=127.0.0.1:%s\nLOCKS_TEST_REDIS_N2_PID=%s\n' "$p2" "$pid2"
     } >"$state/redis-sentinel.env"
@@ -249,6 +260,7 @@ load_sentinel_env() {
     [ -f "$state/redis-sentinel.env" ] || { log "no sentinel setup in $state (ci/redis.sh start-sentinel $state)"; exit 1; }
     # shellcheck disable=SC1091
     . "$state/redis-sentinel.env"
+    spw=${LOCKS_TEST_REDIS_SENTINEL_AUTH_PASSWORD:-}
     first_sentinel_port=${LOCKS_TEST_REDIS_SENTINELS%%,*}
     first_sentinel_port=${first_sentinel_port#*:}
 }
@@ -257,7 +269,7 @@ load_sentinel_env() {
 master_port() {
     local s
     for s in ${LOCKS_TEST_REDIS_SENTINELS//,/ }; do
-        if cli "${s#*:}" "" sentinel get-master-addr-by-name "$master_name" 2>/dev/null | sed -n 2p | grep -E '^[0-9]+$'; then
+        if cli "${s#*:}" "$spw" sentinel get-master-addr-by-name "$master_name" 2>/dev/null | sed -n 2p | grep -E '^[0-9]+$'; then
             return 0
         fi
     done
@@ -277,7 +289,7 @@ wait_new_master() {
     for _ in $(seq 1 300); do
         local agreed=true
         for s in ${LOCKS_TEST_REDIS_SENTINELS//,/ }; do
-            port=$(cli "${s#*:}" "" sentinel get-master-addr-by-name "$master_name" 2>/dev/null | sed -n 2p || true)
+            port=$(cli "${s#*:}" "$spw" sentinel get-master-addr-by-name "$master_name" 2>/dev/null | sed -n 2p || true)
             if [ -z "$port" ] || [ "$port" = "$old" ]; then agreed=false; fi
         done
         if $agreed && cli "$port" "$LOCKS_TEST_REDIS_SENTINEL_PASSWORD" role 2>/dev/null | head -1 | grep -q '^master$'; then
@@ -293,7 +305,7 @@ wait_new_master() {
 case $action in
 start) start ;;
 start-tls) start_tls ;;
-start-sentinel) start_sentinel ;;
+start-sentinel) start_sentinel "${3:-}" ;;
 master)
     load_sentinel_env
     port=$(master_port) || { log "no sentinel names a master"; exit 1; }
@@ -303,7 +315,7 @@ master)
 failover)
     load_sentinel_env
     old=$(master_port) || { log "no sentinel names a master"; exit 1; }
-    cli "$first_sentinel_port" "" sentinel failover "$master_name" >/dev/null
+    cli "$first_sentinel_port" "$spw" sentinel failover "$master_name" >/dev/null
     wait_new_master "$old"
     ;;
 stop-master)

@@ -27,15 +27,20 @@ fn script() -> PathBuf {
 
 impl Servers {
     fn start(action: &str, env_file: &str) -> Option<Servers> {
+        Self::start_with(&[action], env_file)
+    }
+
+    fn start_with(args: &[&str], env_file: &str) -> Option<Servers> {
         server_from_env("LOCKS_TEST_REDIS")?;
         let dir = tempfile::tempdir().expect("temp dir");
         let status = Command::new("bash")
             .arg(script())
-            .arg(action)
+            .arg(args[0])
             .arg(dir.path())
+            .args(&args[1..])
             .status()
             .expect("running ci/redis.sh");
-        assert!(status.success(), "ci/redis.sh {action} failed");
+        assert!(status.success(), "ci/redis.sh {args:?} failed");
         let text = std::fs::read_to_string(dir.path().join(env_file)).expect("env file");
         let env = text
             .lines()
@@ -461,4 +466,77 @@ async fn tls_with_a_client_certificate() {
         err.report()
     );
     eprintln!("a CA that did not sign the server: {}", err.report());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_with_a_password_of_their_own() {
+    let Some(servers) = Servers::start_with(&["start-sentinel", "auth"], "redis-sentinel.env")
+    else {
+        return;
+    };
+    let sentinels: Vec<Address> = servers
+        .get("LOCKS_TEST_REDIS_SENTINELS")
+        .split(',')
+        .map(address)
+        .collect();
+    let mut config =
+        RedisConfig::sentinel(servers.get("LOCKS_TEST_REDIS_SENTINEL_MASTER"), sentinels);
+    config.credentials = password(servers.get("LOCKS_TEST_REDIS_SENTINEL_PASSWORD"));
+    config.lock_timeout = Duration::from_secs(5);
+
+    // Without the sentinels' password, or with a wrong one: refused at once,
+    // naming the sentinels, never showing a password.
+    for wrong in [None, password("not-the-sentinel-password")] {
+        let mut c = config.clone();
+        c.sentinel_credentials = wrong;
+        let started = Instant::now();
+        let err = locks_redis::RedisBackend::connect(c).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{}", err.report());
+        assert!(
+            err.report().contains(
+                servers
+                    .get("LOCKS_TEST_REDIS_SENTINELS")
+                    .split(',')
+                    .next()
+                    .unwrap()
+            ),
+            "{}",
+            err.report()
+        );
+        assert!(
+            !err.report().contains("not-the-sentinel-password"),
+            "{}",
+            err.report()
+        );
+        assert!(
+            !err.report()
+                .contains(servers.get("LOCKS_TEST_REDIS_SENTINEL_PASSWORD"))
+        );
+        assert!(
+            started.elapsed() < config.request_timeout,
+            "refused at once"
+        );
+    }
+
+    config.sentinel_credentials = password(servers.get("LOCKS_TEST_REDIS_SENTINEL_AUTH_PASSWORD"));
+    let backend = common::connect(config.clone()).await;
+    let peer = common::connect(config).await;
+    let name = unique_name("sentinel-auth");
+    let guard = acquire(&backend, &request(&name, Wait::TryOnce))
+        .await
+        .unwrap();
+    let err = acquire(&peer, &request(&name, Wait::TryOnce))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{}", err.report());
+    guard.release().await.unwrap();
+    // And after a failover the sentinels are asked again with it.
+    servers.run(&["failover"]);
+    let next = acquire(
+        &peer,
+        &request(&name, Wait::Timeout(Duration::from_secs(20))),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("after the failover: {}", e.report()));
+    next.release().await.unwrap();
 }
