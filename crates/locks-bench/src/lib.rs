@@ -25,6 +25,7 @@ use locks::{BackendUrls, Config, Error, ErrorKind, LockGuard, Locks, Result, Sco
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
+mod failover;
 mod queue;
 mod stats;
 use stats::Dist;
@@ -139,6 +140,8 @@ struct Plan {
     python_iters: usize,
     /// How long ZooKeeper's request paths are exercised before its rows.
     jvm_warmup: Duration,
+    /// Leader kills per cluster section.
+    failovers: usize,
 }
 
 impl Plan {
@@ -156,6 +159,7 @@ impl Plan {
                 contend: Duration::from_secs(1),
                 python_iters: 40,
                 jvm_warmup: Duration::from_secs(3),
+                failovers: 1,
             }
         } else {
             Plan {
@@ -170,6 +174,7 @@ impl Plan {
                 contend: Duration::from_secs(5),
                 python_iters: 300,
                 jvm_warmup: Duration::from_secs(10),
+                failovers: 3,
             }
         }
     }
@@ -356,6 +361,16 @@ pub async fn run(opts: &BenchOptions, out: &mut (dyn Write + Send)) -> Result<()
             out,
             "\n[zookeeper]\n  skipped: no ZooKeeper server (set LOCKS_TEST_ZK or give --config with a zookeeper:// global)",
         )?,
+    }
+    for (section, service) in [
+        ("etcd-cluster", failover::Service::Etcd),
+        ("zookeeper-cluster", failover::Service::Zookeeper),
+    ] {
+        if opts.wants(section)
+            && let Err(e) = failover::section(service, plan.failovers, &dir.0, out).await
+        {
+            say(out, format_args!("  failed: {e}"))?;
+        }
     }
     if opts.wants("c")
         && let Err(e) = c_abi(&plan, opts, &dir.0, out).await

@@ -42,10 +42,10 @@ fn quick_bench_prints_a_readable_table_per_backend() {
     let etcd = server_from_env("LOCKS_TEST_ETCD").is_some();
     let zookeeper = server_from_env("LOCKS_TEST_ZK").is_some();
     if etcd {
-        only.push("etcd");
+        only.extend(["etcd", "etcd-cluster"]);
     }
     if zookeeper {
-        only.push("zookeeper");
+        only.extend(["zookeeper", "zookeeper-cluster"]);
     }
     let python = server_from_env("LOCKS_TEST_PYTHON").is_some();
     if python {
@@ -118,6 +118,15 @@ fn quick_bench_prints_a_readable_table_per_backend() {
         assert!(field(held, "held").unwrap() >= 1000.0, "{held}");
         contention(&rows);
         queue(&rows);
+    }
+    for (present, service) in [(etcd, "etcd"), (zookeeper, "zookeeper")] {
+        if present {
+            // The section starts a 3-member cluster of its own and kills its leader.
+            let rows = section(&report, &format!("{service} cluster"));
+            let line = row(&rows, "unavailability after a leader kill, ms");
+            assert!(line.ends_with("target=2.00"), "{line}");
+            assert!(number(line, "max") >= number(line, "ours"), "{line}");
+        }
     }
     if python {
         let rows = section(&report, "python");
