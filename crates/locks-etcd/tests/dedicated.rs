@@ -218,6 +218,8 @@ async fn credentials_are_checked() {
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{}", err.report());
     assert!(err.message().contains(&etcd.addr), "{err}");
     assert!(!err.report().contains("not-the-pw"), "{}", err.report());
+    // The status in words, once; not the gRPC client's debug output.
+    assert!(!err.report().contains("metadata"), "{}", err.report());
 
     // No credentials: refused at connect or at the first lock.
     let anonymous = EtcdBackend::connect(config(&etcd.addr, Layout::Mutex)).await;
@@ -251,6 +253,7 @@ async fn credentials_are_checked() {
         .await
         .expect_err("outside the role's prefix");
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{}", err.report());
+    assert!(!err.report().contains("metadata"), "{}", err.report());
 }
 
 /// TLS with client certificates (feature `tls`): the right files work, a
