@@ -216,6 +216,15 @@ impl Conn {
 
     /// Asks the sentinels, in turn (the one that answered last first), for
     /// the master's address.
+    ///
+    /// Not the redis crate's `sentinel` module (1.8.2, `src/sentinel.rs`),
+    /// after reading it: its `async_try_all_sentinels` keeps only the last
+    /// sentinel's error, so "none answered" could not say what each one did;
+    /// its role check opens connections with the crate's default bounds
+    /// (1 s connect, 500 ms response) instead of ours; and it asks for the
+    /// master once, at connect, leaving failover to the caller anyway. This
+    /// is one command per sentinel plus `ROLE`, so a workaround of our own
+    /// rather than a patched dependency.
     async fn ask_sentinels(
         &self,
         master_name: &str,
