@@ -221,8 +221,9 @@ impl Conn {
     /// after reading it: its `async_try_all_sentinels` keeps only the last
     /// sentinel's error, so "none answered" could not say what each one did;
     /// its role check opens connections with the crate's default bounds
-    /// (1 s connect, 500 ms response) instead of ours; and it asks for the
-    /// master once, at connect, leaving failover to the caller anyway. This
+    /// (1 s connect, 500 ms response) instead of ours; and a connection it
+    /// hands out stays on the master it found, so following a failover is
+    /// the caller's job either way. This
     /// is one command per sentinel plus `ROLE`, so a workaround of our own
     /// rather than a patched dependency.
     async fn ask_sentinels(
