@@ -122,12 +122,14 @@ async fn refreshes_keep_a_lock_past_its_timeout() {
     let Some(config) = common::plain_config() else {
         return;
     };
-    let backend = common::connect(short(config.clone())).await;
-    let peer = common::connect(short(config)).await;
+    let mut config = config;
+    config.lock_timeout = Duration::from_secs(2);
+    let backend = common::connect(config.clone()).await;
+    let peer = common::connect(config).await;
     let name = unique_name("refresh");
     let guard = take(&backend, &name, Wait::TryOnce).await;
-    // Three lock timeouts: without refreshes the key would be long gone.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Over two lock timeouts: without refreshes the key would be long gone.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     assert_eq!(guard.state(), LockState::Held);
     let err = acquire(&peer, &request(&name, Wait::TryOnce))
         .await
