@@ -101,11 +101,7 @@ impl LockRequest {
 
     /// A readable identity for this holder: `host:pid[:label]`.
     pub fn holder_identity(&self) -> String {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "localhost".to_owned());
+        let host = crate::host_name();
         match &self.label {
             Some(label) => format!("{host}:{}:{label}", std::process::id()),
             None => format!("{host}:{}", std::process::id()),
@@ -647,6 +643,24 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
     fn held_by(&self, request: &LockRequest, holder: HolderId) -> bool {
         let _ = (request, holder);
         false
+    }
+
+    /// Who holds the lock `name` (a full name, prefix applied) asked for in
+    /// `scope`, and who waits for it, as far as this backend can know.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] (the default) where the backend cannot
+    /// tell; backend errors ([`ErrorKind::Unavailable`], [`ErrorKind::Io`])
+    /// otherwise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    async fn status(&self, name: &LockName, scope: Scope) -> Result<crate::LockStatus> {
+        let _ = (name, scope);
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("the {} backend cannot tell who holds a lock", self.kind()),
+        ))
     }
 
     /// Removes state nobody holds (lock files, empty lock directories).

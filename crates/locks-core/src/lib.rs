@@ -28,6 +28,7 @@ mod multi;
 mod reentry;
 mod scope;
 mod shard;
+mod status;
 mod template;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -39,10 +40,11 @@ pub use backend::{
 pub use catalog::{CINDER_CATALOG_TOML, Catalog, CatalogEntry, LintFinding, Severity};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use excerpt::Excerpt;
-pub use local::{LocalLocks, LocalTurn};
+pub use local::{LocalLocks, LocalTurn, Turns};
 pub use multi::{MultiGuard, canonical_order};
 pub use reentry::{HolderId, ReentryRegistry};
 pub use scope::Scope;
+pub use status::{LockStatus, Party, host_name, program_of};
 pub use template::{LockName, MAX_NAME_LEN, NameTemplate, Params, TemplateError};
 
 /// Re-exported so backends implement [`Backend`] with the same macro version.

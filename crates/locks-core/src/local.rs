@@ -65,6 +65,15 @@ struct Slot<K> {
     waiters: VecDeque<Waiter>,
 }
 
+/// Who has a key's turn and who waits for it: [`LocalLocks::turns`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turns {
+    /// The ticket that owns the turn ([`LocalTurn::ticket`]).
+    pub owner: u64,
+    /// The tickets waiting, first in line first.
+    pub waiting: Vec<u64>,
+}
+
 struct Waiter {
     ticket: u64,
     holder: HolderId,
@@ -344,6 +353,27 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
             .slots
             .find(hash, |s| s.hash == hash && s.key.borrow() == key)
             .is_some_and(|s| s.owner != IDLE && s.holder == Some(holder))
+    }
+
+    /// The turns on `key` right now: the ticket that owns it and the
+    /// waiting tickets, first come first; `None` when nobody holds or waits.
+    ///
+    /// `key` may be the key's borrowed form (a `&str` for a name).
+    pub fn turns<Q>(&self, key: &Q) -> Option<Turns>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.shared.hash(key);
+        let shard = self.shared.lock(hash);
+        shard
+            .slots
+            .find(hash, |s| s.hash == hash && s.key.borrow() == key)
+            .filter(|s| s.owner != IDLE)
+            .map(|s| Turns {
+                owner: s.owner,
+                waiting: s.waiters.iter().map(|w| w.ticket).collect(),
+            })
     }
 
     /// Takes the turn if the key is free; otherwise queues (when `queue`) or
