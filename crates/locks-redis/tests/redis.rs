@@ -322,3 +322,28 @@ async fn wrong_password_is_permission_denied_without_the_password() {
         err.report()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_the_server_lacks_is_a_config_error() {
+    let Some(mut config) = common::plain_config() else {
+        return;
+    };
+    config.db = 99;
+    let started = Instant::now();
+    let err = RedisBackend::connect(config.clone()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{}", err.report());
+    assert!(err.message().contains("database 99"), "{}", err.report());
+    assert!(
+        started.elapsed() < config.request_timeout,
+        "refused at once"
+    );
+    // Another database than 0 works, and its locks are its own.
+    config.db = 1;
+    let other = common::connect(config).await;
+    let plain = common::connect(common::plain_config().unwrap()).await;
+    let name = unique_name("db");
+    let a = take(&other, &name, Wait::TryOnce).await;
+    let b = take(&plain, &name, Wait::TryOnce).await;
+    a.release().await.unwrap();
+    b.release().await.unwrap();
+}
