@@ -21,8 +21,10 @@ use crate::config::RedisConfig;
 use crate::conn::Conn;
 use crate::notify::Notifier;
 
-/// The prefix of the tokens this crate writes; a holder whose token starts
-/// with it releases with a `PUBLISH`. tooz's tokens are bare uuid1 hex.
+/// The prefix of the tokens this crate writes, `locks-redis:<32 hex>:<host>:<pid>[:<label>]`:
+/// a holder whose token starts with it releases with a `PUBLISH`, and says
+/// who it is (for [`status`](crate::RedisBackend)). redis-py's tokens (tooz's)
+/// are bare uuid hex.
 pub(crate) const TOKEN_PREFIX: &str = "locks-redis:";
 
 /// Takes the key if it is free (and counts the fence), or reports who holds it.
@@ -175,6 +177,18 @@ impl Core {
                 Ok(Attempt::Busy { ours, expires_in })
             }
         }
+    }
+
+    /// The holder's token and the fence counter of `key` (read only).
+    pub(crate) async fn peek(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u64>)> {
+        let fence_key = format!("{key}:fence");
+        self.conn
+            .call("reading a lock", |mut c| {
+                let mut pipe = redis::pipe();
+                pipe.cmd("GET").arg(key).cmd("GET").arg(&fence_key);
+                async move { pipe.query_async(&mut c).await }
+            })
+            .await
     }
 
     /// Re-arms our key's expiry; `false` when it is no longer ours.

@@ -30,9 +30,15 @@ pub(crate) struct Contender {
 }
 
 impl Contender {
-    pub(crate) fn new(core: Arc<Core>, local: LocalTurn<LockName>, key: String) -> Self {
+    /// A contender for `key` whose token names `identity` (`host:pid[:label]`).
+    pub(crate) fn new(
+        core: Arc<Core>,
+        local: LocalTurn<LockName>,
+        key: String,
+        identity: &str,
+    ) -> Self {
         let token = format!(
-            "{}{}",
+            "{}{}:{identity}",
             crate::core::TOKEN_PREFIX,
             uuid::Uuid::new_v4().simple()
         );

@@ -34,7 +34,12 @@ pub(crate) async fn acquire(
     local: LocalTurn<LockName>,
 ) -> Result<(RedisHeld, u64)> {
     let key = core.key_of(request.name.as_str());
-    let mut contender = Contender::new(Arc::clone(core), local, key.clone());
+    let mut contender = Contender::new(
+        Arc::clone(core),
+        local,
+        key.clone(),
+        &request.holder_identity(),
+    );
     // A waiter with a timeout keeps trying through an outage until its
     // timeout (the backend then says what is down); the others report it.
     let ride_out = matches!(request.wait, Wait::Timeout(_));

@@ -347,3 +347,60 @@ async fn a_database_the_server_lacks_is_a_config_error() {
     a.release().await.unwrap();
     b.release().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_names_our_holders_and_admits_what_it_cannot_know() {
+    let Some(config) = common::plain_config() else {
+        return;
+    };
+    let backend = common::connect(config.clone()).await;
+    let peer = common::connect(config.clone()).await;
+    let mut conn = raw(&config).await;
+    let name = unique_name("status");
+
+    let free = peer.status(&name, Scope::Global).await.unwrap();
+    assert!(!free.is_held(), "{free:?}");
+    assert!(
+        free.notes.iter().any(|n| n.contains("no queue")),
+        "{free:?}"
+    );
+
+    let guard = acquire(&backend, &request(&name, Wait::TryOnce).label("infinidat"))
+        .await
+        .unwrap();
+    let held = peer.status(&name, Scope::Global).await.unwrap();
+    let holder = held.holder.clone().expect("held");
+    assert_eq!(holder.pid, Some(std::process::id()), "{held:?}");
+    assert_eq!(holder.label.as_deref(), Some("infinidat"), "{held:?}");
+    assert_eq!(holder.token, Some(guard.token()), "{held:?}");
+    guard.release().await.unwrap();
+
+    // A tooz holder's token says nothing about it: held, by someone unknown.
+    let key = backend.key_of(&name);
+    let () = redis::cmd("SET")
+        .arg(&key)
+        .arg("0123456789abcdef0123456789abcdef")
+        .arg("PX")
+        .arg(30_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let foreign = peer.status(&name, Scope::Global).await.unwrap();
+    assert_eq!(
+        foreign.holder,
+        Some(locks_core::Party::default()),
+        "{foreign:?}"
+    );
+    assert!(
+        foreign
+            .notes
+            .iter()
+            .any(|n| n.contains("does not say who it is")),
+        "{foreign:?}"
+    );
+    let () = redis::cmd("DEL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
