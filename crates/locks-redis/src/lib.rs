@@ -17,10 +17,12 @@
 //! redis-py's `reacquire` and `release` scripts do. So this backend and
 //! tooz's redis driver exclude each other on the same server.
 //!
-//! Two things tooz neither sees nor minds: each successful acquire of ours
-//! increments the sibling key `<key>:fence` in the same script (the fencing
-//! token, see below), and each release of ours publishes on the channel
-//! `locks-redis:released:<key>`.
+//! What tooz neither sees nor minds: our token is
+//! `locks-redis:<random>:<host>:<pid>[:<label>]` (so [`Backend::status`]
+//! can say who holds a lock; tooz's is a bare random hex), each successful
+//! acquire of ours increments the sibling key `<key>:fence` in the same
+//! script (the fencing token, see below), and each release of ours
+//! publishes on the channel `locks-redis:released:<key>`.
 //!
 //! # Waiting
 //! A waiter subscribes to its name's release channel (one subscriber
