@@ -1,7 +1,8 @@
 //! `locks`: run commands under catalog locks, inspect the catalog, clean lock
 //! files, and watch the locks work in a demo.
 //!
-//! Exit status: the command's own status for `run`; 75 when a lock cannot be
+//! Exit status: the command's own status for `run`; for `status`, 0 when
+//! the lock is free, 1 when held, 2 on an error; 75 when a lock cannot be
 //! had in time (`--timeout`); 78 for configuration and catalog errors; 1 for
 //! other errors; 2 for usage errors.
 
@@ -13,6 +14,7 @@ mod doc;
 mod duration;
 mod lint;
 mod run;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +50,8 @@ enum Command {
     Catalog(CatalogCommand),
     /// Hold a lock while a command runs; exit with the command's status (75 if the lock is not had in time).
     Run(run::RunArgs),
+    /// Show who holds a lock and who waits for it (exit 0 free, 1 held, 2 error).
+    Status(status::StatusArgs),
     /// Remove lock files (or empty lock nodes) that nobody holds.
     Clean {
         /// Which scope's backend to clean.
@@ -175,6 +179,7 @@ async fn dispatch(cli: Cli) -> locks::Result<ExitCode> {
             catalog_command(&catalog, cmd)
         }
         Command::Run(args) => run::run(config, args).await,
+        Command::Status(args) => Ok(status::status(config, args).await),
         Command::Clean { scope } => {
             let locks = open_locks(config).await?;
             let scope = Scope::from(scope);

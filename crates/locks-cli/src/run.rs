@@ -42,7 +42,8 @@ pub(crate) struct RunArgs {
     command: Vec<String>,
 }
 
-fn parse_param(text: &str) -> Result<(String, String), String> {
+/// Parses a `--param KEY=VALUE`.
+pub(crate) fn parse_param(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
         _ => Err(format!("`{text}` is not KEY=VALUE")),

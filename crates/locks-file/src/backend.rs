@@ -56,7 +56,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use locks_core::{
     Backend, Capabilities, CleanReport, Error, ErrorKind, FencingToken, HeldLock, HolderId,
-    LocalLocks, LocalTurn, LockGuard, LockName, LockRequest, Result, Scope, Wait, async_trait,
+    LocalLocks, LocalTurn, LockGuard, LockName, LockRequest, LockStatus, Result, Scope, Wait,
+    async_trait,
 };
 use tokio::sync::oneshot;
 
@@ -503,6 +504,24 @@ impl Backend for FileBackend {
                 ),
             )),
         }
+    }
+
+    /// Read from the kernel (`/proc/locks` and `/proc/PID/fdinfo`): the
+    /// holder's pid, how many processes wait; see the `status` module.
+    async fn status(&self, name: &LockName, scope: Scope) -> Result<LockStatus> {
+        let path = self.path_for(name)?;
+        let (tx, rx) = oneshot::channel();
+        let (name, backend) = (name.clone(), self.describe());
+        run_blocking(move || {
+            let _ = tx.send(crate::status::status(&path, &name, scope, backend));
+        })?;
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Internal,
+                "the thread reading the kernel's lock table stopped without an answer \
+                 (is the runtime shutting down?)",
+            ))
+        })
     }
 
     /// Removes every lock file in the directory that nobody holds.

@@ -66,6 +66,7 @@ mod config;
 mod dir;
 mod lockfile;
 mod path;
+mod status;
 mod sys;
 #[cfg(test)]
 mod tests;

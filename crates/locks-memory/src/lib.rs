@@ -126,6 +126,12 @@ impl Backend for MemoryBackend {
     /// acquire path writes nothing for a status).
     async fn status(&self, name: &LockName, scope: Scope) -> Result<LockStatus> {
         let mut status = LockStatus::free(name.clone(), scope, self.describe());
+        status.notes.push(
+            "memory locks live in one process: this answer covers only the process that asked, \
+             whose tasks or threads are the holder and waiters; labels and since-times are not \
+             recorded"
+                .to_owned(),
+        );
         if let Some(turns) = self.table.turns(name) {
             status.holder = Some(Party {
                 token: Some(turns.owner),
@@ -136,11 +142,6 @@ impl Backend for MemoryBackend {
                 .iter()
                 .map(|_| Party::this_process())
                 .collect();
-            status.notes.push(
-                "memory locks live in this process: the holder and waiters are its tasks or threads; \
-                 labels and since-times are not recorded"
-                    .to_owned(),
-            );
         }
         Ok(status)
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use locks_core::{
     Backend, Catalog, CleanReport, Error, ErrorKind, HolderId, LockGuard, LockName, LockRequest,
-    MultiGuard, Params, ReentryRegistry, Result, Scope, Wait, canonical_order,
+    LockStatus, MultiGuard, Params, ReentryRegistry, Result, Scope, Wait, canonical_order,
 };
 
 use crate::backends::{self, redact_text};
@@ -432,6 +432,43 @@ impl Locks {
             }
         }
         Ok(MultiGuard::new(guards))
+    }
+
+    /// Who holds catalog lock `id` rendered with `params`, and who waits for it.
+    ///
+    /// # Errors
+    /// Those of [`request`](Self::request) and [`Backend::status`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn status(&self, id: &str, params: &Params) -> Result<LockStatus> {
+        let request = self.request(id, params)?;
+        self.status_of(&request).await
+    }
+
+    /// Who holds a raw `name` in `scope` (prefix applied), and who waits for it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidName`], and those of [`Backend::status`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn status_name(&self, scope: Scope, name: &str) -> Result<LockStatus> {
+        let request = self.raw_request(scope, name)?;
+        self.status_of(&request).await
+    }
+
+    /// Who holds the lock of `request`, and who waits for it.
+    ///
+    /// # Errors
+    /// Those of [`Backend::status`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn status_of(&self, request: &LockRequest) -> Result<LockStatus> {
+        self.backend(request.scope)
+            .status(&request.name, request.scope)
+            .await
     }
 
     /// Removes unheld state of the `scope` backend (lock files, empty lock nodes).

@@ -50,8 +50,8 @@ pub use client::Locks;
 pub use config::{BackendUrls, CONFIG_ENV, CatalogSource, Compat, Config, default_lock_dir};
 pub use locks_core::{
     Backend, Capabilities, Catalog, CatalogEntry, CleanReport, Error, ErrorKind, FencingToken,
-    LintFinding, LockGuard, LockName, LockRequest, LockState, MultiGuard, NameTemplate, Params,
-    Result, Scope, Severity, TemplateError, Wait,
+    LintFinding, LockGuard, LockName, LockRequest, LockState, LockStatus, MultiGuard, NameTemplate,
+    Params, Party, Result, Scope, Severity, TemplateError, Wait,
 };
 /// `#[locked(locks = ..., id = "...")]`: runs an `async fn` method while it holds a catalog lock named from its arguments and fields.
 #[cfg(feature = "macros")]
