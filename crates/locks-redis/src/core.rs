@@ -11,7 +11,9 @@
 //! `locks-redis:released:<key>` by every release of ours, which wakes our
 //! waiters at once.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use locks_core::{LocalLocks, LockName, Result};
@@ -96,6 +98,10 @@ pub(crate) struct Core {
     acquire: redis::Script,
     refresh: redis::Script,
     release: redis::Script,
+    /// Keys of ours handed to a background delete that has not finished,
+    /// by a number of their own: deleted when the backend closes.
+    pending: Mutex<HashMap<u64, (String, String)>>,
+    next_pending: AtomicU64,
 }
 
 impl Core {
@@ -130,6 +136,8 @@ impl Core {
             acquire: redis::Script::new(ACQUIRE),
             refresh: redis::Script::new(REFRESH),
             release: redis::Script::new(RELEASE),
+            pending: Mutex::new(HashMap::new()),
+            next_pending: AtomicU64::new(0),
         }))
     }
 
@@ -233,8 +241,15 @@ impl Core {
         keep: K,
     ) {
         let core = Arc::clone(self);
-        // If the runtime is gone the future is dropped unrun; the key then
-        // expires within the lock timeout.
+        let id = self.next_pending.fetch_add(1, Ordering::Relaxed);
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, (key.clone(), token.clone()));
+        // If the runtime shuts down before this is done (the process exits
+        // right after dropping a guard, say), the future is dropped and with
+        // it this reference to the core: closing the core deletes the key
+        // then (see `Drop`).
         self.handle.spawn(async move {
             let give_up = tokio::time::Instant::now() + core.lock_timeout;
             let mut pause = Duration::from_millis(50);
@@ -245,7 +260,67 @@ impl Core {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(1));
             }
+            core.pending
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
             drop(keep);
         });
+    }
+}
+
+impl Drop for Core {
+    /// Closing the backend (its last clone, guard and background task gone)
+    /// deletes the keys whose background delete did not finish, so that none
+    /// outlives the client by the lock timeout: a process that exits right
+    /// after dropping a guard or cancelling an acquire shuts its runtime down
+    /// first, dropping those deletes. This runs them on a thread of its own,
+    /// with a connection and a runtime of its own, and waits for it: bounded
+    /// by the request timeout, 1 s at most (on a healthy server one round
+    /// trip per key).
+    fn drop(&mut self) {
+        let pending: Vec<(String, String)> = self
+            .pending
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, entry)| entry)
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let bound = self.conn.timeout.min(Duration::from_secs(1));
+        let mut config = self.conn.config.clone();
+        config.request_timeout = bound;
+        let closing = std::thread::Builder::new()
+            .name("locks-redis-close".to_owned())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                runtime.block_on(async move {
+                    let conn = Conn::new(config);
+                    let script = redis::Script::new(RELEASE);
+                    let deletes = async {
+                        for (key, token) in &pending {
+                            let channel = Self::channel_of(key);
+                            let _ = conn
+                                .call("releasing a lock", |mut c| {
+                                    let mut invocation = script.key(key);
+                                    invocation.arg(token).arg(&channel);
+                                    async move { invocation.invoke_async::<i64>(&mut c).await }
+                                })
+                                .await;
+                        }
+                    };
+                    let _ = tokio::time::timeout(bound, deletes).await;
+                });
+            });
+        if let Ok(closing) = closing {
+            let _ = closing.join();
+        }
     }
 }

@@ -89,6 +89,8 @@
 //! ends, fails with `Unavailable` saying what is down. An acquire may be
 //! dropped at any point: the key it may have set is deleted in the
 //! background before later acquires of the name in this process proceed.
+//! Deletes still pending when the backend closes (its runtime shut down as
+//! the process exits) are done then, on a thread of their own, within 1 s.
 //!
 //! # TLS
 //! [`RedisConfig::tls`] needs this crate's `tls` feature ([`TLS_SUPPORTED`]).

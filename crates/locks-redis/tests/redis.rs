@@ -404,3 +404,42 @@ async fn status_names_our_holders_and_admits_what_it_cannot_know() {
         .await
         .unwrap();
 }
+
+/// A guard dropped (its delete handed to the background) and an acquire
+/// cancelled, right before the runtime shuts down (as when a process exits):
+/// closing the backend deletes both keys at once instead of leaving them for
+/// the lock timeout (30 s here).
+#[test]
+fn closing_deletes_what_the_background_did_not() {
+    let Some(mut config) = common::plain_config() else {
+        return;
+    };
+    config.lock_timeout = Duration::from_secs(30);
+    let (held, waited) = (unique_name("close-held"), unique_name("close-waited"));
+    // One thread: the background deletes cannot run before the shutdown.
+    let exiting = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    exiting.block_on(async {
+        let backend = common::connect(config.clone()).await;
+        let guard = take(&backend, &held, Wait::TryOnce).await;
+        drop(guard);
+        // An acquire cancelled at its first wait for the server: whatever it
+        // may have set is left to a background delete too.
+        let cancelled = request(&waited, Wait::Forever);
+        let _ = tokio::time::timeout(Duration::ZERO, acquire(&backend, &cancelled)).await;
+    });
+    drop(exiting);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let peer = common::connect(config).await;
+        for name in [&held, &waited] {
+            take(&peer, name, Wait::TryOnce)
+                .await
+                .release()
+                .await
+                .unwrap();
+        }
+    });
+}
