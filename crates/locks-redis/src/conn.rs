@@ -376,6 +376,17 @@ impl Conn {
     }
 
     fn map_error(&self, what: &str, e: &redis::RedisError) -> Error {
+        if e.is_cluster_error() {
+            return Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "redis at {}: {what}: {} (a Redis Cluster node: Redis Cluster is not \
+                     supported; point the URL at a standalone server or at the sentinels)",
+                    self.describe,
+                    describe_error(e)
+                ),
+            );
+        }
         let kind = if is_auth_error(e) {
             ErrorKind::PermissionDenied
         } else {

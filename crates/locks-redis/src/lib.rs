@@ -1,6 +1,11 @@
 //! Global-scope locks on Redis or Valkey, alone or behind Redis Sentinel,
 //! sharing their keys with OpenStack tooz's redis driver.
 //!
+//! Tested against Redis 7.0 (Debian bookworm's `redis-server` and
+//! `redis-sentinel`); Valkey speaks the same protocol and commands but is not
+//! tested here. Redis Cluster is not supported (a cluster node's `MOVED`
+//! answer fails the request with a message saying so).
+//!
 //! [`RedisBackend`] implements [`Backend`] for the [`Scope::Global`] locks of
 //! the `locks` workspace. The `locks` facade builds it from a `redis://` or
 //! `rediss://` URL in tooz's spelling (so the `[coordination] backend_url`
