@@ -19,13 +19,14 @@ const EXIT_ERROR: u8 = 2;
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Examples:\n  locks status infinidat -p management_address=10.0.0.1\n  \
-                  locks status --scope node --name lioadm --json\n\n\
+                  locks status --scope node --name lioadm --json\n  \
+                  locks status --all\n\n\
                   Exit status: 0 when the lock is free, 1 when it is held, 2 on an error. \
                   A field the backend cannot know is shown as `unknown` (null in JSON)."
 )]
 pub(crate) struct StatusArgs {
-    /// Catalog id of the lock (e.g. `infinidat`); or use --scope with --name.
-    #[arg(required_unless_present = "name", conflicts_with = "name")]
+    /// Catalog id of the lock (e.g. `infinidat`); or use --scope with --name, or --all.
+    #[arg(required_unless_present_any = ["name", "all"], conflicts_with_all = ["name", "all"])]
     id: Option<String>,
 
     /// A template parameter, `key=value` (repeat for several).
@@ -37,8 +38,12 @@ pub(crate) struct StatusArgs {
     scope: Option<ScopeArg>,
 
     /// A raw lock name (with --scope); the configured prefix is applied.
-    #[arg(long, requires = "scope")]
+    #[arg(long, requires = "scope", conflicts_with = "all")]
     name: Option<String>,
+
+    /// Every lock held or waited for, in each configured backend.
+    #[arg(long)]
+    all: bool,
 
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -47,6 +52,9 @@ pub(crate) struct StatusArgs {
 
 /// Runs `locks status`.
 pub(crate) async fn status(config: Option<&Path>, args: StatusArgs) -> ExitCode {
+    if args.all {
+        return every_lock(config, args.json).await;
+    }
     match look_up(config, &args).await {
         Ok(status) => {
             if args.json {
@@ -61,6 +69,48 @@ pub(crate) async fn status(config: Option<&Path>, args: StatusArgs) -> ExitCode 
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// `locks status --all`: 1 when anything is held, 2 when a backend failed.
+async fn every_lock(config: Option<&Path>, as_json: bool) -> ExitCode {
+    let locks = match open_locks(config).await {
+        Ok(locks) => locks,
+        Err(e) => {
+            eprintln!("locks: {}", e.report());
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let now = SystemTime::now();
+    let (mut held, mut failed) = (false, false);
+    let mut found = Vec::new();
+    for (scope, answer) in locks.statuses().await {
+        match answer {
+            Ok(statuses) => {
+                if !as_json {
+                    println!("== {scope} scope: {}", locks.backend(scope).describe());
+                    if statuses.is_empty() {
+                        println!("nothing held or waited for\n");
+                    }
+                    for status in &statuses {
+                        println!("{}", table(status, now));
+                    }
+                }
+                held |= statuses.iter().any(LockStatus::is_held);
+                found.extend(statuses);
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("locks: {scope} scope: {}", e.report());
+            }
+        }
+    }
+    if as_json {
+        println!(
+            "{}",
+            serde_json::Value::Array(found.iter().map(json).collect())
+        );
+    }
+    ExitCode::from(if failed { EXIT_ERROR } else { u8::from(held) })
 }
 
 async fn look_up(config: Option<&Path>, args: &StatusArgs) -> locks::Result<LockStatus> {

@@ -58,7 +58,8 @@ fn a_lock_file_shows_its_holder_and_how_many_wait() {
     std::fs::write(
         &config,
         format!(
-            "[backends]\nnode = \"file://{}/locks\"\n",
+            // Global on the same directory: `--all` sees only this test's locks.
+            "[backends]\nnode = \"file://{0}/locks\"\nglobal = \"file://{0}/locks\"\n",
             dir.path().display()
         ),
     )
@@ -92,6 +93,14 @@ fn a_lock_file_shows_its_holder_and_how_many_wait() {
         "{stdout}"
     );
 
+    let (code, all, stderr) = output(locks(&config).args(["status", "--all"]));
+    assert_eq!(code, 1, "{all}{stderr}");
+    assert!(
+        all.contains(&format!("lock      {name} (node scope, file://")),
+        "{all}"
+    );
+    assert!(all.contains("waiter 2 "), "{all}");
+
     let (code, json, stderr) = status(&config, name, true);
     assert_eq!(code, 1, "{stderr}");
     assert!(json.contains("\"held\":true"), "{json}");
@@ -103,6 +112,9 @@ fn a_lock_file_shows_its_holder_and_how_many_wait() {
     }
     let (code, stdout) = status_when(&config, name, |s| s.contains("state     free"));
     assert_eq!(code, 0, "{stdout}");
+    let (code, all, stderr) = output(locks(&config).args(["status", "--all"]));
+    assert_eq!(code, 0, "{all}{stderr}");
+    assert!(all.contains("nothing held or waited for"), "{all}");
 }
 
 #[test]

@@ -663,6 +663,23 @@ pub trait Backend: fmt::Debug + Send + Sync + 'static {
         ))
     }
 
+    /// Every lock of this backend that is held or waited for right now, as
+    /// [`status`](Backend::status) would tell each, for `scope`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] (the default) where the backend cannot
+    /// list its locks; backend errors otherwise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    async fn statuses(&self, scope: Scope) -> Result<Vec<crate::LockStatus>> {
+        let _ = scope;
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("the {} backend cannot list its locks", self.kind()),
+        ))
+    }
+
     /// Removes state nobody holds (lock files, empty lock directories).
     ///
     /// # Errors

@@ -376,6 +376,24 @@ impl<K: Hash + Eq + Clone + Send + 'static> LocalLocks<K> {
             })
     }
 
+    /// The keys someone holds or waits for right now.
+    pub fn busy_keys(&self) -> Vec<K>
+    where
+        K: Clone,
+    {
+        let mut keys = Vec::new();
+        for shard in self.shared.each() {
+            keys.extend(
+                shard
+                    .slots
+                    .iter()
+                    .filter(|s| s.owner != IDLE)
+                    .map(|s| s.key.clone()),
+            );
+        }
+        keys
+    }
+
     /// Takes the turn if the key is free; otherwise queues (when `queue`) or
     /// gives up (`None`).
     fn enter(&self, key: &K, hash: u64, queue: bool) -> Option<Entered<K>> {

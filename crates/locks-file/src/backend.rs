@@ -524,6 +524,23 @@ impl Backend for FileBackend {
         })
     }
 
+    /// Every lock file in the directory that is held or waited for, named
+    /// by its path in the directory.
+    async fn statuses(&self, scope: Scope) -> Result<Vec<LockStatus>> {
+        let (tx, rx) = oneshot::channel();
+        let (dir, backend) = (self.shared.dir.clone(), self.describe());
+        run_blocking(move || {
+            let _ = tx.send(crate::status::all(&dir, scope, &backend));
+        })?;
+        rx.await.unwrap_or_else(|_| {
+            Err(Error::new(
+                ErrorKind::Internal,
+                "the thread reading the kernel's lock table stopped without an answer \
+                 (is the runtime shutting down?)",
+            ))
+        })
+    }
+
     /// Removes every lock file in the directory that nobody holds.
     ///
     /// Only regular files are considered (symlinks and anything else are

@@ -8,6 +8,7 @@
 //! that descriptor. Blocked OFD requests name no process anywhere: the
 //! kernel says how many wait, not who. Neither keeps a time or a token.
 
+use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -87,6 +88,56 @@ pub(crate) fn status(
         );
     }
     Ok(status)
+}
+
+/// Every lock file under `dir` that is held or waited for: the files whose
+/// device and inode `/proc/locks` lists, found by walking the directory
+/// (its subdirectories too in the tree layout), symlinks not followed. Each
+/// is named by its path in the directory, which in the flat layout is the
+/// lock name with every `/` replaced by `_`.
+///
+/// # Errors
+/// [`ErrorKind::Io`](locks_core::ErrorKind::Io) when `/proc/locks` or the
+/// directory cannot be read.
+pub(crate) fn all(dir: &Path, scope: Scope, backend: &str) -> Result<Vec<LockStatus>> {
+    let table =
+        std::fs::read_to_string("/proc/locks").map_err(|e| Error::io("reading /proc/locks", e))?;
+    let busy: HashSet<&str> = table
+        .lines()
+        .filter_map(|line| {
+            line.split_whitespace()
+                .find(|f| f.matches(':').count() == 2)
+        })
+        .collect();
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(at) = pending.pop() {
+        let entries = std::fs::read_dir(&at)
+            .map_err(|e| Error::io(format_args!("listing lock directory {}", at.display()), e))?;
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                pending.push(entry.path());
+            } else if meta.is_file() && busy.contains(kernel_key(meta.dev(), meta.ino()).as_str()) {
+                found.push(entry.path());
+            }
+        }
+    }
+    found.sort();
+    let mut all = Vec::with_capacity(found.len());
+    for path in found {
+        let relative = path.strip_prefix(dir).unwrap_or(&path);
+        let Ok(name) = LockName::new(relative.to_string_lossy()) else {
+            continue;
+        };
+        let status = status(&path, &name, scope, backend.to_owned())?;
+        if status.is_held() || !status.waiters.is_empty() {
+            all.push(status);
+        }
+    }
+    Ok(all)
 }
 
 /// The `MAJOR:MINOR:INODE` by which `/proc/locks` names a file.

@@ -145,6 +145,16 @@ impl Backend for MemoryBackend {
         }
         Ok(status)
     }
+
+    /// Every name this process holds or waits for.
+    async fn statuses(&self, scope: Scope) -> Result<Vec<LockStatus>> {
+        let mut all = Vec::new();
+        for name in self.table.busy_keys() {
+            all.push(self.status(&name, scope).await?);
+        }
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
 }
 
 #[cfg(test)]
@@ -185,6 +195,8 @@ mod tests {
         assert_eq!(holder.pid, Some(std::process::id()));
         assert_eq!(held.waiters.len(), 2);
         assert_eq!(held.backend, "memory://");
+        let all = backend.statuses(Scope::Process).await.unwrap();
+        assert_eq!(all, vec![held.clone()]);
         guard.release().await.unwrap();
         for waiter in waiters {
             waiter.await.unwrap().unwrap();
@@ -196,6 +208,7 @@ mod tests {
                 .unwrap()
                 .is_held()
         );
+        assert!(backend.statuses(Scope::Process).await.unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -471,6 +471,26 @@ impl Locks {
             .await
     }
 
+    /// Every lock held or waited for right now, per configured backend: one
+    /// entry for each scope whose backend no earlier scope shares (Node and
+    /// Global on one lock directory are asked once, as Node).
+    ///
+    /// # Errors
+    /// Each entry carries its backend's answer: [`ErrorKind::Unsupported`]
+    /// where a backend cannot list its locks, backend errors otherwise.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only reads.
+    pub async fn statuses(&self) -> Vec<(Scope, Result<Vec<LockStatus>>)> {
+        let mut all = Vec::new();
+        for scope in Scope::ALL {
+            if self.inner.lock_space[index(scope)] == scope {
+                all.push((scope, self.backend(scope).statuses(scope).await));
+            }
+        }
+        all
+    }
+
     /// Removes unheld state of the `scope` backend (lock files, empty lock nodes).
     ///
     /// # Errors
