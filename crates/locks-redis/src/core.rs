@@ -102,6 +102,10 @@ pub(crate) struct Core {
     /// by a number of their own: deleted when the backend closes.
     pending: Mutex<HashMap<u64, (String, String)>>,
     next_pending: AtomicU64,
+    /// `host:pid` of this process, read once (the holder identity of
+    /// [`LockRequest::holder_identity`](locks_core::LockRequest::holder_identity)
+    /// without its label, which reads the host name on every call).
+    process: String,
 }
 
 impl Core {
@@ -138,7 +142,17 @@ impl Core {
             release: redis::Script::new(RELEASE),
             pending: Mutex::new(HashMap::new()),
             next_pending: AtomicU64::new(0),
+            process: format!("{}:{}", locks_core::host_name(), std::process::id()),
         }))
+    }
+
+    /// The identity a holder writes into its token: `host:pid[:label]`, as
+    /// [`LockRequest::holder_identity`](locks_core::LockRequest::holder_identity).
+    pub(crate) fn identity_of(&self, request: &locks_core::LockRequest) -> String {
+        match &request.label {
+            Some(label) => format!("{}:{label}", self.process),
+            None => self.process.clone(),
+        }
     }
 
     pub(crate) fn key_of(&self, name: &str) -> String {

@@ -38,7 +38,7 @@ pub(crate) async fn acquire(
         Arc::clone(core),
         local,
         key.clone(),
-        &request.holder_identity(),
+        &core.identity_of(request),
     );
     // A waiter with a timeout keeps trying through an outage until its
     // timeout (the backend then says what is down); the others report it.
