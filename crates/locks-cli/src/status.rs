@@ -88,7 +88,9 @@ async fn every_lock(config: Option<&Path>, as_json: bool) -> ExitCode {
             Ok(statuses) => {
                 if !as_json {
                     println!("== {scope} scope: {}", locks.backend(scope).describe());
-                    if statuses.is_empty() {
+                    if locks.backend(scope).kind() == "memory" {
+                        println!("memory locks live inside each process: not visible from here\n");
+                    } else if statuses.is_empty() {
                         println!("nothing held or waited for\n");
                     }
                     for status in &statuses {
