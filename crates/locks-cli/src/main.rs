@@ -39,6 +39,12 @@ struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
 
+    /// Log what the library does on stderr: -v info (failovers, locks at
+    /// risk or lost), -vv debug (every acquire with its wait and outcome),
+    /// -vvv trace. `RUST_LOG` (e.g. `locks=debug`), when set, decides instead.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -124,8 +130,37 @@ impl From<ScopeArg> for Scope {
     }
 }
 
+/// Installs a `tracing` subscriber writing to stderr when `-v` or
+/// `RUST_LOG` asks for one; without either, nothing is logged.
+fn install_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(spec) if !spec.trim().is_empty() => EnvFilter::new(spec),
+        _ => {
+            let level = match verbose {
+                0 => return,
+                1 => "info",
+                2 => "debug",
+                _ => "trace",
+            };
+            // Our crates at the level asked for; the server clients' own
+            // chatter only from warnings up.
+            EnvFilter::new(format!(
+                "warn,locks={level},locks_core={level},locks_memory={level},locks_file={level},\
+                 locks_etcd={level},locks_zookeeper={level},locks_redis={level}"
+            ))
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    install_logging(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

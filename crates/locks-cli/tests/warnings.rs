@@ -77,3 +77,23 @@ fn a_global_lock_is_warned_about_once() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(warnings(&stderr), 1, "{stderr}");
 }
+
+#[test]
+fn verbose_logs_each_acquire_and_quiet_logs_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = host_local_config(dir.path());
+    let run = ["run", "--scope", "node", "--name", "logged", "--", "true"];
+    let (code, _, stderr) = output(locks(&config).arg("-vv").args(run));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("locks.acquire{lock=logged") && stderr.contains("outcome=\"acquired\""),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colours off a terminal: {stderr:?}"
+    );
+    let (code, _, stderr) = output(locks(&config).args(run));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}

@@ -174,15 +174,50 @@ impl LockStateSender {
     }
 
     /// Publishes `state` to every guard of this sender. [`LockState::Lost`] is final.
+    ///
+    /// A change is also a `tracing` event of target `locks::state`: a
+    /// warning for [`LockState::AtRisk`] and [`LockState::Lost`], info for
+    /// the way back to [`LockState::Held`], with the number of guards that
+    /// share the sender.
     pub fn set(&self, state: LockState) {
+        let mut previous = None;
         self.0.send_if_modified(|current| {
             if *current == LockState::Lost || *current == state {
                 false
             } else {
+                previous = Some(*current);
                 *current = state;
                 true
             }
         });
+        let Some(previous) = previous else {
+            return;
+        };
+        let guards = self.0.receiver_count();
+        match state {
+            LockState::Held => tracing::info!(
+                target: "locks::state",
+                state = ?state,
+                ?previous,
+                guards,
+                "held locks are safe again"
+            ),
+            LockState::AtRisk => tracing::warn!(
+                target: "locks::state",
+                state = ?state,
+                ?previous,
+                guards,
+                "held locks are at risk: the backend cannot confirm them"
+            ),
+            LockState::Lost => tracing::warn!(
+                target: "locks::state",
+                state = ?state,
+                ?previous,
+                guards,
+                "held locks are lost: another holder may enter"
+            ),
+            LockState::Released => {}
+        }
     }
 
     /// The state last published.

@@ -9,6 +9,8 @@ use locks_core::{
     LockStatus, MultiGuard, Params, ReentryRegistry, Result, Scope, Wait, canonical_order,
 };
 
+use tracing::Instrument;
+
 use crate::backends::{self, redact_text};
 use crate::config::{Compat, Config};
 
@@ -354,21 +356,70 @@ impl Locks {
                 .registry
                 .track(HolderId::current(), space, &mut guard);
         }
+        tracing::debug!(
+            lock = %request.name,
+            id = request.label.as_deref().unwrap_or("-"),
+            scope = request.scope.as_str(),
+            backend = self.inner.backends[i].kind(),
+            outcome = "acquired",
+            waited_ms = 0.0,
+            token = guard.token(),
+            "lock acquired at once"
+        );
         Some(guard)
     }
 
     /// [`acquire`](Self::acquire) after the fast path said no: re-entry
     /// check, then the backend's acquire with its wait.
+    ///
+    /// Runs in a `locks.acquire` span (debug level: the lock's name, catalog
+    /// id, scope, backend kind and wait) that ends with one event saying the
+    /// outcome, how long it waited and the token. A cancelled acquire ends
+    /// its span without that event.
     async fn acquire_waiting(&self, request: LockRequest) -> Result<LockGuard> {
         let i = index(request.scope);
-        let holder = self.check_reentry(&request)?;
         let backend = &self.inner.backends[i];
-        let mut guard = locks_core::acquire(backend.as_ref(), &request).await?;
-        if !self.inner.backend_knows_holders[i] {
-            let space = self.inner.lock_space[i];
-            self.inner.registry.track(holder, space, &mut guard);
+        let span = tracing::debug_span!(
+            "locks.acquire",
+            lock = %request.name,
+            id = request.label.as_deref().unwrap_or("-"),
+            scope = request.scope.as_str(),
+            backend = backend.kind(),
+            wait = %request.wait,
+        );
+        // Only a subscriber that wants the span pays for the clock.
+        let started = (!span.is_disabled()).then(Instant::now);
+        let result: Result<LockGuard> = async {
+            let holder = self.check_reentry(&request)?;
+            let mut guard = locks_core::acquire(backend.as_ref(), &request).await?;
+            if !self.inner.backend_knows_holders[i] {
+                let space = self.inner.lock_space[i];
+                self.inner.registry.track(holder, space, &mut guard);
+            }
+            Ok(guard)
         }
-        Ok(guard)
+        .instrument(span.clone())
+        .await;
+        if let Some(started) = started {
+            let waited_ms = started.elapsed().as_secs_f64() * 1e3;
+            match &result {
+                Ok(guard) => tracing::debug!(
+                    parent: &span,
+                    outcome = "acquired",
+                    waited_ms,
+                    token = guard.token(),
+                    "lock acquired"
+                ),
+                Err(e) => tracing::debug!(
+                    parent: &span,
+                    outcome = e.kind().as_str(),
+                    waited_ms,
+                    error = %e,
+                    "lock not acquired"
+                ),
+            }
+        }
+        result
     }
 
     /// Fails with [`ErrorKind::WouldDeadlock`] if the caller holds the lock of

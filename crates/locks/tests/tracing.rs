@@ -1,0 +1,129 @@
+//! The `tracing` output of the client: a `locks.acquire` span per waiting
+//! acquire that ends with its outcome, an event for an acquire at once, and
+//! warnings when held locks are at risk or lost. Nothing is emitted without a
+//! subscriber (that is `tracing`'s own contract); here a test subscriber
+//! writes everything into a buffer.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use locks::{BackendUrls, Config, ErrorKind, LockState, Locks, Scope, Wait};
+use locks_core::LockStateSender;
+
+/// A writer into a shared buffer, for the subscriber.
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Buffer {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Runs `test` on a current-thread runtime with a subscriber that records
+/// every level into the returned buffer.
+fn traced(test: impl AsyncFnOnce()) -> String {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(test());
+    });
+    buffer.text()
+}
+
+async fn memory_client() -> Locks {
+    let config = Config {
+        backends: BackendUrls {
+            process: Some("memory://".to_owned()),
+            ..BackendUrls::default()
+        },
+        ..Config::default()
+    };
+    Locks::open(config).await.unwrap()
+}
+
+#[test]
+fn acquires_say_their_outcome_and_wait() {
+    let text = traced(async || {
+        let locks = memory_client().await;
+        let held = locks
+            .lock_name(Scope::Process, "traced", Wait::Forever)
+            .await
+            .unwrap();
+        // Another task: the holder's own would be WouldDeadlock.
+        let contender = locks.clone();
+        let err = tokio::spawn(async move {
+            let request = contender.raw_request(Scope::Process, "traced").unwrap();
+            contender
+                .acquire(request.wait(Wait::Timeout(Duration::from_millis(30))))
+                .await
+        })
+        .await
+        .unwrap();
+        assert_eq!(err.unwrap_err().kind(), ErrorKind::Timeout);
+        let token = held.token();
+        held.release().await.unwrap();
+        let again = locks
+            .acquire(locks.raw_request(Scope::Process, "traced").unwrap())
+            .await
+            .unwrap();
+        assert!(again.token() > token);
+        again.release().await.unwrap();
+    });
+    assert!(
+        text.contains("lock not acquired outcome=\"timeout\""),
+        "the timeout's event: {text}"
+    );
+    assert!(
+        text.contains("locks.acquire{lock=traced id=\"-\" scope=\"process\" backend=\"memory\" wait=waiting at most 30ms}"),
+        "the span's fields: {text}"
+    );
+    assert!(
+        text.contains("lock acquired at once"),
+        "the fast path's event: {text}"
+    );
+}
+
+#[test]
+fn held_locks_at_risk_or_lost_are_warnings() {
+    let text = traced(async || {
+        let sender = LockStateSender::new();
+        let _guard_side = sender.subscribe();
+        sender.set(LockState::AtRisk);
+        sender.set(LockState::Held);
+        sender.set(LockState::Lost);
+        // Lost is final: no event for a change that does not happen.
+        sender.set(LockState::Held);
+    });
+    assert!(
+        text.contains("WARN locks::state: held locks are at risk"),
+        "{text}"
+    );
+    assert!(
+        text.contains("INFO locks::state: held locks are safe again"),
+        "{text}"
+    );
+    assert_eq!(text.matches("held locks are lost").count(), 1, "{text}");
+    assert!(text.contains("guards=1"), "{text}");
+}
