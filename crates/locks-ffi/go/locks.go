@@ -55,8 +55,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -329,6 +331,28 @@ func (c *Client) Warnings() []string { return append([]string(nil), c.warnings..
 // long as ctx allows (see the package documentation). The caller must call
 // Release on the guard.
 func (c *Client) Lock(ctx context.Context, id string, params map[string]string) (*Guard, error) {
+	return c.lockWith(ctx, id, params, false)
+}
+
+// TryLock takes catalog lock id, its name rendered from params, only if it
+// is free now, as etcd's Mutex.TryLock does: an error matching ErrWouldBlock
+// when somebody holds it. The caller must call Release on the guard.
+func (c *Client) TryLock(id string, params map[string]string) (*Guard, error) {
+	return c.lockWith(context.Background(), id, params, true)
+}
+
+func (c *Client) lockWith(ctx context.Context, id string, params map[string]string, once bool) (*Guard, error) {
+	if err := refuseNul("lock id", id); err != nil {
+		return nil, err
+	}
+	for k, v := range params {
+		if err := refuseNul("parameter name", k); err != nil {
+			return nil, err
+		}
+		if err := refuseNul(fmt.Sprintf("parameter %q", k), v); err != nil {
+			return nil, err
+		}
+	}
 	cid := C.CString(id)
 	defer C.free(unsafe.Pointer(cid))
 	names := make([]string, 0, len(params))
@@ -350,7 +374,7 @@ func (c *Client) Lock(ctx context.Context, id string, params map[string]string) 
 			C.free(unsafe.Pointer(values[i]))
 		}
 	}()
-	return c.acquire(ctx, id, func(client *C.locks_client, timeoutMs C.int64_t, cancel *C.locks_cancel, out **C.locks_guard, errOut **C.locks_error) C.locks_status {
+	return c.acquire(ctx, id, once, func(client *C.locks_client, timeoutMs C.int64_t, cancel *C.locks_cancel, out **C.locks_guard, errOut **C.locks_error) C.locks_status {
 		return C.locks_client_lock_cancellable(client, cid, &keys[0], &values[0], C.size_t(n), timeoutMs, cancel, out, errOut)
 	})
 }
@@ -358,18 +382,56 @@ func (c *Client) Lock(ctx context.Context, id string, params map[string]string) 
 // LockName acquires a raw lock name (no catalog entry; the configured prefix
 // is put before it) in scope, waiting as long as ctx allows.
 func (c *Client) LockName(ctx context.Context, scope Scope, name string) (*Guard, error) {
+	return c.lockNameWith(ctx, scope, name, false)
+}
+
+// TryLockName takes a raw lock name in scope only if it is free now: an
+// error matching ErrWouldBlock when somebody holds it.
+func (c *Client) TryLockName(scope Scope, name string) (*Guard, error) {
+	return c.lockNameWith(context.Background(), scope, name, true)
+}
+
+func (c *Client) lockNameWith(ctx context.Context, scope Scope, name string, once bool) (*Guard, error) {
+	if err := refuseNul("lock name", name); err != nil {
+		return nil, err
+	}
 	cname := C.CString(name)
 	defer C.free(unsafe.Pointer(cname))
-	return c.acquire(ctx, name, func(client *C.locks_client, timeoutMs C.int64_t, cancel *C.locks_cancel, out **C.locks_guard, errOut **C.locks_error) C.locks_status {
+	return c.acquire(ctx, name, once, func(client *C.locks_client, timeoutMs C.int64_t, cancel *C.locks_cancel, out **C.locks_guard, errOut **C.locks_error) C.locks_status {
 		return C.locks_client_lock_name_cancellable(client, C.int(scope), cname, timeoutMs, cancel, out, errOut)
 	})
 }
 
 type acquireFunc func(*C.locks_client, C.int64_t, *C.locks_cancel, **C.locks_guard, **C.locks_error) C.locks_status
 
-func (c *Client) acquire(ctx context.Context, what string, call acquireFunc) (*Guard, error) {
+// refuseNul returns an error matching ErrInvalidName when s holds a NUL
+// byte: C strings end there, so the text after it would be dropped and two
+// different names would take one lock.
+func refuseNul(what, s string) *Error {
+	at := strings.IndexByte(s, 0)
+	if at < 0 {
+		return nil
+	}
+	return &Error{
+		Status:  StatusInvalidName,
+		Message: fmt.Sprintf("%s %q holds a NUL byte at offset %d; C strings end there, so it would name another lock: remove it", what, s, at),
+	}
+}
+
+func (c *Client) acquire(ctx context.Context, what string, once bool, call acquireFunc) (*Guard, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		// Ended before anything was tried: the same errors as a wait that
+		// ends so (matching ErrTimeout at a deadline, ErrCancelled
+		// otherwise, and the context's error).
+		status := StatusCancelled
+		if errors.Is(err, context.DeadlineExceeded) {
+			status = StatusTimeout
+		}
+		return nil, &Error{
+			Status:  status,
+			Message: fmt.Sprintf("gave up on lock `%s` before trying: %v", what, err),
+			cause:   err,
+		}
 	}
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -377,6 +439,9 @@ func (c *Client) acquire(ctx context.Context, what string, call acquireFunc) (*G
 		return nil, ErrClosed
 	}
 	timeoutMs := timeoutOf(ctx)
+	if once {
+		timeoutMs = 0
+	}
 	var cancel *C.locks_cancel
 	if ctx.Done() != nil {
 		var cerr *C.locks_error
@@ -412,6 +477,9 @@ func (c *Client) acquire(ctx context.Context, what string, call acquireFunc) (*G
 	err := takeError(status, cerr)
 	switch err.Status {
 	case StatusCancelled, StatusTimeout, StatusWouldBlock:
+		if once {
+			return nil, err
+		}
 	default:
 		return nil, err
 	}
@@ -457,7 +525,8 @@ func timeoutOf(ctx context.Context) int64 {
 }
 
 // Guard is a held lock. Release it exactly once; a guard that is garbage
-// collected unreleased is released then.
+// collected unreleased keeps its lock until the process exits, and
+// LeakReporter says so.
 type Guard struct {
 	mu    sync.Mutex
 	g     *C.locks_guard
@@ -473,8 +542,23 @@ func newGuard(g *C.locks_guard) *Guard {
 		scope: Scope(C.locks_guard_scope(g)),
 		token: uint64(C.locks_guard_token(g)),
 	}
-	runtime.SetFinalizer(guard, (*Guard).Release)
+	runtime.SetFinalizer(guard, (*Guard).leaked)
 	return guard
+}
+
+// LeakReporter is called with the lock's name when a Guard is garbage
+// collected without Release. The lock then stays held until the process
+// exits: releasing it from the finalizer could let another holder in while
+// the caller, which may no longer reference the guard, is still inside the
+// critical section. The default writes a warning to stderr.
+var LeakReporter = func(name string) {
+	fmt.Fprintf(os.Stderr, "locks: a Guard of lock `%s` was garbage collected without Release; "+
+		"the lock stays held until the process exits (call Release, e.g. defer guard.Release())\n", name)
+}
+
+// leaked is the finalizer: it reports the leak and keeps the lock.
+func (g *Guard) leaked() {
+	LeakReporter(g.name)
 }
 
 // Name is the full lock name ("infinidat-10.0.0.1-lock").

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -378,5 +379,83 @@ func TestClosedClient(t *testing.T) {
 	// A guard outlives its client.
 	if err := g.Release(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestNulBytesAreRefused(t *testing.T) {
+	client := open(t)
+	ctx := context.Background()
+	if _, err := client.LockName(ctx, locks.ScopeNode, "volume-1\x00-attach"); !errors.Is(err, locks.ErrInvalidName) {
+		t.Fatalf("a name with a NUL: %v", err)
+	}
+	if _, err := client.Lock(ctx, "infinidat", map[string]string{"management_address": "10.0.0.1\x00x"}); !errors.Is(err, locks.ErrInvalidName) {
+		t.Fatalf("a parameter with a NUL: %v", err)
+	}
+	if _, err := client.TryLock("lio\x00", nil); !errors.Is(err, locks.ErrInvalidName) {
+		t.Fatalf("an id with a NUL: %v", err)
+	}
+	// Nothing took the name the C string would have been cut to.
+	g, err := client.TryLockName(locks.ScopeNode, "volume-1")
+	if err != nil {
+		t.Fatalf("volume-1 is free: %v", err)
+	}
+	g.Release()
+}
+
+func TestTryLockAndContextsEndedBeforeTrying(t *testing.T) {
+	client := open(t)
+	held, err := client.TryLock("lio", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	if _, err := client.TryLock("lio", nil); !errors.Is(err, locks.ErrWouldBlock) {
+		t.Fatalf("TryLock of a held lock: %v", err)
+	}
+	if _, err := client.TryLockName(locks.ScopeNode, "lioadm"); !errors.Is(err, locks.ErrWouldBlock) {
+		t.Fatalf("TryLockName of a held lock: %v", err)
+	}
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel()
+	_, err = client.Lock(expired, "lio", nil)
+	if !errors.Is(err, locks.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("an expired deadline: %v", err)
+	}
+	cancelled, cancelNow := context.WithCancel(context.Background())
+	cancelNow()
+	_, err = client.Lock(cancelled, "lio", nil)
+	if !errors.Is(err, locks.ErrCancelled) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("a cancelled context: %v", err)
+	}
+}
+
+func TestAnUnreleasedGuardKeepsItsLock(t *testing.T) {
+	client := open(t)
+	leaks := make(chan string, 1)
+	report := locks.LeakReporter
+	locks.LeakReporter = func(name string) { leaks <- name }
+	defer func() { locks.LeakReporter = report }()
+	func() {
+		if _, err := client.Lock(context.Background(), "lio", nil); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for reported := false; !reported; {
+		runtime.GC()
+		select {
+		case name := <-leaks:
+			if name != "lioadm" {
+				t.Fatalf("leak reported for %q", name)
+			}
+			reported = true
+		case <-time.After(20 * time.Millisecond):
+			if time.Now().After(deadline) {
+				t.Fatal("the guard's finalizer never ran")
+			}
+		}
+	}
+	if _, err := client.TryLock("lio", nil); !errors.Is(err, locks.ErrWouldBlock) {
+		t.Fatalf("the collected guard let its lock go: %v", err)
 	}
 }
