@@ -220,6 +220,24 @@ impl FileBackend {
 
 /// Runs `job` where it may block: on tokio's blocking pool inside a runtime,
 /// on a plain thread otherwise.
+/// Runs `job` on a blocking thread and waits for its answer; `what` says
+/// what it does, for the error when the thread never answers.
+async fn off_runtime<T: Send + 'static>(
+    what: &'static str,
+    job: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = oneshot::channel();
+    run_blocking(move || {
+        let _ = tx.send(job());
+    })?;
+    rx.await.unwrap_or_else(|_| {
+        Err(Error::new(
+            ErrorKind::Internal,
+            format!("the thread {what} stopped without an answer (is the runtime shutting down?)"),
+        ))
+    })
+}
+
 fn run_blocking(job: impl FnOnce() + Send + 'static) -> Result<()> {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) => {
@@ -510,35 +528,21 @@ impl Backend for FileBackend {
     /// holder's pid, how many processes wait; see the `status` module.
     async fn status(&self, name: &LockName, scope: Scope) -> Result<LockStatus> {
         let path = self.path_for(name)?;
-        let (tx, rx) = oneshot::channel();
         let (name, backend) = (name.clone(), self.describe());
-        run_blocking(move || {
-            let _ = tx.send(crate::status::status(&path, &name, scope, backend));
-        })?;
-        rx.await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Internal,
-                "the thread reading the kernel's lock table stopped without an answer \
-                 (is the runtime shutting down?)",
-            ))
+        off_runtime("reading the kernel's lock table", move || {
+            crate::status::status(&path, &name, scope, backend)
         })
+        .await
     }
 
     /// Every lock file in the directory that is held or waited for, named
     /// by its path in the directory.
     async fn statuses(&self, scope: Scope) -> Result<Vec<LockStatus>> {
-        let (tx, rx) = oneshot::channel();
         let (dir, backend) = (self.shared.dir.clone(), self.describe());
-        run_blocking(move || {
-            let _ = tx.send(crate::status::all(&dir, scope, &backend));
-        })?;
-        rx.await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Internal,
-                "the thread reading the kernel's lock table stopped without an answer \
-                 (is the runtime shutting down?)",
-            ))
+        off_runtime("reading the kernel's lock table", move || {
+            crate::status::all(&dir, scope, &backend)
         })
+        .await
     }
 
     /// Removes every lock file in the directory that nobody holds.
@@ -572,27 +576,17 @@ impl Backend for FileBackend {
         // Files this backend only keeps open are unheld: close them, so that
         // removing them frees them at once.
         self.shared.cache.clear();
-        let (tx, rx) = oneshot::channel();
         let dir = self.shared.dir.clone();
         let layout = self.layout;
-        run_blocking(move || {
+        off_runtime("cleaning the lock directory", move || {
             let mut report = CleanReport::default();
-            let result = dir::Dir::open(&dir)
+            dir::Dir::open(&dir)
                 .and_then(|top| clean_dir(&top, layout, 0, &mut report))
                 .map(|()| {
                     report.removed.sort();
                     report
-                });
-            let _ = tx.send(result);
-        })?;
-        rx.await.unwrap_or_else(|_| {
-            Err(Error::new(
-                ErrorKind::Internal,
-                format!(
-                    "the thread cleaning {} stopped without an answer (is the runtime shutting down?)",
-                    self.shared.dir.display()
-                ),
-            ))
+                })
         })
+        .await
     }
 }
