@@ -113,6 +113,11 @@ impl ZkBackend {
         self.inner.session.lock().await.pending_cleanups()
     }
 
+    /// The current session, or a new one if it expired or was given up (for `status`).
+    pub(crate) async fn current_session(&self) -> Result<Arc<Session>> {
+        self.session().await
+    }
+
     /// The current session, or a new one if it expired or was given up.
     async fn session(&self) -> Result<Arc<Session>> {
         let mut current = self.inner.session.lock().await;
@@ -517,6 +522,15 @@ impl Backend for ZkBackend {
     /// children, deepest first. ZooKeeper refuses to delete a node with
     /// children, so a directory a contender entered meanwhile stays and is
     /// counted busy, as are directories with contenders.
+    /// The contender nodes of the lock's directory, first in sequence order
+    /// first: the holder, then the waiters. Host, pid and label come from the
+    /// node data our backend writes; kazoo's (tooz's) nodes leave them unknown
+    /// and a note says so. `since` is the node's creation time, the token its
+    /// czxid (as the guards'). Reads only, within `connect_timeout`.
+    async fn status(&self, name: &LockName, scope: Scope) -> Result<locks_core::LockStatus> {
+        crate::status::status(self, name, scope, self.describe()).await
+    }
+
     async fn clean(&self) -> Result<CleanReport> {
         let session = self.session().await?;
         clean(&session, &path::locks_root(&self.inner.config.namespace)).await

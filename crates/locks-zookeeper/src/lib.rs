@@ -83,6 +83,17 @@
 //! whole ensemble, and holders of one lock hold in creation order, so tokens
 //! strictly increase from one holder to the next, across processes and hosts.
 //!
+//! # Status
+//!
+//! [`Backend::status`](locks_core::Backend::status) lists the lock's
+//! contender nodes in sequence order: the first is the holder, the others
+//! wait in that order. Each shows the host, pid and label from its node data,
+//! since when it holds or waits (the node's creation time on the server) and
+//! its fencing token (czxid); the program only for contenders on this host.
+//! A contender made by kazoo (tooz, Cinder) holds tooz's member id instead:
+//! its host and pid stay unknown and a note says so. It only reads, within
+//! `connect_timeout`.
+//!
 //! # Cancel safety
 //!
 //! The acquire future can be dropped at any point (the facade applies
@@ -124,6 +135,7 @@ mod backend;
 mod config;
 mod path;
 mod session;
+mod status;
 
 pub use backend::ZkBackend;
 pub use config::{
