@@ -247,6 +247,8 @@ impl Core {
             timeout: self.timeout,
         }));
         *self.lease.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&lease));
+        // Who this client is, for `status` (one key on the lease; best effort).
+        crate::status::announce(self, lease.id).await;
         Ok(lease)
     }
 

@@ -30,6 +30,18 @@
 //!   Not FIFO. tooz grants one lease per lock, this backend one lease for all;
 //!   that does not matter to tooz, which only looks at the key.
 //!
+//! # Status
+//! [`Backend::status`] tells who holds a lock and who waits. For that, each
+//! lease carries one identity key, `<prefix>__locks_holders/<lease id in
+//! hex>` (`/tooz/__locks_holders/…` with [`Layout::Tooz`]), value
+//! `host:pid:program` and `granted_unix=<seconds>`, written once per lease
+//! grant (best effort); and with [`Layout::Mutex`] the contender key's value,
+//! empty in `etcdctl lock`, is `host:pid[:label]`. Neither changes what
+//! `etcdctl lock` or tooz see (so do not name a lock `__locks_holders`: its
+//! range would hold these keys). Waiters show in queue order with
+//! [`Layout::Mutex`] only; etcd records no times, so `since` is unknown;
+//! contenders of other clients (etcdctl, tooz) show their token only.
+//!
 //! # Clusters and failover
 //! List every member (`EtcdConfig::endpoints`). Requests go to one member at
 //! a time; one that fails for a transport reason (connection refused or
@@ -128,6 +140,7 @@ mod core;
 mod held;
 mod members;
 mod mutex;
+mod status;
 #[cfg(feature = "tls")]
 mod tls;
 mod tooz;
@@ -237,6 +250,22 @@ impl Backend for EtcdBackend {
             fencing: true,
             can_lose: true,
         }
+    }
+
+    /// The contenders of the lock as etcd has them (see the crate docs,
+    /// "Status"): holder and waiters by create revision ([`Layout::Mutex`]),
+    /// or only whether the key is held ([`Layout::Tooz`]). Reads only, within
+    /// the request timeout.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unavailable`] when no member answers in time,
+    /// [`ErrorKind::PermissionDenied`] for refused credentials.
+    async fn status(
+        &self,
+        name: &locks_core::LockName,
+        scope: Scope,
+    ) -> Result<locks_core::LockStatus> {
+        status::status(&self.core, name, scope, self.describe.clone()).await
     }
 
     /// Acquires `request.name` in etcd.

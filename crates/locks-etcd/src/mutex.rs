@@ -86,9 +86,11 @@ pub(crate) async fn acquire(
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([
+                // The value is our identity, for `status` (etcdctl lock
+                // writes it empty and never reads others').
                 TxnOp::put(
                     key.clone(),
-                    Vec::new(),
+                    crate::status::contender_value(request),
                     Some(PutOptions::new().with_lease(lease.id)),
                 ),
                 TxnOp::get(pfx.clone(), Some(first_created())),

@@ -65,6 +65,8 @@ pub async fn keys_under(client: &mut Client, prefix: &[u8]) -> Vec<(String, i64,
         .unwrap_or_else(|e| panic!("get: {e}"))
         .kvs()
         .iter()
+        // The clients' identity keys (one per lease, for `status`) are not locks.
+        .filter(|kv| !String::from_utf8_lossy(kv.key()).contains("__locks_holders/"))
         .map(|kv| {
             (
                 String::from_utf8_lossy(kv.key()).into_owned(),
