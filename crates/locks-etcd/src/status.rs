@@ -268,7 +268,7 @@ async fn read(core: &Core, name: &LockName, scope: Scope, describe: String) -> R
     }
     if core.layout == Layout::Tooz {
         status.notes.push(
-            "layout=tooz: waiters are not visible (they only watch the key) and labels are not recorded"
+            "layout=tooz: waiters are not visible (they leave nothing in etcd: ours watch the key, tooz polls it) and labels are not recorded"
                 .to_owned(),
         );
     }
