@@ -37,8 +37,8 @@
 //! `host:pid:program` and `granted_unix=<seconds>`, written once per lease
 //! grant (best effort); and with [`Layout::Mutex`] the contender key's value,
 //! empty in `etcdctl lock`, is `host:pid[:label]`. Neither changes what
-//! `etcdctl lock` or tooz see (so do not name a lock `__locks_holders`: its
-//! range would hold these keys). Waiters show in queue order with
+//! `etcdctl lock` or tooz see (the lock name `__locks_holders`, whose range
+//! holds these keys, is refused with [`Layout::Mutex`]). Waiters show in queue order with
 //! [`Layout::Mutex`] only; etcd records no times, so `since` is unknown;
 //! contenders of other clients (etcdctl, tooz) show their token only.
 //!

@@ -38,6 +38,7 @@ pub(crate) async fn acquire(
     request: &LockRequest,
     local: LocalTurn<LockName>,
 ) -> Result<(EtcdHeld, i64)> {
+    crate::status::refuse_reserved(core, &request.name)?;
     let pfx = name_prefix(core, request.name.as_str());
     let mut contender = Contender::new(Arc::clone(core), local);
     let mut quick_restarts = 0;

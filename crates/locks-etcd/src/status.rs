@@ -54,6 +54,23 @@ pub(crate) fn holders_prefix(core: &Core) -> Vec<u8> {
     }
 }
 
+/// Refuses the one [`Layout::Mutex`] name whose key range holds the identity
+/// keys (its acquire would wait for every client's lease to end).
+///
+/// # Errors
+/// [`ErrorKind::InvalidName`] for the name `__locks_holders`.
+pub(crate) fn refuse_reserved(core: &Core, name: &LockName) -> Result<()> {
+    if core.layout == Layout::Mutex && HOLDERS.strip_suffix('/') == Some(name.as_str()) {
+        return Err(Error::new(
+            ErrorKind::InvalidName,
+            format!(
+                "lock name `{name}` is reserved with etcd's layout=mutex: its keys hold the clients' identities; rename the lock"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn identity_key(core: &Core, lease: i64) -> Vec<u8> {
     let mut key = holders_prefix(core);
     key.extend_from_slice(format!("{lease:x}").as_bytes());
@@ -156,6 +173,7 @@ pub(crate) async fn status(
 }
 
 async fn read(core: &Core, name: &LockName, scope: Scope, describe: String) -> Result<LockStatus> {
+    refuse_reserved(core, name)?;
     let mut status = LockStatus::free(name.clone(), scope, describe);
     let (range, options) = match core.layout {
         Layout::Mutex => (

@@ -235,3 +235,55 @@ async fn tooz_status_shows_the_holder_and_says_waiters_are_invisible() {
     );
     raw.lease_revoke(lease).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_name_of_the_identity_keys_is_refused() {
+    let Some(addr) = server() else { return };
+    let backend = connect(&addr, Layout::Mutex).await;
+    let reserved = locks_core::LockName::new("__locks_holders").unwrap();
+    let err = acquire(&backend, &request(&reserved, Wait::TryOnce))
+        .await
+        .expect_err("reserved");
+    assert_eq!(err.kind(), locks_core::ErrorKind::InvalidName, "{err}");
+    assert!(err.message().contains("__locks_holders"), "{err}");
+    let err = backend.status(&reserved, Scope::Global).await.unwrap_err();
+    assert_eq!(err.kind(), locks_core::ErrorKind::InvalidName, "{err}");
+    // Names under it are ordinary locks.
+    let below = locks_core::LockName::new("__locks_holders/x").unwrap();
+    acquire(&backend, &request(&below, Wait::TryOnce))
+        .await
+        .unwrap()
+        .release()
+        .await
+        .unwrap();
+}
+
+/// A frozen server: `status` ends with `Unavailable` within the request
+/// timeout instead of hanging, and disturbed nothing once the server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_a_frozen_server_is_unavailable() {
+    if server().is_none() {
+        return;
+    }
+    let etcd = DedicatedEtcd::start();
+    let mut cfg = config(&etcd.addr, Layout::Mutex);
+    cfg.connect_timeout = Duration::from_secs(1);
+    let backend = connect_with(cfg).await;
+    let lock = name("status-frozen");
+    let guard = acquire(&backend, &request(&lock, Wait::TryOnce))
+        .await
+        .unwrap();
+    etcd.signal("STOP");
+    let asked = tokio::time::timeout(
+        Duration::from_secs(30),
+        backend.status(&lock, Scope::Global),
+    )
+    .await;
+    etcd.signal("CONT");
+    let err = asked.expect("status hung").expect_err("server frozen");
+    assert_eq!(err.kind(), locks_core::ErrorKind::Unavailable, "{err}");
+    assert!(err.message().contains(&etcd.addr), "{err}");
+    let status = backend.status(&lock, Scope::Global).await.unwrap();
+    assert_eq!(status.holder.unwrap().token, Some(guard.token()));
+    guard.release().await.unwrap();
+}
