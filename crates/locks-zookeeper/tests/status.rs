@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{config, connect, eventually, name, raw, server};
+use common::{DedicatedServer, config, connect, eventually, name, raw, server};
 use locks_core::{Backend, LockRequest, Scope, Wait, acquire, host_name};
 use zookeeper_client as zk;
 
@@ -183,4 +183,35 @@ async fn a_holder_that_is_not_ours_shows_what_can_be_known() {
     drop(client);
     // The foreign session's end releases it to our waiter.
     waiter.await.unwrap().release().await.unwrap();
+}
+
+/// A frozen server: `status` ends with `Unavailable` within
+/// `connect_timeout` instead of hanging, and disturbed nothing once the
+/// server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_of_a_frozen_server_is_unavailable() {
+    if server().is_none() {
+        return;
+    }
+    let zk = DedicatedServer::start();
+    let cfg = locks_zookeeper::ZkConfig::new([zk.addr.as_str()])
+        .session_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(1));
+    let backend = connect(cfg).await;
+    let lock = name("status-frozen");
+    let guard = acquire(&backend, &global(&lock)).await.unwrap();
+    // `zk` resumes the server when dropped, also when an assertion fails.
+    zk.signal("STOP");
+    let asked = tokio::time::timeout(
+        Duration::from_secs(30),
+        backend.status(&lock, Scope::Global),
+    )
+    .await;
+    zk.signal("CONT");
+    let err = asked.expect("status hung").expect_err("server frozen");
+    assert_eq!(err.kind(), locks_core::ErrorKind::Unavailable, "{err}");
+    assert!(err.message().contains(&zk.addr), "{err}");
+    let status = backend.status(&lock, Scope::Global).await.unwrap();
+    assert_eq!(status.holder.unwrap().token, Some(guard.token()));
+    guard.release().await.unwrap();
 }
