@@ -222,7 +222,18 @@ async fn read(core: &Core, name: &LockName, scope: Scope, describe: String) -> R
     }
     let mut foreign: Vec<String> = Vec::new();
     let mut granted = None;
+    let own_range = name_prefix(core, name.as_str());
+    let mut longer: Option<String> = None;
     for kv in kvs {
+        // etcd's mutex range of `a` holds the contenders of `a/b` too.
+        if core.layout == Layout::Mutex
+            && kv
+                .key()
+                .strip_prefix(own_range.as_slice())
+                .is_some_and(|rest| rest.contains(&b'/'))
+        {
+            longer.get_or_insert_with(|| String::from_utf8_lossy(kv.key()).into_owned());
+        }
         let identity = identities.get(&kv.lease());
         let mut party = match core.layout {
             Layout::Mutex => Party::from_identity(&String::from_utf8_lossy(kv.value())),
@@ -273,6 +284,12 @@ async fn read(core: &Core, name: &LockName, scope: Scope, describe: String) -> R
             foreign.len(),
             first,
             Excerpt::ticked(&String::from_utf8_lossy(&holders_prefix(core)))
+        ));
+    }
+    if let Some(key) = longer {
+        status.notes.push(format!(
+            "contenders of longer names count here (first: key {}): with layout=mutex the range of `{name}` holds the keys of every name that extends it with `/`, as in etcd's own mutex",
+            Excerpt::ticked(&key)
         ));
     }
     status

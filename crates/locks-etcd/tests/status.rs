@@ -287,3 +287,29 @@ async fn status_of_a_frozen_server_is_unavailable() {
     assert_eq!(status.holder.unwrap().token, Some(guard.token()));
     guard.release().await.unwrap();
 }
+
+/// etcd's mutex range of `a` holds the contenders of `a/b`: status shows
+/// them (they do make `a` wait) and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contenders_of_longer_names_show_with_a_note() {
+    let Some(addr) = server() else { return };
+    let backend = connect(&addr, Layout::Mutex).await;
+    let parent = name("status-parent");
+    let child = locks_core::LockName::new(format!("{parent}/child")).unwrap();
+    let guard = acquire(&backend, &request(&child, Wait::TryOnce))
+        .await
+        .unwrap();
+    let status = backend.status(&parent, Scope::Global).await.unwrap();
+    assert_eq!(status.holder.unwrap().token, Some(guard.token()));
+    assert!(
+        status
+            .notes
+            .iter()
+            .any(|n| n.contains("longer names") && n.contains(child.as_str())),
+        "{:?}",
+        status.notes
+    );
+    let own = backend.status(&child, Scope::Global).await.unwrap();
+    assert!(own.notes.iter().all(|n| !n.contains("longer names")));
+    guard.release().await.unwrap();
+}
