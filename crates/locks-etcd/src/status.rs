@@ -295,10 +295,16 @@ async fn read(core: &Core, name: &LockName, scope: Scope, describe: String) -> R
     status
         .notes
         .push("etcd records no times: since when each holds or waits is unknown".to_owned());
-    if let Some(at) = granted.and_then(|at| at.duration_since(SystemTime::UNIX_EPOCH).ok()) {
+    if let Some(at) = granted {
+        let unix = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // By the holder's clock, so only roughly "ago" from here.
+        let ago = SystemTime::now()
+            .duration_since(at)
+            .map_or(String::new(), |d| format!("about {} s ago, ", d.as_secs()));
         status.notes.push(format!(
-            "the holder's client has had its lease since {} (unix time)",
-            at.as_secs()
+            "the holder's client got its lease {ago}at unix time {unix} by its own clock (not when it took this lock)"
         ));
     }
     if core.layout == Layout::Tooz {

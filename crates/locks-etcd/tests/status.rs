@@ -80,6 +80,7 @@ async fn mutex_status_shows_the_holder_and_two_waiters_in_queue_order() {
     assert!(guard.token() < t1 && t1 < t2, "{status:?}");
     assert!(
         status.notes.iter().any(|n| n.contains("no times"))
+            && status.notes.iter().any(|n| n.contains("got its lease"))
             && status.notes.iter().all(|n| !n.contains("not a client")),
         "{:?}",
         status.notes
