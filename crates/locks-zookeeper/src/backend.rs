@@ -531,6 +531,13 @@ impl Backend for ZkBackend {
         crate::status::status(self, name, scope, self.describe()).await
     }
 
+    /// Every lock of the namespace with a contender (a walk of
+    /// `/<namespace>/locks`), each as [`status`](Backend::status) tells it;
+    /// within `connect_timeout`.
+    async fn statuses(&self, scope: Scope) -> Result<Vec<locks_core::LockStatus>> {
+        crate::status::all(self, scope, self.describe()).await
+    }
+
     async fn clean(&self) -> Result<CleanReport> {
         let session = self.session().await?;
         clean(&session, &path::locks_root(&self.inner.config.namespace)).await

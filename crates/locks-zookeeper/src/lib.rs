@@ -92,7 +92,9 @@
 //! its fencing token (czxid); the program only for contenders on this host.
 //! A contender made by kazoo (tooz, Cinder) holds tooz's member id instead:
 //! its host and pid stay unknown and a note says so. It only reads, within
-//! `connect_timeout`.
+//! `connect_timeout`. [`Backend::statuses`](locks_core::Backend::statuses)
+//! (`locks status --all`) walks `/<namespace>/locks` for every directory with
+//! a contender and tells each the same way, within `connect_timeout` too.
 //!
 //! # Cancel safety
 //!

@@ -124,3 +124,82 @@ async fn read(
     }
     Ok(status)
 }
+
+/// How many listings the walk of [`all`] keeps in flight at once.
+const WALK_BATCH: usize = 512;
+
+/// Every lock with a contender under the namespace's lock root, as
+/// [`status`] tells each, within the backend's `connect_timeout`.
+pub(crate) async fn all(
+    backend: &ZkBackend,
+    scope: Scope,
+    describe: String,
+) -> Result<Vec<LockStatus>> {
+    let root = path::locks_root(&backend.config().namespace);
+    let limit = backend.config().connect_timeout;
+    let walking = async {
+        let session = backend.current_session().await?;
+        let mut statuses = Vec::new();
+        for dir in busy_dirs(&session, &root).await? {
+            let Some(name) = dir
+                .strip_prefix(root.as_str())
+                .and_then(|rest| rest.strip_prefix('/'))
+                .and_then(|rest| LockName::new(rest).ok())
+            else {
+                continue;
+            };
+            let status = read(&session, &name, scope, describe.clone(), &dir).await?;
+            // Released since the walk saw it: nothing to show.
+            if status.is_held() || !status.waiters.is_empty() {
+                statuses.push(status);
+            }
+        }
+        Ok(statuses)
+    };
+    match tokio::time::timeout(limit, walking).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "listing the locks under {root} on {}: not done within {limit:?}; check that the ZooKeeper servers run and are reachable, then retry",
+                backend.config().describe()
+            ),
+        )),
+    }
+}
+
+/// The directories under `root` that hold a contender, walked breadth first
+/// with up to [`WALK_BATCH`] listings in flight.
+async fn busy_dirs(session: &Session, root: &str) -> Result<Vec<String>> {
+    let client = session.client()?;
+    let mut busy = Vec::new();
+    let mut next = vec![root.to_owned()];
+    while !next.is_empty() {
+        let mut below = Vec::new();
+        for chunk in next.chunks(WALK_BATCH) {
+            let pending: Vec<_> = chunk.iter().map(|dir| client.list_children(dir)).collect();
+            for (dir, answer) in chunk.iter().zip(pending) {
+                let children = match answer.await {
+                    Ok(children) => children,
+                    Err(zk::Error::NoNode) => continue,
+                    Err(e) => {
+                        return Err(session.error(format_args!("listing lock directory {dir}"), e));
+                    }
+                };
+                let mut contenders = false;
+                for child in children {
+                    if path::contender_sequence(&child).is_some() {
+                        contenders = true;
+                    } else {
+                        below.push(format!("{dir}/{child}"));
+                    }
+                }
+                if contenders && dir != root {
+                    busy.push(dir.clone());
+                }
+            }
+        }
+        next = below;
+    }
+    Ok(busy)
+}

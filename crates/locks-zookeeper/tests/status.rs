@@ -215,3 +215,40 @@ async fn status_of_a_frozen_server_is_unavailable() {
     assert_eq!(status.holder.unwrap().token, Some(guard.token()));
     guard.release().await.unwrap();
 }
+
+/// `statuses` walks the namespace: every lock with a contender, nested
+/// names included, and nothing once they are released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_lists_every_busy_lock_of_the_namespace() {
+    let Some(addr) = server() else { return };
+    let cfg = config(&addr, "statuses");
+    let (a, b) = (connect(cfg.clone()).await, connect(cfg).await);
+    assert!(a.statuses(Scope::Global).await.unwrap().is_empty());
+    let plain = locks_core::LockName::new("volume-1").unwrap();
+    let nested = locks_core::LockName::new("host-7/volume-2").unwrap();
+    let first = acquire(&a, &global(&plain)).await.unwrap();
+    let second = acquire(&a, &global(&nested).label("attach")).await.unwrap();
+    let waiter = {
+        let (b, plain) = (b.clone(), plain.clone());
+        tokio::spawn(async move { acquire(&b, &global(&plain)).await.unwrap() })
+    };
+    eventually(Duration::from_secs(10), "waiter queued", || async {
+        a.status(&plain, Scope::Global).await.unwrap().waiters.len() == 1
+    })
+    .await;
+    let mut all = b.statuses(Scope::Global).await.unwrap();
+    all.sort_by(|x, y| x.name.as_str().cmp(y.name.as_str()));
+    let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["host-7/volume-2", "volume-1"]);
+    assert_eq!(all[0].holder.as_ref().unwrap().token, Some(second.token()));
+    assert_eq!(
+        all[0].holder.as_ref().unwrap().label.as_deref(),
+        Some("attach")
+    );
+    assert_eq!(all[1].holder.as_ref().unwrap().token, Some(first.token()));
+    assert_eq!(all[1].waiters.len(), 1);
+    first.release().await.unwrap();
+    second.release().await.unwrap();
+    waiter.await.unwrap().release().await.unwrap();
+    assert!(b.statuses(Scope::Global).await.unwrap().is_empty());
+}
