@@ -41,6 +41,10 @@
 //! holds these keys, is refused with [`Layout::Mutex`]). Waiters show in queue order with
 //! [`Layout::Mutex`] only; etcd records no times, so `since` is unknown;
 //! contenders of other clients (etcdctl, tooz) show their token only.
+//! [`Backend::statuses`] (`locks status --all`) finds the locks by their
+//! keys: under the prefix, keys named after the lease they are on
+//! ([`Layout::Mutex`]; with an empty prefix that reads every key name of the
+//! cluster, in pages), or every key under `/tooz/locks` ([`Layout::Tooz`]).
 //!
 //! # Clusters and failover
 //! List every member (`EtcdConfig::endpoints`). Requests go to one member at
@@ -266,6 +270,18 @@ impl Backend for EtcdBackend {
         scope: Scope,
     ) -> Result<locks_core::LockStatus> {
         status::status(&self.core, name, scope, self.describe.clone()).await
+    }
+
+    /// Every lock with a contender key (`locks status --all`): the prefix's
+    /// keys read page by page, keys only; each lock as
+    /// [`status`](Backend::status) tells it. With an empty prefix
+    /// ([`Layout::Mutex`]) that reads every key of the cluster. The whole
+    /// walk within the request timeout.
+    ///
+    /// # Errors
+    /// As [`status`](Backend::status).
+    async fn statuses(&self, scope: Scope) -> Result<Vec<locks_core::LockStatus>> {
+        status::all(&self.core, scope, self.describe.clone()).await
     }
 
     /// Acquires `request.name` in etcd.

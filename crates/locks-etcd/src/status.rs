@@ -24,6 +24,9 @@
 //! label, and waiters do not show (they only watch the key). Keys of leases
 //! without an identity key (`etcdctl lock`, tooz, another client) show their
 //! token only, with a note. etcd records no times: `since` stays unknown.
+//!
+//! [`all`] (`statuses`) finds the busy names from the keys alone (see
+//! [`busy_names`]) and then tells each as [`status`] does.
 
 use std::time::{Duration, SystemTime};
 
@@ -316,6 +319,122 @@ async fn read(core: &Core, name: &LockName, scope: Scope, describe: String) -> R
     Ok(status)
 }
 
+/// How many keys one page of the walk of [`all`] reads.
+const PAGE: i64 = 1000;
+
+/// Every lock with a contender key, as [`status`] tells each; the whole walk
+/// within the request timeout.
+pub(crate) async fn all(core: &Core, scope: Scope, describe: String) -> Result<Vec<LockStatus>> {
+    let limit = core.timeout + Duration::from_millis(100);
+    let walking = async {
+        let mut statuses = Vec::new();
+        for name in busy_names(core).await? {
+            let status = read(core, &name, scope, describe.clone()).await?;
+            // Released since the walk saw it: nothing to show.
+            if status.is_held() || !status.waiters.is_empty() {
+                statuses.push(status);
+            }
+        }
+        Ok(statuses)
+    };
+    match tokio::time::timeout(limit, walking).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "etcd at {}: listing the locks was not done within {limit:?}; check that etcd runs and is reachable there",
+                core.endpoints
+            ),
+        )),
+    }
+}
+
+/// The names with a contender key, read page by page (keys only): with
+/// [`Layout::Mutex`] the keys `<prefix><name>/<hex>` whose last component is
+/// the id of the lease they are on (as `concurrency.Mutex` names them), with
+/// [`Layout::Tooz`] every key on a lease under `/tooz/locks`.
+async fn busy_names(core: &Core) -> Result<Vec<LockName>> {
+    let prefix = core.prefix.clone();
+    let (mut from, end) = if prefix.is_empty() {
+        // Every key: from "\0", with etcd's "\0" end meaning "no end".
+        (vec![0], vec![0])
+    } else {
+        (prefix.clone(), prefix_end(&prefix))
+    };
+    let reserved = HOLDERS.strip_suffix('/').unwrap_or(HOLDERS);
+    let mut names = std::collections::BTreeMap::new();
+    loop {
+        let page = core
+            .call("listing the lock keys", |client| {
+                let (key, end) = (from.clone(), end.clone());
+                async move {
+                    client
+                        .kv_client()
+                        .get(
+                            key,
+                            Some(
+                                GetOptions::new()
+                                    .with_range(end)
+                                    .with_keys_only()
+                                    .with_limit(PAGE),
+                            ),
+                        )
+                        .await
+                }
+            })
+            .await?;
+        for kv in page.kvs() {
+            let Some(rest) = kv.key().strip_prefix(prefix.as_slice()) else {
+                continue;
+            };
+            let name = match core.layout {
+                _ if kv.lease() == 0 => continue,
+                Layout::Tooz => rest,
+                Layout::Mutex => {
+                    let Some(slash) = rest.iter().rposition(|&b| b == b'/') else {
+                        continue;
+                    };
+                    if rest[slash + 1..] != *format!("{:x}", kv.lease()).as_bytes() {
+                        continue;
+                    }
+                    &rest[..slash]
+                }
+            };
+            let Ok(name) = std::str::from_utf8(name) else {
+                continue;
+            };
+            if core.layout == Layout::Mutex && name == reserved {
+                continue;
+            }
+            if !names.contains_key(name)
+                && let Ok(valid) = LockName::new(name)
+            {
+                names.insert(name.to_owned(), valid);
+            }
+        }
+        match page.kvs().last() {
+            Some(last) if page.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => break,
+        }
+    }
+    Ok(names.into_values().collect())
+}
+
+/// The end of the key range of everything that starts with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,5 +453,12 @@ mod tests {
         assert_eq!((bare.program, bare.granted), (None, None));
         assert!(parse_identity(b"").is_none());
         assert!(parse_identity(b"\x10\x20 random bytes").is_none());
+    }
+
+    #[test]
+    fn prefix_ends() {
+        assert_eq!(prefix_end(b"a/"), b"a0");
+        assert_eq!(prefix_end(b"a\xff"), b"b");
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
     }
 }

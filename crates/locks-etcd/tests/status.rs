@@ -314,3 +314,82 @@ async fn contenders_of_longer_names_show_with_a_note() {
     assert!(own.notes.iter().all(|n| !n.contains("longer names")));
     guard.release().await.unwrap();
 }
+
+/// `statuses` finds every lock with a contender key under the prefix (ours,
+/// nested, and one of another client), but not the identity keys nor other
+/// keys; nothing once they are released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statuses_lists_every_busy_lock_under_the_prefix() {
+    let Some(addr) = server() else { return };
+    let prefix = format!("locks-test/{}/", name("statuses"));
+    let mut cfg = config(&addr, Layout::Mutex);
+    cfg.prefix = prefix.clone();
+    let (a, b) = (connect_with(cfg.clone()).await, connect_with(cfg).await);
+    assert!(a.statuses(Scope::Global).await.unwrap().is_empty());
+    let plain = locks_core::LockName::new("volume-1").unwrap();
+    let nested = locks_core::LockName::new("host-7/volume-2").unwrap();
+    let first = acquire(&a, &request(&plain, WAIT)).await.unwrap();
+    let second = acquire(&a, &request(&nested, WAIT).label("attach"))
+        .await
+        .unwrap();
+    let waiter = {
+        let (b, plain) = (b.clone(), plain.clone());
+        tokio::spawn(async move { acquire(&b, &request(&plain, WAIT)).await.unwrap() })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            a.status(&plain, Scope::Global).await.unwrap().waiters.len() == 1
+        })
+        .await
+    );
+    let mut raw = raw(&addr).await;
+    let lease = raw.lease_grant(30, None).await.unwrap().id();
+    let with_lease = Some(PutOptions::new().with_lease(lease));
+    raw.put(format!("{prefix}foreign/{lease:x}"), "", with_lease.clone())
+        .await
+        .unwrap();
+    // Not contenders: a key without a lease, one not named after its lease.
+    raw.put(format!("{prefix}settings"), "x", None)
+        .await
+        .unwrap();
+    raw.put(format!("{prefix}other/key"), "x", with_lease)
+        .await
+        .unwrap();
+
+    let all = b.statuses(Scope::Global).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["foreign", "host-7/volume-2", "volume-1"]);
+    assert_eq!(all[0].holder.as_ref().unwrap().pid, None);
+    assert_eq!(all[1].holder.as_ref().unwrap().token, Some(second.token()));
+    assert_eq!(
+        all[1].holder.as_ref().unwrap().label.as_deref(),
+        Some("attach")
+    );
+    assert_eq!(all[2].holder.as_ref().unwrap().token, Some(first.token()));
+    assert_eq!(all[2].waiters.len(), 1);
+
+    raw.lease_revoke(lease).await.unwrap();
+    first.release().await.unwrap();
+    second.release().await.unwrap();
+    waiter.await.unwrap().release().await.unwrap();
+    assert!(b.statuses(Scope::Global).await.unwrap().is_empty());
+    raw.delete(format!("{prefix}settings"), None).await.unwrap();
+}
+
+/// With `layout=tooz`, `statuses` finds the held keys under `/tooz/locks`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tooz_statuses_lists_held_keys() {
+    let Some(addr) = server() else { return };
+    let backend = connect(&addr, Layout::Tooz).await;
+    let lock = name("statuses-tooz");
+    let guard = acquire(&backend, &request(&lock, WAIT)).await.unwrap();
+    let all = backend.statuses(Scope::Global).await.unwrap();
+    let ours = all
+        .iter()
+        .find(|s| s.name == lock)
+        .unwrap_or_else(|| panic!("{lock} missing from {all:?}"));
+    assert_eq!(ours.holder.as_ref().unwrap().token, Some(guard.token()));
+    guard.release().await.unwrap();
+    let all = backend.statuses(Scope::Global).await.unwrap();
+    assert!(all.iter().all(|s| s.name != lock));
+}
