@@ -201,5 +201,6 @@ async fn busy_dirs(session: &Session, root: &str) -> Result<Vec<String>> {
         }
         next = below;
     }
+    busy.sort();
     Ok(busy)
 }
