@@ -1,9 +1,6 @@
 //! `locks_cancel`: a handle that cancels acquires blocked in other threads.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use tokio::sync::Notify;
+use locks::CancelToken;
 
 use crate::boundary::{fallible, infallible};
 use crate::status::{locks_error, locks_status};
@@ -19,39 +16,9 @@ use crate::status::{locks_error, locks_status};
 /// acquires on any threads.
 #[derive(Debug)]
 pub struct locks_cancel {
-    pub(crate) inner: Arc<Cancel>,
-}
-
-/// The state a handle shares with the acquires it was passed to: a spawned
-/// acquire task may outlive the call that started it by a moment, so it
-/// holds its own reference.
-#[derive(Debug, Default)]
-pub(crate) struct Cancel {
-    triggered: AtomicBool,
-    notify: Notify,
-}
-
-impl Cancel {
-    pub(crate) fn is_triggered(&self) -> bool {
-        self.triggered.load(Ordering::SeqCst)
-    }
-
-    fn trigger(&self) {
-        self.triggered.store(true, Ordering::SeqCst);
-        self.notify.notify_waiters();
-    }
-
-    /// Completes once the handle is triggered (at once if it already was).
-    pub(crate) async fn cancelled(&self) {
-        // Created before the flag is read: `notify_waiters` wakes every
-        // `Notified` that exists when it is called, polled or not, so a
-        // trigger between the read and the await is not missed. Only
-        // `trigger` notifies, after setting the flag.
-        let notified = self.notify.notified();
-        if !self.is_triggered() {
-            notified.await;
-        }
-    }
+    /// Shared with the acquires it was passed to: a spawned acquire task may
+    /// outlive the call that started it by a moment.
+    pub(crate) inner: CancelToken,
 }
 
 /// Creates a cancellation handle, not triggered.
@@ -72,7 +39,7 @@ pub unsafe extern "C" fn locks_cancel_new(
     fallible("locks_cancel_new", err_out, |call| {
         call.out(cancel_out, "cancel_out")?;
         let cancel = Box::new(locks_cancel {
-            inner: Arc::default(),
+            inner: CancelToken::new(),
         });
         // SAFETY: checked not NULL above; valid for writes per the contract.
         unsafe { cancel_out.write(Box::into_raw(cancel)) };

@@ -2,38 +2,9 @@
 
 use std::ffi::{CString, c_char};
 
-use locks::CatalogEntry;
-
-use crate::boundary::{c_string, fallible, infallible};
-use crate::client::{locks_client, locks_scope};
+use crate::boundary::{fallible, infallible};
 use crate::status::{locks_error, locks_status};
-
-/// One declared lock of the client's catalog.
-///
-/// Borrowed from the client: never freed by the caller, valid until
-/// `locks_client_free`. Every string read from it is borrowed the same way.
-#[derive(Debug)]
-pub struct locks_catalog_entry {
-    id: CString,
-    driver: CString,
-    template: CString,
-    critical_section: CString,
-    scope: locks_scope,
-    parameters: Vec<CString>,
-}
-
-impl locks_catalog_entry {
-    pub(crate) fn new(entry: &CatalogEntry) -> Self {
-        locks_catalog_entry {
-            id: c_string(&entry.id),
-            driver: c_string(&entry.driver),
-            template: c_string(entry.template.as_str()),
-            critical_section: c_string(&entry.critical_section),
-            scope: entry.scope.into(),
-            parameters: entry.template.parameters().map(c_string).collect(),
-        }
-    }
-}
+use crate::types::{locks_catalog_entry, locks_client, locks_scope};
 
 /// The number of entries in the client's catalog; 0 when `client` is NULL.
 ///
@@ -43,7 +14,7 @@ impl locks_catalog_entry {
 pub unsafe extern "C" fn locks_client_catalog_len(client: *const locks_client) -> usize {
     infallible(0, || {
         // SAFETY: NULL or a live client per the contract.
-        unsafe { client.as_ref() }.map_or(0, |c| c.inner.entries().len())
+        unsafe { client.as_ref() }.map_or(0, |c| c.inner.entries.len())
     })
 }
 
@@ -61,7 +32,7 @@ pub unsafe extern "C" fn locks_client_catalog_entry(
     infallible(std::ptr::null(), || {
         // SAFETY: NULL or a live client per the contract.
         unsafe { client.as_ref() }
-            .and_then(|c| c.inner.entries().get(index))
+            .and_then(|c| c.inner.entries.get(index))
             .map_or(std::ptr::null(), |e| e as *const _)
     })
 }
@@ -89,14 +60,14 @@ pub unsafe extern "C" fn locks_client_catalog_find(
         let client = unsafe { call.arg(client, "client") }?;
         let id = unsafe { call.str(id, "id") }?;
         call.out(entry_out, "entry_out")?;
-        let catalog = client.inner.locks.catalog();
+        let catalog = client.inner.blocking.locks().catalog();
         let found = catalog.get(id)?;
         let index = catalog
             .entries()
             .iter()
             .position(|e| std::ptr::eq(e, found))
             .ok_or_else(|| call.fail(locks_status::Internal, "catalog entry out of step"))?;
-        let entry: *const locks_catalog_entry = &client.inner.entries()[index];
+        let entry: *const locks_catalog_entry = &client.inner.entries[index];
         // SAFETY: checked not NULL; valid for writes per the contract.
         unsafe { entry_out.write(entry) };
         Ok(())

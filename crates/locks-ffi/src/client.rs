@@ -1,47 +1,24 @@
-//! `locks_client`: opening a client, acquiring locks, and the scope enum.
+//! `locks_client`: opening a client and acquiring locks, on
+//! [`locks::BlockingLocks`] (its runtime, shutdown, re-entry modes and
+//! cancellation); the types live in `types.rs`.
 
-use std::ffi::{CStr, CString, OsStr, c_char, c_int};
+use std::ffi::{CStr, OsStr, c_char, c_int};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
-use locks::{Config, Error, ErrorKind, LockGuard, LockRequest, Locks, Params, Scope, Wait};
-use tokio::runtime::Runtime;
+use locks::{BlockingLocks, Config, LockGuard, LockRequest, Params, Scope, Wait};
 
-use crate::boundary::{Call, Failure, FfiResult, c_string, fallible, infallible};
+use crate::boundary::{Call, Failure, FfiResult, fallible, infallible};
 use crate::cancel::locks_cancel;
-use crate::catalog::locks_catalog_entry;
 use crate::guard::locks_guard;
 use crate::status::{locks_error, locks_status};
+use crate::types::{ClientInner, locks_client};
 
 /// The most parameters one `locks_client_lock` call accepts. A larger
 /// `n_params` is rejected with `LOCKS_STATUS_INVALID_ARGUMENT` (it is most
 /// likely a negative count cast to `size_t`).
 pub const LOCKS_MAX_PARAMS: usize = 1024;
-
-/// How far a lock reaches.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum locks_scope {
-    /// Threads of one process (`memory://`).
-    Process = 0,
-    /// Every process on one host (`file:///DIR`).
-    Node = 1,
-    /// Every host of a cluster (`etcd://`, `zookeeper://`).
-    Global = 2,
-}
-
-impl From<Scope> for locks_scope {
-    fn from(scope: Scope) -> Self {
-        match scope {
-            Scope::Process => locks_scope::Process,
-            Scope::Node => locks_scope::Node,
-            Scope::Global => locks_scope::Global,
-        }
-    }
-}
 
 fn scope_from_int(call: &Call, scope: c_int) -> FfiResult<Scope> {
     match scope {
@@ -58,200 +35,39 @@ fn scope_from_int(call: &Call, scope: c_int) -> FfiResult<Scope> {
     }
 }
 
-/// A client for the locks of one catalog, with one backend per scope and its
-/// own runtime.
-///
-/// Created by `locks_client_open_file`, `locks_client_open_string` or
-/// `locks_client_open_default`; owned by the caller, who frees it with
-/// `locks_client_free`. Safe to use from many threads at once.
-#[derive(Debug)]
-pub struct locks_client {
-    pub(crate) inner: Arc<ClientInner>,
+/// Opens a client on `config`, with a runtime of its own (threads named
+/// `locks-ffi`).
+fn open(config: Config) -> FfiResult<locks_client> {
+    let blocking = BlockingLocks::open_with_thread_name(config, "locks-ffi")?;
+    Ok(locks_client::new(blocking))
 }
 
-/// How long freeing the last handle of a client waits for the runtime's
-/// threads. A file-lock waiter whose acquire timed out stays blocked in the
-/// kernel until the holder releases; freeing does not wait for it (it then
-/// unlocks and exits on its own).
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
-
-/// What a client and every guard it handed out share: the guards keep it
-/// (and its runtime) alive until the last of them is freed.
-///
-/// Like `locks::BlockingLocks` (a runtime of its own, calls blocking the
-/// calling thread), but with a bounded shutdown: dropping a `BlockingLocks`
-/// waits for every blocking thread, so a C program whose acquire timed out
-/// could not free its client until the other holder released.
-#[derive(Debug)]
-pub(crate) struct ClientInner {
-    runtime: Option<Runtime>,
-    pub(crate) locks: Locks,
-    entries: Vec<locks_catalog_entry>,
-    warnings: Vec<CString>,
-    reentry_per_thread: AtomicBool,
+/// Runs an acquire, cancellable through `cancel` if given (see
+/// [`BlockingLocks::acquire_cancellable`]).
+fn acquire(
+    call: &Call,
+    client: &ClientInner,
+    request: LockRequest,
+    cancel: Option<&locks_cancel>,
+) -> FfiResult<LockGuard> {
+    let Some(cancel) = cancel else {
+        return Ok(client.blocking.acquire(request)?);
+    };
+    let (name, scope) = (request.name.clone(), request.scope);
+    client
+        .blocking
+        .acquire_cancellable(request, &cancel.inner)?
+        .ok_or_else(|| cancelled(call, name.as_str(), scope))
 }
 
-impl Drop for ClientInner {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_timeout(SHUTDOWN_GRACE);
-        }
-    }
-}
-
-pub(crate) fn not_in_runtime() -> FfiResult {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(Error::new(
-            ErrorKind::Unsupported,
-            "locks-ffi was called from inside a tokio runtime, where blocking would stall it",
-        )
-        .into());
-    }
-    Ok(())
-}
-
-impl ClientInner {
-    fn open(config: Config) -> FfiResult<locks_client> {
-        not_in_runtime()?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("locks-ffi")
-            .enable_all()
-            .build()
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Internal,
-                    format!("cannot start the lock runtime: {e}"),
-                )
-            })?;
-        let locks = match runtime.block_on(Locks::open(config)) {
-            Ok(locks) => locks,
-            Err(e) => {
-                runtime.shutdown_timeout(SHUTDOWN_GRACE);
-                return Err(e.into());
-            }
-        };
-        let entries = locks
-            .catalog()
-            .entries()
-            .iter()
-            .map(locks_catalog_entry::new)
-            .collect();
-        let warnings = locks.warnings().iter().map(|w| c_string(w)).collect();
-        Ok(locks_client {
-            inner: Arc::new(ClientInner {
-                runtime: Some(runtime),
-                locks,
-                entries,
-                warnings,
-                reentry_per_thread: AtomicBool::new(true),
-            }),
-        })
-    }
-
-    /// Runs an acquire: on the calling thread (re-entry detected per thread)
-    /// or, with the check off, as a task of its own (never detected). With a
-    /// cancellation handle the acquire future is raced against it, inside
-    /// whichever of the two runs it, and dropped when the handle wins (the
-    /// backends leave nothing held or queued then).
-    fn acquire(
-        &self,
-        call: &Call,
-        request: LockRequest,
-        cancel: Option<&locks_cancel>,
-    ) -> FfiResult<LockGuard> {
-        not_in_runtime()?;
-        let runtime = self.runtime()?;
-        // The handle's state, and the failure it ends the wait with.
-        let cancel = match cancel {
-            None => None,
-            Some(cancel) => {
-                let cancelled = call.fail(
-                    locks_status::Cancelled,
-                    format_args!(
-                        "acquiring lock `{}` ({} scope) was cancelled through its \
-                         locks_cancel handle",
-                        request.name.as_str(),
-                        request.scope
-                    ),
-                );
-                if cancel.inner.is_triggered() {
-                    return Err(cancelled);
-                }
-                Some((Arc::clone(&cancel.inner), cancelled))
-            }
-        };
-        // A free lock of a backend that can take it on this thread (memory)
-        // needs no runtime. Only in per-thread mode: the fast path records
-        // the calling thread as the holder, which the other mode must not.
-        let per_thread = self.reentry_per_thread.load(Ordering::Relaxed);
-        if per_thread && let Some(guard) = self.locks.acquire_if_free(&request) {
-            return Ok(guard);
-        }
-        let locks = self.locks.clone();
-        let future = async move {
-            let Some((cancel, cancelled)) = cancel else {
-                return Ok(locks.acquire(request).await?);
-            };
-            tokio::select! {
-                // The handle first: once triggered, the acquire is not polled again.
-                biased;
-                () = cancel.cancelled() => Err(cancelled),
-                acquired = locks.acquire(request) => Ok(acquired?),
-            }
-        };
-        if per_thread {
-            return runtime.block_on(future);
-        }
-        match runtime.block_on(runtime.spawn(future)) {
-            Ok(result) => result,
-            Err(e) if e.is_panic() => Err(Failure {
-                status: locks_status::Panic,
-                message: "the acquire task panicked; this is a bug in locks".to_owned(),
-            }),
-            Err(e) => Err(Failure {
-                status: locks_status::Internal,
-                message: format!("the acquire task did not finish: {e}"),
-            }),
-        }
-    }
-
-    /// The fast path of `acquire` for raw lock `name`, given as text: a free
-    /// lock whose backend knows the name (see `Locks::acquire_name_if_free`),
-    /// taken without building a request. Only in per-thread mode, as there.
-    fn acquire_name_if_free(
-        &self,
-        scope: Scope,
-        name: &str,
-        cancel: Option<&locks_cancel>,
-    ) -> Option<LockGuard> {
-        if !self.reentry_per_thread.load(Ordering::Relaxed)
-            || cancel.is_some_and(|c| c.inner.is_triggered())
-        {
-            return None;
-        }
-        self.locks.acquire_name_if_free(scope, name)
-    }
-
-    fn runtime(&self) -> FfiResult<&Runtime> {
-        self.runtime.as_ref().ok_or_else(|| Failure {
-            status: locks_status::Internal,
-            message: "the lock runtime is shut down".to_owned(),
-        })
-    }
-
-    /// Releases a guard, blocking the calling thread.
-    pub(crate) fn release(&self, guard: LockGuard) -> FfiResult {
-        not_in_runtime()?;
-        match guard.release_now() {
-            Ok(released) => Ok(released?),
-            Err(guard) => Ok(self.runtime()?.block_on(guard.release())?),
-        }
-    }
-
-    pub(crate) fn entries(&self) -> &[locks_catalog_entry] {
-        &self.entries
-    }
+/// The failure of an acquire of `name` that `locks_cancel_trigger` ended.
+fn cancelled(call: &Call, name: &str, scope: Scope) -> Failure {
+    call.fail(
+        locks_status::Cancelled,
+        format_args!(
+            "acquiring lock `{name}` ({scope} scope) was cancelled through its locks_cancel handle"
+        ),
+    )
 }
 
 /// Hands a new client to C.
@@ -290,7 +106,7 @@ pub unsafe extern "C" fn locks_client_open_file(
         let path = Path::new(OsStr::from_bytes(
             unsafe { CStr::from_ptr(path) }.to_bytes(),
         ));
-        let client = ClientInner::open(Config::from_file(path)?)?;
+        let client = open(Config::from_file(path)?)?;
         hand_out(client, client_out);
         Ok(())
     })
@@ -319,7 +135,7 @@ pub unsafe extern "C" fn locks_client_open_string(
         // SAFETY: NULL or NUL-terminated per the contract.
         let text = unsafe { call.str(toml, "toml") }?;
         let config = Config::from_toml_str(text, Path::new("."), "<string>")?;
-        hand_out(ClientInner::open(config)?, client_out);
+        hand_out(open(config)?, client_out);
         Ok(())
     })
 }
@@ -345,7 +161,7 @@ pub unsafe extern "C" fn locks_client_open_default(
 ) -> locks_status {
     fallible("locks_client_open_default", err_out, |call| {
         call.out(client_out, "client_out")?;
-        hand_out(ClientInner::open(Config::embedded())?, client_out);
+        hand_out(open(Config::embedded())?, client_out);
         Ok(())
     })
 }
@@ -393,10 +209,7 @@ pub unsafe extern "C" fn locks_client_set_reentry_check(
     fallible("locks_client_set_reentry_check", err_out, |call| {
         // SAFETY: NULL or a live client per the contract.
         let client = unsafe { call.arg(client, "client") }?;
-        client
-            .inner
-            .reentry_per_thread
-            .store(per_thread, Ordering::Relaxed);
+        client.inner.blocking.set_reentry_per_thread(per_thread);
         Ok(())
     })
 }
@@ -514,10 +327,11 @@ unsafe fn lock_catalog(
     call.out(guard_out, "guard_out")?;
     let request = client
         .inner
-        .locks
+        .blocking
+        .locks()
         .request(id, &params)?
         .wait(Wait::from_millis(timeout_ms));
-    let guard = client.inner.acquire(call, request, cancel)?;
+    let guard = acquire(call, &client.inner, request, cancel)?;
     hand_out_guard(&client.inner, guard, guard_out);
     Ok(())
 }
@@ -541,17 +355,20 @@ unsafe fn lock_raw(
     let cancel = unsafe { cancel.as_ref() };
     let scope = scope_from_int(call, scope)?;
     call.out(guard_out, "guard_out")?;
-    not_in_runtime()?;
-    if let Some(guard) = client.inner.acquire_name_if_free(scope, name, cancel) {
-        hand_out_guard(&client.inner, guard, guard_out);
-        return Ok(());
-    }
-    let request = client
-        .inner
-        .locks
-        .raw_request(scope, name)?
-        .wait(Wait::from_millis(timeout_ms));
-    let guard = client.inner.acquire(call, request, cancel)?;
+    let blocking = &client.inner.blocking;
+    let wait = Wait::from_millis(timeout_ms);
+    let guard = match cancel {
+        None => blocking.lock_name(scope, name, wait)?,
+        Some(cancel) => match blocking.lock_name_cancellable(scope, name, wait, &cancel.inner)? {
+            Some(guard) => guard,
+            // The full name (with the prefix) for the message, as the
+            // acquire itself rendered it.
+            None => {
+                let request = blocking.locks().raw_request(scope, name)?;
+                return Err(cancelled(call, request.name.as_str(), scope));
+            }
+        },
+    };
     hand_out_guard(&client.inner, guard, guard_out);
     Ok(())
 }

@@ -6,12 +6,12 @@ use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use locks::{LockGuard, LockName, LockState};
+use locks::{BlockingLocks, LockGuard, LockName, LockState};
 use tokio::sync::watch;
 
 use crate::boundary::{FfiResult, c_string, fallible, infallible};
-use crate::client::{ClientInner, locks_scope, not_in_runtime};
 use crate::status::{locks_error, locks_status};
+use crate::types::{ClientInner, locks_scope};
 
 /// Whether a guard's lock is still safely held.
 #[repr(C)]
@@ -85,7 +85,7 @@ impl locks_guard {
         Some(match held.release_now() {
             Ok(released) => released.map_err(Into::into),
             Err(held) => match &self.client {
-                Some(client) => client.release(held),
+                Some(client) => client.blocking.release(held).map_err(Into::into),
                 None => unreachable!("only local locks have no client, and they release now"),
             },
         })
@@ -246,7 +246,7 @@ pub unsafe extern "C" fn locks_guard_release(
         let guard = unsafe { call.arg(guard, "guard") }?;
         // Refused before the guard is taken, so that the lock stays held and
         // the guard can still be released from a thread outside the runtime.
-        not_in_runtime()?;
+        BlockingLocks::check_outside_runtime()?;
         guard.release().unwrap_or_else(|| {
             Err(call.fail(
                 locks_status::AlreadyReleased,

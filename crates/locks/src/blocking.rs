@@ -1,29 +1,38 @@
-//! [`BlockingLocks`]: the same client for callers without an async runtime.
+//! [`BlockingLocks`]: the same client for callers without an async runtime
+//! (plain threads; the C ABI of `locks-ffi` is built on it).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use locks_core::{
     CleanReport, Error, ErrorKind, LockGuard, LockRequest, MultiGuard, Params, Result, Scope, Wait,
 };
 
-use crate::{Config, Locks};
+use crate::{CancelToken, Config, Locks};
 
 /// A [`Locks`] client with its own tokio runtime, whose calls block the calling thread.
 ///
 /// For threads that are not inside an async runtime (plain threads, C or Go
 /// callers). Each call detects a caller that *is* inside a runtime and fails
 /// with [`ErrorKind::Unsupported`] instead of panicking: use [`Locks`] there.
-/// Re-entry is detected per OS thread.
+/// Re-entry is detected per OS thread unless turned off
+/// ([`set_reentry_per_thread`](Self::set_reentry_per_thread)). Acquires can
+/// be cancelled from another thread with a [`CancelToken`]. Dropping the
+/// client waits a bounded time for its runtime's threads.
 #[derive(Debug)]
 pub struct BlockingLocks {
     // Always `Some` until dropped; `Drop` takes it to shut it down with a bound.
     runtime: Option<tokio::runtime::Runtime>,
     locks: Locks,
+    /// Whether a caller is its OS thread for re-entry detection; else each
+    /// acquire runs as a task of its own.
+    reentry_per_thread: AtomicBool,
 }
 
 /// How long dropping a [`BlockingLocks`] waits for its runtime's threads. A
 /// lock-file waiter that timed out may stay blocked in the kernel until the
-/// holder releases (see `locks-file`); the drop does not wait for it.
+/// holder releases (see `locks-file`); the drop does not wait for it (it then
+/// unlocks and exits on its own).
 const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl BlockingLocks {
@@ -32,10 +41,19 @@ impl BlockingLocks {
     /// # Errors
     /// [`ErrorKind::Internal`] when the runtime cannot start; otherwise as [`Locks::open`].
     pub fn open(config: Config) -> Result<Self> {
+        Self::open_with_thread_name(config, "locks-runtime")
+    }
+
+    /// [`open`](Self::open), naming the runtime's two worker threads
+    /// `thread_name` (the C ABI's are `locks-ffi`).
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with_thread_name(config: Config, thread_name: &str) -> Result<Self> {
         not_in_runtime()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
-            .thread_name("locks-runtime")
+            .thread_name(thread_name)
             .enable_all()
             .build()
             .map_err(|e| {
@@ -45,11 +63,48 @@ impl BlockingLocks {
                 )
                 .with_source(e)
             })?;
-        let locks = runtime.block_on(Locks::open(config))?;
+        let locks = match runtime.block_on(Locks::open(config)) {
+            Ok(locks) => locks,
+            Err(e) => {
+                // Bounded, as in `Drop`: a backend may have left a blocking thread.
+                runtime.shutdown_timeout(SHUTDOWN_WAIT);
+                return Err(e);
+            }
+        };
         Ok(BlockingLocks {
             runtime: Some(runtime),
             locks,
+            reentry_per_thread: AtomicBool::new(true),
         })
+    }
+
+    /// Chooses who holds a lock for re-entry detection.
+    ///
+    /// On (the default), the holder is the calling OS thread: a thread asking
+    /// again for a lock it holds through this client fails at once with
+    /// [`ErrorKind::WouldDeadlock`]. Off, each acquire runs as a task of its
+    /// own and no re-entry is detected: a caller asking again waits like any
+    /// other waiter. Turn it off when callers are not OS threads (goroutines,
+    /// which Go moves between threads).
+    pub fn set_reentry_per_thread(&self, per_thread: bool) {
+        self.reentry_per_thread.store(per_thread, Ordering::Relaxed);
+    }
+
+    /// Whether re-entry is detected per OS thread (see
+    /// [`set_reentry_per_thread`](Self::set_reentry_per_thread)).
+    pub fn reentry_per_thread(&self) -> bool {
+        self.reentry_per_thread.load(Ordering::Relaxed)
+    }
+
+    /// Checks that the calling thread may block in this client's calls, as
+    /// each call does first: for callers that must refuse before they give
+    /// up something (a guard they would release).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] on a thread inside an async runtime, where
+    /// blocking would stall it.
+    pub fn check_outside_runtime() -> Result<()> {
+        not_in_runtime()
     }
 
     /// The async client this one wraps.
@@ -91,12 +146,46 @@ impl BlockingLocks {
     /// # Errors
     /// As [`Locks::lock_name`].
     pub fn lock_name(&self, scope: Scope, name: &str, wait: Wait) -> Result<LockGuard> {
+        self.lock_name_or_cancel(scope, name, wait, None)
+            .map(|guard| guard.unwrap_or_else(|| unreachable!("no token, no cancellation")))
+    }
+
+    /// [`lock_name`](Self::lock_name), given up when `cancel` is triggered
+    /// before or while it waits: then `Ok(None)`, with nothing held or
+    /// queued. A token triggered before the call makes it return `Ok(None)`
+    /// without trying the lock (errors in `name` are reported first).
+    ///
+    /// # Errors
+    /// As [`Locks::lock_name`].
+    pub fn lock_name_cancellable(
+        &self,
+        scope: Scope,
+        name: &str,
+        wait: Wait,
+        cancel: &CancelToken,
+    ) -> Result<Option<LockGuard>> {
+        self.lock_name_or_cancel(scope, name, wait, Some(cancel))
+    }
+
+    fn lock_name_or_cancel(
+        &self,
+        scope: Scope,
+        name: &str,
+        wait: Wait,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Option<LockGuard>> {
         not_in_runtime()?;
-        if let Some(guard) = self.locks.acquire_name_if_free(scope, name) {
-            return Ok(guard);
+        // A free lock whose backend knows the name, taken without building a
+        // request. Only per thread: the fast path records the calling thread
+        // as the holder.
+        if self.reentry_per_thread()
+            && !cancel.is_some_and(CancelToken::is_triggered)
+            && let Some(guard) = self.locks.acquire_name_if_free(scope, name)
+        {
+            return Ok(Some(guard));
         }
         let request = self.locks.raw_request(scope, name)?.wait(wait);
-        self.acquire_outside_runtime(request)
+        self.acquire_outside_runtime(request, cancel)
     }
 
     /// [`Locks::acquire`], blocking.
@@ -105,15 +194,61 @@ impl BlockingLocks {
     /// As [`Locks::acquire`].
     pub fn acquire(&self, request: LockRequest) -> Result<LockGuard> {
         not_in_runtime()?;
-        self.acquire_outside_runtime(request)
+        self.acquire_outside_runtime(request, None)
+            .map(|guard| guard.unwrap_or_else(|| unreachable!("no token, no cancellation")))
     }
 
-    /// [`acquire`](Self::acquire) once the caller is known to be outside a runtime.
-    fn acquire_outside_runtime(&self, request: LockRequest) -> Result<LockGuard> {
-        if let Some(guard) = self.locks.acquire_if_free(&request) {
-            return Ok(guard);
+    /// [`acquire`](Self::acquire), given up when `cancel` is triggered before
+    /// or while it waits: then `Ok(None)`, with nothing held or queued (the
+    /// acquire future is dropped, which every backend leaves clean). A token
+    /// triggered before the call makes it return `Ok(None)` without trying
+    /// the lock.
+    ///
+    /// # Errors
+    /// As [`Locks::acquire`].
+    pub fn acquire_cancellable(
+        &self,
+        request: LockRequest,
+        cancel: &CancelToken,
+    ) -> Result<Option<LockGuard>> {
+        not_in_runtime()?;
+        self.acquire_outside_runtime(request, Some(cancel))
+    }
+
+    /// An acquire once the caller is known to be outside a runtime: on the
+    /// calling thread (re-entry detected per thread) or, with that off, as a
+    /// task of its own (never detected), raced against `cancel` inside
+    /// whichever of the two runs it. `None` when `cancel` won.
+    fn acquire_outside_runtime(
+        &self,
+        request: LockRequest,
+        cancel: Option<&CancelToken>,
+    ) -> Result<Option<LockGuard>> {
+        if cancel.is_some_and(CancelToken::is_triggered) {
+            return Ok(None);
         }
-        self.runtime().block_on(self.locks.acquire(request))
+        // A free lock of a backend that can take it on this thread (memory,
+        // a cached lock file) needs no runtime. Only per thread, as above.
+        let per_thread = self.reentry_per_thread();
+        if per_thread && let Some(guard) = self.locks.acquire_if_free(&request) {
+            return Ok(Some(guard));
+        }
+        let cancel = cancel.cloned();
+        let runtime = self.runtime();
+        if per_thread {
+            return runtime.block_on(acquire_or_cancel(&self.locks, request, cancel));
+        }
+        let locks = self.locks.clone();
+        let task = runtime.spawn(async move { acquire_or_cancel(&locks, request, cancel).await });
+        match runtime.block_on(task) {
+            Ok(result) => result,
+            // The panic of the task is the caller's.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(Error::new(
+                ErrorKind::Internal,
+                format!("the acquire task did not finish (is the client shutting down?): {e}"),
+            )),
+        }
     }
 
     /// [`Locks::lock_many`], blocking.
@@ -150,6 +285,24 @@ impl Drop for BlockingLocks {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(SHUTDOWN_WAIT);
         }
+    }
+}
+
+/// `locks.acquire(request)`, raced against `cancel`: `None` if the token
+/// wins, and then the acquire is dropped without being polled again.
+async fn acquire_or_cancel(
+    locks: &Locks,
+    request: LockRequest,
+    cancel: Option<CancelToken>,
+) -> Result<Option<LockGuard>> {
+    let Some(cancel) = cancel else {
+        return locks.acquire(request).await.map(Some);
+    };
+    tokio::select! {
+        // The token first: once triggered, the acquire is not polled again.
+        biased;
+        () = cancel.cancelled() => Ok(None),
+        acquired = locks.acquire(request) => acquired.map(Some),
     }
 }
 

@@ -38,14 +38,26 @@
 //! - `zookeeper` (default): the `zookeeper://` backend.
 //! - `macros` (default): the [`locked`] attribute, which wraps an async
 //!   method in a catalog lock as Cinder's `synchronized` decorators do.
+//!
+//! # Layout
+//! - `client.rs`: [`Locks`], the async client.
+//! - `blocking.rs`: [`BlockingLocks`], the same with a runtime of its own, for
+//!   plain threads and the C ABI (re-entry per thread or per task,
+//!   cancellation, bounded shutdown).
+//! - `cancel.rs`: [`CancelToken`], which cancels a blocking acquire from
+//!   another thread.
+//! - `config.rs`: [`Config`] and where it comes from.
+//! - `backends/`: the one place that turns a backend URL into a backend.
 
 mod backends;
 mod blocking;
+mod cancel;
 mod client;
 mod config;
 
 pub use backends::SCHEMES;
 pub use blocking::BlockingLocks;
+pub use cancel::CancelToken;
 pub use client::Locks;
 pub use config::{BackendUrls, CONFIG_ENV, CatalogSource, Compat, Config, default_lock_dir};
 pub use locks_core::{
