@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The benchmarks of BENCHMARKS.md: starts a throw-away etcd and ZooKeeper on
-# 127.0.0.1 (ci/etcd.sh, ci/zookeeper.sh), builds `locks` and the C ABI in
-# release, runs `locks bench` against them, and stops the servers.
+# 127.0.0.1 (ci/etcd.sh, ci/zookeeper.sh), builds `locks-bench` and the C ABI
+# in release, runs `locks-bench run` against them, and stops the servers.
 #
 #   bash ci/bench.sh            # the full run (about two minutes on 2 cores)
 #   bash ci/bench.sh --quick    # under a minute
 #
-# Extra arguments go to `locks bench` (`--quick`, `--only memory,file`).
+# Extra arguments go to `locks-bench run` (`--quick`, `--only memory,file`).
 # Set LOCKS_TEST_PYTHON to a Python with oslo.concurrency, tooz, etcd3gw and
 # kazoo to add the rows against the Python tools. Servers and tools already
 # installed by ci/install.sh are used; this script installs nothing.
@@ -24,7 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --quiet -p locks-cli -p locks-ffi
+cargo build --release --quiet -p locks-bench -p locks-ffi
 
 if command -v etcd >/dev/null; then
     bash ci/etcd.sh start "$state" >&2
@@ -39,4 +39,4 @@ else
     echo "bench.sh: no ZooKeeper installed (ci/install.sh): the ZooKeeper rows are skipped" >&2
 fi
 
-"$CARGO_TARGET_DIR/release/locks" bench "$@"
+"$CARGO_TARGET_DIR/release/locks-bench" run "$@"

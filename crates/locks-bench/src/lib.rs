@@ -1,4 +1,4 @@
-//! The benchmark runner behind `locks bench`.
+//! The benchmark runner behind `locks-bench run`.
 //!
 //! Every backend is measured against its physical floor in the same run: the
 //! memory backend against a raw [`tokio::sync::Mutex`], lock files against the
@@ -12,7 +12,7 @@
 //! when `ratio <= target`.
 //!
 //! Handoff and contention need other processes: [`run`] re-executes
-//! [`BenchOptions::peer_exe`] with the hidden `bench-peer` subcommand, whose
+//! [`BenchOptions::peer_exe`] with the hidden `peer` subcommand, whose
 //! body is [`peer`]. Timestamps cross the pipe as `CLOCK_MONOTONIC`
 //! nanoseconds, one clock for every process of the host.
 
@@ -43,7 +43,7 @@ pub struct BenchOptions {
     /// The configuration file of `--config`: its Global URL picks the etcd or
     /// ZooKeeper server when it is one.
     pub config: Option<PathBuf>,
-    /// The `locks` binary to re-execute as `locks bench-peer` for the
+    /// The `locks-bench` binary to re-execute as `locks-bench peer` for the
     /// cross-process rows.
     pub peer_exe: PathBuf,
     /// The etcd server (`host:port`), default `$LOCKS_TEST_ETCD`.
@@ -111,7 +111,7 @@ fn host_port(rest: &str) -> String {
 }
 
 /// `include/locks.h` (from the source tree or the current directory) and
-/// the directory of `liblocks_ffi.a` (next to the `locks` binary).
+/// the directory of `liblocks_ffi.a` (next to the `locks-bench` binary).
 fn find_ffi(exe: &Path) -> Option<(PathBuf, PathBuf)> {
     let header = [
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../include/locks.h"),
@@ -321,7 +321,7 @@ pub async fn run(opts: &BenchOptions, out: &mut (dyn Write + Send)) -> Result<()
     say(
         out,
         format_args!(
-            "locks bench{}: µs per cycle (median of {} alternating batches), ratio = ours / floor, target met when ratio <= target",
+            "locks-bench run{}: µs per cycle (median of {} alternating batches), ratio = ours / floor, target met when ratio <= target",
             if opts.quick { " --quick" } else { "" },
             plan.rounds
         ),
@@ -682,7 +682,7 @@ impl Peer {
         name: &str,
     ) -> Result<Peer> {
         let mut child = Command::new(&opts.peer_exe)
-            .arg("bench-peer")
+            .arg("peer")
             .args(["--node", node, "--global", global, "--scope"])
             .arg(scope.as_str())
             .args(["--name", name])
@@ -690,7 +690,7 @@ impl Peer {
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(io_err("starting a `locks bench-peer` process"))?;
+            .map_err(io_err("starting a `locks-bench peer` process"))?;
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let mut peer = Peer {
@@ -849,7 +849,7 @@ async fn contention(
     )
 }
 
-/// What `locks bench-peer` is told on its command line.
+/// What `locks-bench peer` is told on its command line.
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
     /// The Node backend URL.

@@ -6,8 +6,6 @@
 //! had in time (`--timeout`); 78 for configuration and catalog errors; 1 for
 //! other errors; 2 for usage errors.
 
-#[cfg(feature = "bench")]
-mod bench;
 mod check;
 mod demo;
 mod doc;
@@ -66,13 +64,6 @@ enum Command {
     },
     /// Run several seed drivers' critical sections concurrently and show who waited for whom.
     Demo(demo::DemoArgs),
-    #[cfg(feature = "bench")]
-    /// Measure every backend against its floor and the Python tools (see BENCHMARKS.md).
-    Bench(bench::BenchArgs),
-    #[cfg(feature = "bench")]
-    /// The other process of `locks bench` (internal).
-    #[command(hide = true)]
-    BenchPeer(bench::PeerArgs),
     /// Check mutual exclusion: N holders take one lock M times; report overlaps and token regressions.
     Check(check::CheckArgs),
     /// One holder of `locks check` (internal).
@@ -231,10 +222,6 @@ async fn dispatch(cli: Cli) -> locks::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => demo::demo(config, args).await,
-        #[cfg(feature = "bench")]
-        Command::Bench(args) => bench::bench(config, args).await,
-        #[cfg(feature = "bench")]
-        Command::BenchPeer(args) => bench::peer(args).await,
         Command::Check(args) => check::check(config, args).await,
         Command::CheckWorker(args) => check::worker(config, args).await,
     }

@@ -1,15 +1,22 @@
-//! `locks bench --quick`: one table per backend, with the rows the benchmark
+//! `locks-bench run --quick`: one table per backend, with the rows the benchmark
 //! issue names, and every row that has a target ending in
 //! `ratio=X.XX target=Y.YY` so that scripts can read it. Only the shape and
 //! the sanity of the numbers are checked here: speed is for the benchmark
 //! itself to report, never for a timed test to assert.
 
-mod common;
-
 use std::process::Command;
 
-use common::output;
 use locks_core::testing::server_from_env;
+
+/// Runs `cmd`: its exit code, stdout and stderr.
+fn output(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("run locks-bench");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
 
 /// The value of `key=` in a row, as a number.
 fn field(row: &str, key: &str) -> Option<f64> {
@@ -52,12 +59,12 @@ fn quick_bench_prints_a_readable_table_per_backend() {
         only.push("python");
     }
     let (code, report, stderr) = output(
-        Command::new(env!("CARGO_BIN_EXE_locks"))
+        Command::new(env!("CARGO_BIN_EXE_locks-bench"))
             .env_remove("LOCKS_CONFIG")
-            .args(["bench", "--quick", "--only", &only.join(",")]),
+            .args(["run", "--quick", "--only", &only.join(",")]),
     );
-    assert_eq!(code, 0, "locks bench failed:\n{report}\n{stderr}");
-    assert!(report.starts_with("locks bench --quick:"), "{report}");
+    assert_eq!(code, 0, "locks-bench run failed:\n{report}\n{stderr}");
+    assert!(report.starts_with("locks-bench run --quick:"), "{report}");
 
     // Every row with a target ends in ratio=X.XX target=Y.YY, with sane numbers.
     let targeted: Vec<&str> = report.lines().filter(|l| l.contains("target=")).collect();
