@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use locks::{Locks, Scope, Wait};
 
+use super::peer::Peer;
 use super::stats::Dist;
-use super::{BenchOptions, Peer, Result, monotonic_ns, row, unavailable};
+use super::{BenchOptions, Result, monotonic_ns, row, unavailable};
 
 /// The queue lengths measured; the last is held to the first.
 const LENGTHS: [usize; 3] = [1, 16, 64];
