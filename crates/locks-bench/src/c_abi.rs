@@ -9,7 +9,7 @@ use locks::{Config, Error, ErrorKind, Result, Scope, Wait};
 use tokio::process::Command;
 
 use crate::stats::Dist;
-use crate::*;
+use crate::{BenchOptions, C_LOOP, Plan, io_err, row, say};
 
 pub(crate) async fn c_abi(
     plan: &Plan,

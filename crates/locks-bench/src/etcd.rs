@@ -3,10 +3,9 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::server::{RoundTrips, Server, server_rows};
+use crate::{BenchOptions, Ours, Plan, cycle, open_client, paired, say, unavailable};
 use locks::{Result, Scope};
-
-use crate::server::*;
-use crate::*;
 
 pub(crate) async fn etcd(
     plan: &Plan,

@@ -7,27 +7,9 @@ use std::time::Duration;
 
 use locks::{Result, Scope};
 
-use crate::peer::*;
+use crate::peer::{Peer, contention, handoff, time_handoffs};
 use crate::stats::Dist;
-use crate::*;
-
-/// A whole-file OFD write lock (`F_OFD_SETLKW`) or unlock on `fd`.
-pub(crate) fn ofd(fd: libc::c_int, lock: bool) -> std::io::Result<()> {
-    // SAFETY: an all-zero flock is a valid value; the fields are set below.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = if lock { libc::F_WRLCK } else { libc::F_UNLCK } as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    let cmd = if lock {
-        libc::F_OFD_SETLKW
-    } else {
-        libc::F_OFD_SETLK
-    };
-    // SAFETY: `fd` is an open descriptor and `fl` a valid flock.
-    if unsafe { libc::fcntl(fd, cmd, &fl) } == -1 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
+use crate::{BenchOptions, Ours, Plan, cycle, io_err, ofd, open_client, paired, queue, row, say};
 
 pub(crate) async fn file(
     plan: &Plan,

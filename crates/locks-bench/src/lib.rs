@@ -15,6 +15,17 @@
 //! [`BenchOptions::peer_exe`] with the hidden `peer` subcommand, whose
 //! body is [`peer`]. Timestamps cross the pipe as `CLOCK_MONOTONIC`
 //! nanoseconds, one clock for every process of the host.
+//!
+//! # Layout
+//! - `main.rs`: the `locks-bench` binary (`run`, hidden `peer`).
+//! - `lib.rs` (here): options, the plan of a run, [`run`], and the helpers
+//!   every section shares (rows, paired batches, the raw OFD call).
+//! - One module per section: `memory.rs`, `file.rs`, `etcd.rs`,
+//!   `zookeeper.rs`, `c_abi.rs` (with `c_loop.c`), `python.rs` (with
+//!   `python/anchors.py`), `failover.rs` (cluster leader kills).
+//! - `server.rs`: the rows etcd and ZooKeeper share; `queue.rs`: the queued
+//!   handoff rows; `peer.rs`: the peer processes and [`peer`];
+//!   `stats.rs`: distributions.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -202,6 +213,24 @@ pub fn monotonic_ns() -> u64 {
     // SAFETY: `ts` is a valid timespec to write; CLOCK_MONOTONIC always exists on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A whole-file OFD write lock (`F_OFD_SETLKW`) or unlock on `fd`.
+pub(crate) fn ofd(fd: libc::c_int, lock: bool) -> std::io::Result<()> {
+    // SAFETY: an all-zero flock is a valid value; the fields are set below.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = if lock { libc::F_WRLCK } else { libc::F_UNLCK } as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    let cmd = if lock {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
+    // SAFETY: `fd` is an open descriptor and `fl` a valid flock.
+    if unsafe { libc::fcntl(fd, cmd, &fl) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 pub(crate) fn io_err(context: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {

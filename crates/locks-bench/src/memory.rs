@@ -3,9 +3,8 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::{Plan, open_client, paired, row, say};
 use locks::{Result, Scope, Wait};
-
-use crate::*;
 
 pub(crate) async fn memory(plan: &Plan, dir: &Path, out: &mut (dyn Write + Send)) -> Result<()> {
     say(out, "\n[memory]")?;

@@ -9,9 +9,8 @@ use locks::{BackendUrls, Config, Error, ErrorKind, LockGuard, Locks, Result, Sco
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use crate::file::*;
 use crate::stats::Dist;
-use crate::*;
+use crate::{BenchOptions, io_err, monotonic_ns, ofd, say, unavailable};
 
 /// One peer process and its pipes.
 pub(crate) struct Peer {

@@ -3,10 +3,9 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::{BenchOptions, Ours, PYTHON_ANCHORS, Plan, io_err, row, say};
 use locks::Result;
 use tokio::process::Command;
-
-use crate::*;
 
 pub(crate) async fn python(
     plan: &Plan,

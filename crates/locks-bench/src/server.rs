@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use locks::{Error, ErrorKind, Locks, Result, Scope, Wait};
 
-use crate::peer::*;
+use crate::peer::{contention, handoff};
 use crate::stats::Dist;
-use crate::*;
+use crate::{BenchOptions, Ours, Plan, monotonic_ns, queue, row, say};
 
 /// How long the handoff rows let the waiter settle before the release: long
 /// enough for its request and watch to reach the server.

@@ -4,10 +4,9 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
+use crate::server::{RoundTrips, Server, server_rows};
+use crate::{BenchOptions, Ours, Plan, cycle, open_client, paired, row, say, unavailable};
 use locks::{Result, Scope};
-
-use crate::server::*;
-use crate::*;
 
 pub(crate) async fn zookeeper(
     plan: &Plan,
