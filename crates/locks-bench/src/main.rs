@@ -65,24 +65,17 @@ struct PeerArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let result = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("locks-bench: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(dispatch(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("locks-bench: {}", e.report());
-            ExitCode::FAILURE
-        }
+        .map_err(|e| Error::io("cannot start the async runtime", e))
+        .and_then(|runtime| runtime.block_on(dispatch(cli)));
+    if let Err(e) = result {
+        eprintln!("locks-bench: {}", e.report());
+        return ExitCode::FAILURE;
     }
+    ExitCode::SUCCESS
 }
 
 async fn dispatch(cli: Cli) -> locks::Result<()> {
