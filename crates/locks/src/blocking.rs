@@ -92,6 +92,7 @@ impl BlockingLocks {
 
     /// Whether re-entry is detected per OS thread (see
     /// [`set_reentry_per_thread`](Self::set_reentry_per_thread)).
+    #[inline]
     pub fn reentry_per_thread(&self) -> bool {
         self.reentry_per_thread.load(Ordering::Relaxed)
     }
@@ -103,6 +104,7 @@ impl BlockingLocks {
     /// # Errors
     /// [`ErrorKind::Unsupported`] on a thread inside an async runtime, where
     /// blocking would stall it.
+    #[inline]
     pub fn check_outside_runtime() -> Result<()> {
         not_in_runtime()
     }
@@ -145,8 +147,18 @@ impl BlockingLocks {
     ///
     /// # Errors
     /// As [`Locks::lock_name`].
+    #[inline]
     pub fn lock_name(&self, scope: Scope, name: &str, wait: Wait) -> Result<LockGuard> {
-        self.lock_name_or_cancel(scope, name, wait, None)
+        not_in_runtime()?;
+        // The fast path of `lock_name_or_cancel`, without its `Option`: the
+        // free lock is the common case (the C ABI's cycle).
+        if self.reentry_per_thread()
+            && let Some(guard) = self.locks.acquire_name_if_free(scope, name)
+        {
+            return Ok(guard);
+        }
+        let request = self.locks.raw_request(scope, name)?.wait(wait);
+        self.acquire_outside_runtime(request, None)
             .map(|guard| guard.unwrap_or_else(|| unreachable!("no token, no cancellation")))
     }
 
@@ -263,6 +275,7 @@ impl BlockingLocks {
     ///
     /// # Errors
     /// As [`LockGuard::release`].
+    #[inline]
     pub fn release(&self, guard: LockGuard) -> Result<()> {
         not_in_runtime()?;
         match guard.release_now() {
@@ -306,6 +319,7 @@ async fn acquire_or_cancel(
     }
 }
 
+#[inline]
 fn not_in_runtime() -> Result<()> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(Error::new(
