@@ -149,17 +149,12 @@ impl BlockingLocks {
     /// As [`Locks::lock_name`].
     #[inline]
     pub fn lock_name(&self, scope: Scope, name: &str, wait: Wait) -> Result<LockGuard> {
-        not_in_runtime()?;
-        // The fast path of `lock_name_or_cancel`, without its `Option`: the
-        // free lock is the common case (the C ABI's cycle).
-        if self.reentry_per_thread()
-            && let Some(guard) = self.locks.acquire_name_if_free(scope, name)
-        {
-            return Ok(guard);
+        match self.free_name_or_request(scope, name, wait, None)? {
+            Ok(guard) => Ok(guard),
+            Err(request) => self
+                .acquire_outside_runtime(request, None)
+                .map(|guard| guard.unwrap_or_else(|| unreachable!("no token, no cancellation"))),
         }
-        let request = self.locks.raw_request(scope, name)?.wait(wait);
-        self.acquire_outside_runtime(request, None)
-            .map(|guard| guard.unwrap_or_else(|| unreachable!("no token, no cancellation")))
     }
 
     /// [`lock_name`](Self::lock_name), given up when `cancel` is triggered
@@ -176,28 +171,32 @@ impl BlockingLocks {
         wait: Wait,
         cancel: &CancelToken,
     ) -> Result<Option<LockGuard>> {
-        self.lock_name_or_cancel(scope, name, wait, Some(cancel))
+        match self.free_name_or_request(scope, name, wait, Some(cancel))? {
+            Ok(guard) => Ok(Some(guard)),
+            Err(request) => self.acquire_outside_runtime(request, Some(cancel)),
+        }
     }
 
-    fn lock_name_or_cancel(
+    /// The start of both `lock_name`s: the lock if it is free and its backend
+    /// knows the name (taken without building a request), else the request.
+    /// The fast path only per thread (it records the calling thread as the
+    /// holder) and not for a triggered `cancel`.
+    #[inline]
+    fn free_name_or_request(
         &self,
         scope: Scope,
         name: &str,
         wait: Wait,
         cancel: Option<&CancelToken>,
-    ) -> Result<Option<LockGuard>> {
+    ) -> Result<std::result::Result<LockGuard, LockRequest>> {
         not_in_runtime()?;
-        // A free lock whose backend knows the name, taken without building a
-        // request. Only per thread: the fast path records the calling thread
-        // as the holder.
         if self.reentry_per_thread()
             && !cancel.is_some_and(CancelToken::is_triggered)
             && let Some(guard) = self.locks.acquire_name_if_free(scope, name)
         {
-            return Ok(Some(guard));
+            return Ok(Ok(guard));
         }
-        let request = self.locks.raw_request(scope, name)?.wait(wait);
-        self.acquire_outside_runtime(request, cancel)
+        Ok(Err(self.locks.raw_request(scope, name)?.wait(wait)))
     }
 
     /// [`Locks::acquire`], blocking.
