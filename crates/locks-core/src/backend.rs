@@ -262,7 +262,7 @@ pub trait HeldLock: fmt::Debug + Send + Sync + 'static {
     /// unlocking a file); `None`, leaving the lock held, when it needs
     /// [`release`](Self::release). After `Some`, dropping the lock does
     /// nothing. Default: `None`.
-    fn release_at_once(&mut self) -> Option<Result<()>> {
+    fn try_release_now(&mut self) -> Option<Result<()>> {
         None
     }
 }
@@ -413,7 +413,7 @@ impl LockGuard {
     }
 
     /// Whether the lock is nothing but an in-process turn (memory backend):
-    /// it cannot be lost, and [`release_now`](Self::release_now) always ends it.
+    /// it cannot be lost, and [`try_release_now`](Self::try_release_now) always ends it.
     pub fn is_local(&self) -> bool {
         matches!(self.held, Some(Held::Local { .. }))
     }
@@ -445,7 +445,7 @@ impl LockGuard {
 
     /// Releases at once, on the calling thread and without a runtime, when
     /// that needs no waiting (a lock of the memory backend, or one whose
-    /// backend [releases at once](HeldLock::release_at_once), such as a file
+    /// backend [releases at once](HeldLock::try_release_now), such as a file
     /// lock); otherwise hands the guard back for [`release`](Self::release).
     ///
     /// ```
@@ -454,7 +454,7 @@ impl LockGuard {
     /// let table = LocalLocks::<LockName>::new();
     /// let request = LockRequest::new(LockName::new("vol-1")?, Scope::Process);
     /// let guard = LockGuard::local(&request, 1, table.lock(&request.name).await);
-    /// assert!(guard.release_now().is_ok_and(|released| released.is_ok()));
+    /// assert!(guard.try_release_now().is_ok_and(|released| released.is_ok()));
     /// assert!(table.is_empty());
     /// # Ok::<(), locks_core::Error>(())
     /// # }).unwrap();
@@ -462,16 +462,16 @@ impl LockGuard {
     ///
     /// # Errors
     /// The inner result: as [`release`](Self::release).
-    pub fn release_now(mut self) -> std::result::Result<Result<()>, LockGuard> {
-        self.release_at_once().ok_or(self)
+    pub fn try_release_now(mut self) -> std::result::Result<Result<()>, LockGuard> {
+        self.release_in_place().ok_or(self)
     }
 
     /// Ends the hold on the calling thread if that needs no waiting (a local
-    /// turn, or a backend lock that [releases at once](HeldLock::release_at_once))
+    /// turn, or a backend lock that [releases at once](HeldLock::try_release_now))
     /// and returns the outcome; `None`, leaving the guard as it was, if the
     /// backend's release future is needed. Works in place: moving the guard
     /// or its turn around costs more than the rest of a memory release.
-    fn release_at_once(&mut self) -> Option<Result<()>> {
+    fn release_in_place(&mut self) -> Option<Result<()>> {
         if self.ticket.is_none() && self.state.is_none() && self.is_local() {
             // The common case, kept short: a turn that cannot be lost and
             // that no re-entry record tracks ends by being dropped.
@@ -479,7 +479,7 @@ impl LockGuard {
             return Some(Ok(()));
         }
         let outcome = match &mut self.held {
-            Some(Held::Backend(held)) => held.release_at_once()?,
+            Some(Held::Backend(held)) => held.try_release_now()?,
             _ => Ok(()),
         };
         let lost = self.settle();
@@ -528,7 +528,7 @@ impl Future for Release {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
         let this = &mut *self;
         if let Release::Start(guard) = this {
-            if let Some(result) = guard.release_at_once() {
+            if let Some(result) = guard.release_in_place() {
                 // Drops the guard, which has nothing left to release.
                 *this = Release::Done;
                 return Poll::Ready(result);

@@ -82,7 +82,7 @@ impl locks_guard {
     /// (from any thread) get `None`.
     fn release(&self) -> Option<FfiResult> {
         let held = self.held.take()?;
-        Some(match held.release_now() {
+        Some(match held.try_release_now() {
             Ok(released) => released.map_err(Into::into),
             Err(held) => match &self.client {
                 Some(client) => client.blocking.release(held).map_err(Into::into),

@@ -329,7 +329,7 @@ impl HeldLock for FileHeld {
         drop(self);
     }
 
-    fn release_at_once(&mut self) -> Option<Result<()>> {
+    fn try_release_now(&mut self) -> Option<Result<()>> {
         Some(self.let_go())
     }
 }

@@ -468,7 +468,7 @@ async fn release_and_drop_keep_the_file() {
     let guard = backend.acquire(&req(&n, Wait::TryOnce)).await.unwrap();
     assert!(!probe_free(&path, Mechanism::Ofd));
     let released = guard
-        .release_now()
+        .try_release_now()
         .expect("a file lock is released at once");
     assert!(released.is_ok());
     assert!(path.is_file());

@@ -241,7 +241,7 @@ impl BlockingLocks {
         // A free lock of a backend that can take it on this thread (memory,
         // a cached lock file) needs no runtime. Only per thread, as above.
         let per_thread = self.reentry_per_thread();
-        if per_thread && let Some(guard) = self.locks.acquire_if_free(&request) {
+        if per_thread && let Some(guard) = self.locks.try_acquire_now(&request) {
             return Ok(Some(guard));
         }
         let cancel = cancel.cloned();
@@ -277,7 +277,7 @@ impl BlockingLocks {
     #[inline]
     pub fn release(&self, guard: LockGuard) -> Result<()> {
         not_in_runtime()?;
-        match guard.release_now() {
+        match guard.try_release_now() {
             Ok(released) => released,
             Err(guard) => self.runtime().block_on(guard.release()),
         }

@@ -312,11 +312,11 @@ impl Locks {
     /// go on with [`acquire`](Self::acquire). Blocking front ends (the C ABI,
     /// [`BlockingLocks`](crate::BlockingLocks)) use it to skip entering the
     /// runtime.
-    pub fn acquire_if_free(&self, request: &LockRequest) -> Option<LockGuard> {
+    pub fn try_acquire_now(&self, request: &LockRequest) -> Option<LockGuard> {
         self.acquire_now(request)
     }
 
-    /// [`acquire_if_free`](Self::acquire_if_free) for raw lock `name` in
+    /// [`try_acquire_now`](Self::try_acquire_now) for raw lock `name` in
     /// `scope` (the prefix is put before it), without building a request:
     /// for backends that can take a lock by its name as text (the memory
     /// backend, which then builds no name for a name it served lately).
