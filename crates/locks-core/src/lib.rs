@@ -20,6 +20,7 @@
 //! - `testing`: the `conformance_tests!` suite every backend runs.
 
 mod backend;
+mod backend_url;
 mod catalog;
 mod error;
 mod excerpt;
@@ -37,6 +38,7 @@ pub use backend::{
     Backend, Capabilities, CleanReport, FencingToken, HeldLock, LockGuard, LockRequest, LockState,
     LockStateSender, Wait, acquire, never_lost,
 };
+pub use backend_url::{BackendUrl, fold_host_list, percent_decode, redact, redact_text};
 pub use catalog::{CINDER_CATALOG_TOML, Catalog, CatalogEntry, LintFinding, Severity};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use excerpt::Excerpt;

@@ -148,6 +148,7 @@ mod status;
 #[cfg(feature = "tls")]
 mod tls;
 mod tooz;
+mod url;
 mod wait;
 
 use std::sync::Arc;

@@ -70,6 +70,7 @@ mod status;
 mod sys;
 #[cfg(test)]
 mod tests;
+mod url;
 
 pub use backend::FileBackend;
 pub use config::{FileConfig, Layout, Mechanism};

@@ -137,6 +137,7 @@ mod held;
 mod notify;
 #[cfg(feature = "tls")]
 mod tls;
+mod url;
 mod wait;
 
 use std::sync::Arc;

@@ -138,6 +138,7 @@ mod config;
 mod path;
 mod session;
 mod status;
+mod url;
 
 pub use backend::ZkBackend;
 pub use config::{

@@ -11,8 +11,9 @@ use locks_core::{
 
 use tracing::Instrument;
 
-use crate::backends::{self, redact_text};
+use crate::backends;
 use crate::config::{Compat, Config};
+use locks_core::redact_text;
 
 /// A client for the locks of one catalog: renders names, picks the backend of
 /// each scope, detects self-deadlock, and takes sets of locks in one order.

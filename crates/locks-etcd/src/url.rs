@@ -2,7 +2,7 @@
 //! etcd v3 (Global scope).
 //!
 //! - `HOST[:PORT]`: a server; the port defaults to 2379. More servers follow
-//!   after commas, or go in the `endpoints` option (see `backends::fold_host_list`).
+//!   after commas, or go in the `endpoints` option (see `locks_core::fold_host_list`).
 //!   List every member of a cluster: a request that one member cannot serve
 //!   goes to the next.
 //! - `USER:PASSWORD@`: etcd credentials (percent-encode `@`, `:` and `/`).
@@ -17,17 +17,15 @@
 //!     `1500ms`); default 5 s.
 //!   - `endpoints`: more servers, comma-separated.
 //!   - `ca`, `cert`, `key`: PEM files for TLS (the CA certificate is required
-//!     for TLS; `cert` and `key` go together). The facade's `etcd` feature
-//!     builds `locks-etcd` with TLS; a build without it answers these options
+//!     for TLS; `cert` and `key` go together). A build without this crate's `tls`
+//!     feature answers these options
 //!     with an [`ErrorKind::Unsupported`](locks_core::ErrorKind::Unsupported) error.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use locks_core::{Backend, Error, ErrorKind, Result};
-use locks_etcd::{EtcdBackend, EtcdConfig, Layout, TLS_SUPPORTED, TlsConfig};
+use locks_core::{BackendUrl, ErrorKind, Result};
 
-use super::BackendUrl;
+use crate::{EtcdConfig, Layout, TLS_SUPPORTED, TlsConfig};
 
 /// Query options of `etcd://` URLs.
 const OPTIONS: &[&str] = &[
@@ -43,23 +41,31 @@ const OPTIONS: &[&str] = &[
 
 const DEFAULT_PORT: u16 = 2379;
 
-pub(super) async fn open(url: &BackendUrl<'_>) -> Result<Arc<dyn Backend>> {
-    let config = parse(url)?;
-    Ok(Arc::new(EtcdBackend::connect(config).await?))
+impl EtcdConfig {
+    /// Parses an `etcd://` URL held by configuration key `key` (named in
+    /// every error).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`] naming the key, the URL (without its
+    /// password) and the option at fault; [`ErrorKind::Unsupported`] for TLS
+    /// options in a build without the `tls` feature.
+    pub fn from_url(key: &str, text: &str) -> Result<Self> {
+        parse(&BackendUrl::parse_host_list(key, text, "endpoints")?)
+    }
 }
 
-pub(super) fn parse(url: &BackendUrl<'_>) -> Result<EtcdConfig> {
+fn parse(url: &BackendUrl<'_>) -> Result<EtcdConfig> {
     let query = url.query()?;
     url.reject_unknown_keys(&query, OPTIONS)?;
 
     let mut endpoints = Vec::new();
-    if let Some(host) = url.url.host_str().filter(|h| !h.is_empty()) {
+    if let Some(host) = url.url().host_str().filter(|h| !h.is_empty()) {
         // `h1,h2:2380` parses as host `h1,h2` with the port of the last one.
         let names: Vec<&str> = host.split(',').collect();
         let last = names.len() - 1;
         for (i, name) in names.into_iter().enumerate() {
             let port = if i == last {
-                url.url.port().unwrap_or(DEFAULT_PORT)
+                url.url().port().unwrap_or(DEFAULT_PORT)
             } else {
                 DEFAULT_PORT
             };
@@ -84,7 +90,7 @@ pub(super) fn parse(url: &BackendUrl<'_>) -> Result<EtcdConfig> {
             empty + 1
         )));
     }
-    if !matches!(url.url.path(), "" | "/") {
+    if !matches!(url.url().path(), "" | "/") {
         return Err(
             url.invalid("an etcd:// URL has no path; put a key prefix in the `prefix` option")
         );
@@ -115,12 +121,9 @@ pub(super) fn parse(url: &BackendUrl<'_>) -> Result<EtcdConfig> {
     let (ca, cert, key) = (tls_file("ca"), tls_file("cert"), tls_file("key"));
     if ca.is_some() || cert.is_some() || key.is_some() {
         if !TLS_SUPPORTED {
-            return Err(Error::new(
+            return Err(url.error(
                 ErrorKind::Unsupported,
-                format!(
-                    "{}: TLS is not supported by this build (options `ca`, `cert`, `key` need the `tls` feature of locks-etcd)",
-                    url.invalid("").message().trim_end_matches(": ")
-                ),
+                "TLS is not supported by this build (options `ca`, `cert`, `key` need the `tls` feature of locks-etcd)",
             ));
         }
         let Some(ca) = ca else {
@@ -154,15 +157,10 @@ fn with_port(host: &str, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backends::fold_host_list;
     use std::time::Duration;
 
     fn parse_str(text: &str) -> Result<EtcdConfig> {
-        let folded = fold_host_list(text);
-        parse(&BackendUrl {
-            key: "backends.global",
-            url: url::Url::parse(folded.as_deref().unwrap_or(text)).expect("test URLs parse"),
-        })
+        EtcdConfig::from_url("backends.global", text)
     }
 
     #[test]
@@ -267,11 +265,8 @@ mod tests {
 
     #[tokio::test]
     async fn unreachable_server_is_unavailable_naming_it() {
-        let url = BackendUrl {
-            key: "backends.global",
-            url: url::Url::parse("etcd://127.0.0.1:1?connect_timeout=300ms").expect("parses"),
-        };
-        let err = open(&url).await.unwrap_err();
+        let config = parse_str("etcd://127.0.0.1:1?connect_timeout=300ms").unwrap();
+        let err = crate::EtcdBackend::connect(config).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.report());
         assert!(err.message().contains("127.0.0.1:1"), "{err}");
     }

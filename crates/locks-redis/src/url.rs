@@ -3,7 +3,7 @@
 //! tooz's redis driver, so a service's `[coordination] backend_url` can be
 //! pasted as it is (kolla-ansible writes
 //! `redis://default:PW@H1:26379?sentinel=kolla&sentinel_fallback=H2:26379&…`).
-//! The keys are tooz's (`<namespace>_<name>_lock`); see `locks_redis`.
+//! The keys are tooz's (`<namespace>_<name>_lock`); see the crate documentation.
 //!
 //! As tooz reads it: `HOST[:PORT]` is the server (port 6379), or with
 //! `sentinel=` the first sentinel; `USER:PASSWORD@` are taken as written
@@ -37,13 +37,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use locks_core::{Backend, Error, ErrorKind, Result};
-use locks_redis::{Address, Credentials, RedisBackend, RedisConfig, TLS_SUPPORTED, TlsConfig};
+use locks_core::{Error, ErrorKind, Result, percent_decode, redact_text};
 
-use super::{percent_decode, redact_text};
+use crate::{Address, Credentials, RedisConfig, TLS_SUPPORTED, TlsConfig};
 
 /// The options of tooz's redis driver (its `CLIENT_ARGS` and the driver's own).
 const OPTIONS: &[&str] = &[
@@ -69,19 +67,17 @@ const OPTIONS: &[&str] = &[
     "health_check_interval",
 ];
 
-/// Whether `text` is a URL this module opens.
-pub(super) fn is_redis(text: &str) -> bool {
-    text.starts_with("redis://") || text.starts_with("rediss://")
-}
-
-pub(super) async fn open(key: &str, text: &str) -> Result<Arc<dyn Backend>> {
-    let config = parse(key, text)?;
-    Ok(Arc::new(RedisBackend::connect(config).await?))
-}
-
-/// `text` without passwords: the URL's and `sentinel_password`'s.
-pub(crate) fn redact(text: &str) -> String {
-    redact_text(text)
+impl RedisConfig {
+    /// Parses a `redis://` or `rediss://` URL, as tooz's redis driver reads
+    /// it, held by configuration key `key` (named in every error).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`] naming the key, the URL (without its
+    /// passwords) and the option at fault, with what to do;
+    /// [`ErrorKind::Unsupported`] for TLS in a build without it.
+    pub fn from_url(key: &str, text: &str) -> Result<Self> {
+        parse(key, text)
+    }
 }
 
 struct Url<'a> {
@@ -93,14 +89,14 @@ impl Url<'_> {
     fn invalid(&self, what: impl std::fmt::Display) -> Error {
         Error::new(
             ErrorKind::InvalidConfig,
-            format!("{} = \"{}\": {what}", self.key, redact(self.text)),
+            format!("{} = \"{}\": {what}", self.key, redact_text(self.text)),
         )
     }
 
     fn unsupported(&self, what: impl std::fmt::Display) -> Error {
         Error::new(
             ErrorKind::Unsupported,
-            format!("{} = \"{}\": {what}", self.key, redact(self.text)),
+            format!("{} = \"{}\": {what}", self.key, redact_text(self.text)),
         )
     }
 }
@@ -110,7 +106,7 @@ impl Url<'_> {
 /// # Errors
 /// [`ErrorKind::InvalidConfig`] naming the option and what to do;
 /// [`ErrorKind::Unsupported`] for TLS in a build without it.
-pub(super) fn parse(key: &str, text: &str) -> Result<RedisConfig> {
+fn parse(key: &str, text: &str) -> Result<RedisConfig> {
     let url = Url { key, text };
     let (tls_scheme, rest) = match (
         text.strip_prefix("redis://"),
@@ -374,7 +370,7 @@ fn parse_address(text: &str) -> Option<Address> {
     }
     let port = match port {
         Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
-        None => locks_redis::DEFAULT_PORT,
+        None => crate::DEFAULT_PORT,
     };
     Some(Address::new(host, port))
 }
@@ -387,7 +383,7 @@ fn has_port(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use locks_redis::Server;
+    use crate::Server;
 
     const KEY: &str = "backends.global";
 
@@ -550,19 +546,18 @@ mod tests {
             }
         }
         assert_eq!(
-            redact("redis://u:pw@h?sentinel=m&sentinel_password=sp"),
+            redact_text("redis://u:pw@h?sentinel=m&sentinel_password=sp"),
             "redis://u:***@h?sentinel=m&sentinel_password=***"
         );
     }
 
     #[tokio::test]
     async fn unreachable_sentinels_are_named() {
-        let err = open(
-            KEY,
+        let config = parse_str(
             "redis://:pw@127.0.0.1:1?sentinel=kolla&sentinel_fallback=127.0.0.1:2&socket_timeout=0.5",
         )
-        .await
-        .unwrap_err();
+        .unwrap();
+        let err = crate::RedisBackend::connect(config).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.report());
         assert!(
             err.message().contains("127.0.0.1:1") && err.message().contains("127.0.0.1:2"),

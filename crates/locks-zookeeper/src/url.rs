@@ -4,7 +4,7 @@
 //! - `HOST[:PORT]`: a server; the port defaults to 2181. More servers go in
 //!   the `hosts` option or after commas. `Url::parse` accepts commas only
 //!   when no port precedes them (`h1,h2:2182`); `h1:2181,h2:2181` needs
-//!   `backends::fold_host_list` applied before parsing.
+//!   `locks_core::fold_host_list` applied before parsing.
 //! - `USER:PASSWORD@`: digest credentials (percent-encode `@`, `:` and `/`).
 //! - `/NAMESPACE`: the top node, `tooz` by default, so locks live in
 //!   `/tooz/locks/<name>` as with tooz. tooz's `?namespace=` works too.
@@ -12,12 +12,9 @@
 //!   `connect_timeout`, in seconds (`10`, `2.5`) or with a unit (`1500ms`,
 //!   `10s`); `hosts` (more servers, comma-separated); `namespace`.
 
-use std::sync::Arc;
+use locks_core::{BackendUrl, Result, percent_decode};
 
-use locks_core::{Backend, Result};
-use locks_zookeeper::{ZkBackend, ZkConfig};
-
-use super::{BackendUrl, percent_decode};
+use crate::ZkConfig;
 
 /// Query options of `zookeeper://` URLs.
 const OPTIONS: &[&str] = &[
@@ -28,20 +25,27 @@ const OPTIONS: &[&str] = &[
     "namespace",
 ];
 
-pub(super) async fn open(url: &BackendUrl<'_>) -> Result<Arc<dyn Backend>> {
-    let config = parse(url)?;
-    Ok(Arc::new(ZkBackend::connect(config).await?))
+impl ZkConfig {
+    /// Parses a `zookeeper://` URL held by configuration key `key` (named in
+    /// every error).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`](locks_core::ErrorKind::InvalidConfig)
+    /// naming the key, the URL (without its password) and the option at fault.
+    pub fn from_url(key: &str, text: &str) -> Result<Self> {
+        parse(&BackendUrl::parse_host_list(key, text, "hosts")?)
+    }
 }
 
-pub(super) fn parse(url: &BackendUrl<'_>) -> Result<ZkConfig> {
+fn parse(url: &BackendUrl<'_>) -> Result<ZkConfig> {
     let query = url.query()?;
     url.reject_unknown_keys(&query, OPTIONS)?;
 
     let mut hosts = Vec::new();
-    if let Some(host) = url.url.host_str().filter(|h| !h.is_empty()) {
+    if let Some(host) = url.url().host_str().filter(|h| !h.is_empty()) {
         // `h1,h2:2182` parses as host `h1,h2`; the port belongs to the last one.
         let mut names: Vec<String> = host.split(',').map(str::to_owned).collect();
-        if let (Some(port), Some(last)) = (url.url.port(), names.last_mut()) {
+        if let (Some(port), Some(last)) = (url.url().port(), names.last_mut()) {
             last.push_str(&format!(":{port}"));
         }
         hosts.extend(names);
@@ -60,7 +64,7 @@ pub(super) fn parse(url: &BackendUrl<'_>) -> Result<ZkConfig> {
     }
     let mut config = ZkConfig::new(hosts);
 
-    let path = url.url.path();
+    let path = url.url().path();
     let from_path = match path.strip_prefix('/').unwrap_or(path) {
         "" => None,
         encoded => Some(percent_decode(encoded).ok_or_else(|| {
@@ -99,16 +103,11 @@ pub(super) fn parse(url: &BackendUrl<'_>) -> Result<ZkConfig> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backends::fold_host_list;
     use locks_core::ErrorKind;
     use std::time::Duration;
 
     fn parse_str(text: &str) -> Result<ZkConfig> {
-        let folded = fold_host_list(text);
-        parse(&BackendUrl {
-            key: "backends.global",
-            url: url::Url::parse(folded.as_deref().unwrap_or(text)).expect("test URLs parse"),
-        })
+        ZkConfig::from_url("backends.global", text)
     }
 
     #[test]
@@ -185,15 +184,10 @@ mod tests {
     #[tokio::test]
     async fn backend_checks_reach_the_caller_through_open() {
         // A namespace the backend refuses, and an unreachable server.
-        let url = |text: &str| BackendUrl {
-            key: "backends.global",
-            url: url::Url::parse(text).expect("test URLs parse"),
-        };
-        let err = open(&url("zookeeper://127.0.0.1:1/zookeeper"))
-            .await
-            .unwrap_err();
+        let open = |text: &str| crate::ZkBackend::connect(parse_str(text).unwrap());
+        let err = open("zookeeper://127.0.0.1:1/zookeeper").await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{}", err.report());
-        let err = open(&url("zookeeper://127.0.0.1:1?connect_timeout=200ms"))
+        let err = open("zookeeper://127.0.0.1:1?connect_timeout=200ms")
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.report());

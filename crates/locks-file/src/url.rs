@@ -1,28 +1,32 @@
 //! `file:///DIR[?mechanism=ofd|flock&layout=flat|tree]`: lock files in a directory.
 
-use std::sync::Arc;
+use locks_core::{BackendUrl, Result};
 
-use locks_core::{Backend, Result};
-use locks_file::{FileBackend, FileConfig, Layout, Mechanism};
-
-use super::BackendUrl;
+use crate::{FileConfig, Layout, Mechanism};
 
 /// Query options of `file://` URLs.
 const OPTIONS: &[&str] = &["mechanism", "layout"];
 
-pub(super) fn open(url: &BackendUrl<'_>) -> Result<Arc<dyn Backend>> {
-    let config = parse(url)?;
-    Ok(Arc::new(FileBackend::open(config)?))
+impl FileConfig {
+    /// Parses a `file://` URL held by configuration key `key` (named in
+    /// every error).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidConfig`](locks_core::ErrorKind::InvalidConfig)
+    /// naming the key, the URL and the option at fault.
+    pub fn from_url(key: &str, text: &str) -> Result<Self> {
+        parse(&BackendUrl::parse(key, text)?)
+    }
 }
 
-pub(super) fn parse(url: &BackendUrl<'_>) -> Result<FileConfig> {
-    if !matches!(url.url.host_str(), None | Some("") | Some("localhost")) {
+fn parse(url: &BackendUrl<'_>) -> Result<FileConfig> {
+    if !matches!(url.url().host_str(), None | Some("") | Some("localhost")) {
         return Err(url.invalid(
             "a file:// URL names a local directory: write file:///absolute/path (three slashes)",
         ));
     }
     let dir = url
-        .url
+        .url()
         .to_file_path()
         .map_err(|()| url.invalid("not a usable directory path"))?;
     let query = url.query()?;
@@ -47,10 +51,7 @@ mod tests {
     use locks_core::ErrorKind;
 
     fn parse_str(text: &str) -> Result<FileConfig> {
-        parse(&BackendUrl {
-            key: "backends.node",
-            url: url::Url::parse(text).expect("test URLs parse"),
-        })
+        FileConfig::from_url("backends.node", text)
     }
 
     #[test]
