@@ -24,9 +24,11 @@ mod backend_url;
 mod catalog;
 mod error;
 mod excerpt;
+mod guard;
 mod local;
 mod multi;
 mod reentry;
+mod request;
 mod scope;
 mod shard;
 mod status;
@@ -34,17 +36,16 @@ mod template;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use backend::{
-    Backend, Capabilities, CleanReport, FencingToken, HeldLock, LockGuard, LockRequest, LockState,
-    LockStateSender, Wait, acquire, never_lost,
-};
+pub use backend::{Backend, Capabilities, CleanReport, acquire};
 pub use backend_url::{BackendUrl, fold_host_list, percent_decode, redact, redact_text};
 pub use catalog::{CINDER_CATALOG_TOML, Catalog, CatalogEntry, LintFinding, Severity};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use excerpt::Excerpt;
+pub use guard::{FencingToken, HeldLock, LockGuard, LockState, LockStateSender, never_lost};
 pub use local::{LocalLocks, LocalTurn, Turns};
 pub use multi::{MultiGuard, canonical_order};
 pub use reentry::{HolderId, ReentryRegistry};
+pub use request::{LockRequest, Wait};
 pub use scope::Scope;
 pub use status::{LockStatus, Party, host_name, program_of};
 pub use template::{LockName, MAX_NAME_LEN, NameTemplate, Params, TemplateError};

@@ -20,7 +20,7 @@ use std::thread::ThreadId;
 use hashbrown::HashTable;
 
 use crate::shard::Sharded;
-use crate::{Error, ErrorKind, LockGuard, LockName, Result, Scope};
+use crate::{Error, ErrorKind, LockName, Result, Scope};
 
 /// Who is asking: a tokio task, or a thread outside any task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -109,7 +109,7 @@ impl ReentryRegistry {
     }
 
     /// Fails if the current caller already holds `name` in `scope`; otherwise
-    /// returns the caller's id for [`track`](Self::track).
+    /// returns the caller's id for [`LockGuard::track_in`](crate::LockGuard::track_in).
     ///
     /// # Errors
     /// [`ErrorKind::WouldDeadlock`].
@@ -129,11 +129,9 @@ impl ReentryRegistry {
         Ok(me)
     }
 
-    /// Records that `holder` now holds the guard's lock, until the guard is
-    /// released or dropped. `scope` is the scope passed to [`check`](Self::check)
-    /// (a client whose scopes share one backend checks them as one).
-    pub fn track(&self, holder: HolderId, scope: Scope, guard: &mut LockGuard) {
-        let name = guard.name();
+    /// Records that `holder` now holds lock `name`; the ticket, kept by the
+    /// guard, forgets it when the guard is released or dropped.
+    pub(crate) fn ticket(&self, holder: HolderId, scope: Scope, name: &LockName) -> ReentryTicket {
         let hash = hash(&self.held, scope, name.as_str());
         let mut held = self.held.lock(hash);
         match held.entry(
@@ -153,12 +151,12 @@ impl ReentryRegistry {
             }
         }
         drop(held);
-        guard.attach_ticket(ReentryTicket {
+        ReentryTicket {
             registry: Arc::clone(&self.held),
             scope,
             hash,
             holder,
-        });
+        }
     }
 
     /// How many (scope, name) pairs are currently held through this registry.

@@ -346,7 +346,7 @@ impl EtcdBackend {
                 .core
                 .local
                 .try_lock(&request.name)
-                .ok_or_else(|| request.would_block(self))?,
+                .ok_or_else(|| request.would_block(&self.describe()))?,
             Wait::Forever | Wait::Timeout(_) => self.core.local.lock(&request.name).await,
         };
         let (held, revision) = match self.core.layout {

@@ -171,7 +171,7 @@ pub(crate) async fn acquire(
         }
         if request.wait == Wait::TryOnce {
             contender.withdraw().await?;
-            return Err(request.would_block(backend));
+            return Err(request.would_block(&backend.describe()));
         }
         match wait_for_turn(core, &key, &pfx, my_rev, lease.id, &lease).await? {
             Turn::Ours => return Ok((contender.into_held(&request.name)?, my_rev)),

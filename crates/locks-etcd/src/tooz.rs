@@ -137,7 +137,7 @@ pub(crate) async fn acquire(
             continue;
         }
         if request.wait == Wait::TryOnce {
-            return Err(request.would_block(backend));
+            return Err(request.would_block(&backend.describe()));
         }
         let Some(holder) = holder else {
             // Released between the compare and the read; try again.

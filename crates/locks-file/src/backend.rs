@@ -436,7 +436,7 @@ impl Backend for FileBackend {
             if let Some(open) = cached {
                 self.shared.cache.put(&key, open);
             }
-            return Err(request.would_block(self));
+            return Err(request.would_block(&self.describe()));
         };
         if cached.is_none() {
             // The previous holder of this process put its descriptor back
@@ -455,7 +455,7 @@ impl Backend for FileBackend {
                     if let Some(open) = open {
                         self.shared.cache.put(&key, open);
                     }
-                    return Err(request.would_block(self));
+                    return Err(request.would_block(&self.describe()));
                 }
                 Attempt::Busy(open) => open,
             };
@@ -512,7 +512,7 @@ impl Backend for FileBackend {
                 held._turn.claim();
                 Ok(LockGuard::unlosable(request, token, Box::new(held)))
             }
-            Ok(Ok(None)) => Err(request.would_block(self)),
+            Ok(Ok(None)) => Err(request.would_block(&self.describe())),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(Error::new(
                 ErrorKind::Internal,

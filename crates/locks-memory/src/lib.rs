@@ -90,7 +90,7 @@ impl Backend for MemoryBackend {
             Wait::TryOnce => self
                 .table
                 .try_lock(&request.name)
-                .ok_or_else(|| request.would_block(self))?,
+                .ok_or_else(|| request.would_block(&self.describe()))?,
             Wait::Forever | Wait::Timeout(_) => self.table.lock(&request.name).await,
         };
         Ok(guard(request, turn))

@@ -330,7 +330,7 @@ impl RedisBackend {
                 .core
                 .local
                 .try_lock(&request.name)
-                .ok_or_else(|| request.would_block(self))?,
+                .ok_or_else(|| request.would_block(&self.describe()))?,
             Wait::Forever | Wait::Timeout(_) => self.core.local.lock(&request.name).await,
         };
         let (held, fence) = wait::acquire(&self.core, self, request, local).await?;

@@ -68,7 +68,7 @@ pub(crate) async fn acquire(
         // Someone else holds the key; none of ours exists.
         contender.armed = false;
         if request.wait == Wait::TryOnce {
-            return Err(request.would_block(backend));
+            return Err(request.would_block(&backend.describe()));
         }
         let Some(subscription) = &mut subscription else {
             // Subscribe first, then look again: a release after that look

@@ -158,7 +158,7 @@ impl ZkBackend {
                 .inner
                 .table
                 .try_lock(&request.name)
-                .ok_or_else(|| request.would_block(self))?,
+                .ok_or_else(|| request.would_block(&self.describe()))?,
             Wait::Forever | Wait::Timeout(_) => self.inner.table.lock(&request.name).await,
         };
         let session = loop {
@@ -232,7 +232,7 @@ impl ZkBackend {
             };
             if request.wait == Wait::TryOnce {
                 contender.withdraw().await;
-                return Err(request.would_block(self));
+                return Err(request.would_block(&self.describe()));
             }
             let predecessor_path = format!("{dir}/{predecessor}");
             let watched = tokio::select! {
@@ -511,7 +511,7 @@ impl Backend for ZkBackend {
                 // usually ends the wait first, with the same error).
                 match tokio::time::timeout_at(start + limit, work).await {
                     Ok(result) => result,
-                    Err(_) => Err(request.timed_out(self, limit)),
+                    Err(_) => Err(request.timed_out(&self.describe(), limit)),
                 }
             }
             Wait::Forever | Wait::TryOnce => self.acquire_now(request, dir).await,

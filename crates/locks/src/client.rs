@@ -353,9 +353,7 @@ impl Locks {
         let mut guard = self.inner.backends[i].try_acquire_now(request)?;
         if !self.inner.backend_knows_holders[i] {
             let space = self.inner.lock_space[i];
-            self.inner
-                .registry
-                .track(HolderId::current(), space, &mut guard);
+            guard.track_in(&self.inner.registry, HolderId::current(), space);
         }
         tracing::debug!(
             lock = %request.name,
@@ -395,7 +393,7 @@ impl Locks {
             let mut guard = locks_core::acquire(backend.as_ref(), &request).await?;
             if !self.inner.backend_knows_holders[i] {
                 let space = self.inner.lock_space[i];
-                self.inner.registry.track(holder, space, &mut guard);
+                guard.track_in(&self.inner.registry, holder, space);
             }
             Ok(guard)
         }
@@ -468,7 +466,7 @@ impl Locks {
                 Some((at, total)) => match at.checked_duration_since(Instant::now()) {
                     Some(left) if !left.is_zero() => Wait::Timeout(left),
                     _ => {
-                        let err = request.timed_out(self.backend(request.scope).as_ref(), total);
+                        let err = request.timed_out(&self.backend(request.scope).describe(), total);
                         release_all(guards).await;
                         return Err(err);
                     }
