@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use serde::Deserialize;
 
+use crate::error::line_of;
 use crate::{Error, ErrorKind, LockName, NameTemplate, Params, Scope};
 
 /// The TOML text of the built-in Cinder catalog (`catalog/cinder.toml`).
@@ -94,10 +95,6 @@ struct RawEntry {
     removed_upstream: Option<toml::Spanned<String>>,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
 /// Whether `version` is a release number such as `29.0.0`: numbers separated by dots.
 fn is_version(version: &str) -> bool {
     !version.is_empty()
@@ -128,18 +125,8 @@ impl Catalog {
     /// # Errors
     /// As [`from_toml_str`](Self::from_toml_str).
     pub fn from_toml_named(text: &str, origin: &str) -> Result<Self, Error> {
-        let raw: RawCatalog = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| format!(" (line {})", line_of(text, s.start)))
-                .unwrap_or_default();
-            Error::new(
-                ErrorKind::InvalidCatalog,
-                format!("{origin}{line}: {}", e.message().trim_end()),
-            )
-            // Not `with_source(e)`: the parser's own rendering repeats the
-            // message and quotes the whole line, which may hold a password.
-        })?;
+        let raw: RawCatalog = toml::from_str(text)
+            .map_err(|e| Error::from_toml(ErrorKind::InvalidCatalog, origin, text, &e))?;
         let mut entries = Vec::with_capacity(raw.locks.len());
         for entry in raw.locks {
             let id_line = line_of(text, entry.id.span().start);

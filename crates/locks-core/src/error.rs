@@ -101,6 +101,21 @@ pub struct Error {
 }
 
 impl Error {
+    /// A TOML parse error as `ORIGIN (line N): problem`, of `kind`.
+    ///
+    /// Not chained as a source: the parser's own rendering repeats the
+    /// message and quotes the whole line, which may hold a password.
+    pub fn from_toml(kind: ErrorKind, origin: &str, text: &str, error: &toml::de::Error) -> Self {
+        let line = error
+            .span()
+            .map(|s| format!(" (line {})", line_of(text, s.start)))
+            .unwrap_or_default();
+        Error::new(
+            kind,
+            format!("{origin}{line}: {}", error.message().trim_end()),
+        )
+    }
+
     /// An error of `kind` with a human-readable `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Error {
@@ -196,4 +211,9 @@ mod tests {
         let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
         assert_eq!(Error::io("x", io).kind(), ErrorKind::PermissionDenied);
     }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
 }

@@ -151,10 +151,6 @@ struct RawConfig {
     backends: Option<BackendUrls>,
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
-}
-
 impl Config {
     /// The embedded defaults: memory for Process, lock files in
     /// [`default_lock_dir`] for Node and (on this host only) Global.
@@ -172,16 +168,12 @@ impl Config {
     /// TOML, unknown keys or wrong types.
     pub fn from_toml_str(text: &str, base_dir: &Path, origin: &str) -> Result<Self> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| format!(" (line {})", line_of(text, s.start)))
-                .unwrap_or_default();
-            Error::new(
+            Error::from_toml(
                 ErrorKind::InvalidConfig,
-                format!("config {origin}{line}: {}", e.message().trim_end()),
+                &format!("config {origin}"),
+                text,
+                &e,
             )
-            // Not `with_source(e)`: the parser's own rendering repeats the
-            // message and quotes the whole line, which may hold a password.
         })?;
         Ok(Config {
             compat: raw.compat,
