@@ -268,6 +268,33 @@ pub fn fold_host_list(text: &str, option: &str) -> Option<String> {
     ))
 }
 
+/// Splits `HOST[:PORT]` or `[IPV6][:PORT]` into the host (without
+/// brackets) and the port, for the host lists of backend URLs. `None` for an
+/// empty host, a port outside 1–65535, or a host with `:`, `/`, `@`, `,` or
+/// a space outside brackets.
+pub fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':')?)),
+        }
+    } else {
+        match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    if host.is_empty() || !text.starts_with('[') && host.contains([':', '/', '@', ',', ' ']) {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0)?),
+        None => None,
+    };
+    Some((host, port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +330,19 @@ mod tests {
         );
         let unparsable = BackendUrl::parse("global", "etcd://u:pw@[::1").unwrap_err();
         assert!(!unparsable.to_string().contains("pw"), "{unparsable}");
+    }
+
+    #[test]
+    fn hosts_and_ports_split() {
+        assert_eq!(split_host_port("h"), Some(("h", None)));
+        assert_eq!(split_host_port("h:26379"), Some(("h", Some(26379))));
+        assert_eq!(split_host_port("[::1]:2379"), Some(("::1", Some(2379))));
+        assert_eq!(split_host_port("[::1]"), Some(("::1", None)));
+        for bad in [
+            "", ":1", "h:0", "h:x", "h:70000", "::1", "[::1", "[::1]x", "a b:1",
+        ] {
+            assert_eq!(split_host_port(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -37,7 +37,9 @@ mod template;
 pub mod testing;
 
 pub use backend::{Backend, Capabilities, CleanReport, acquire};
-pub use backend_url::{BackendUrl, fold_host_list, percent_decode, redact, redact_text};
+pub use backend_url::{
+    BackendUrl, fold_host_list, percent_decode, redact, redact_text, split_host_port,
+};
 pub use catalog::{CINDER_CATALOG_TOML, Catalog, CatalogEntry, LintFinding, Severity};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use excerpt::Excerpt;

@@ -23,7 +23,7 @@
 
 use std::path::PathBuf;
 
-use locks_core::{BackendUrl, ErrorKind, Result};
+use locks_core::{BackendUrl, ErrorKind, Result, split_host_port};
 
 use crate::{EtcdConfig, Layout, TLS_SUPPORTED, TlsConfig};
 
@@ -74,11 +74,15 @@ fn parse(url: &BackendUrl<'_>) -> Result<EtcdConfig> {
     }
     if let Some(more) = query.get("endpoints") {
         for endpoint in more.split(',').map(str::trim) {
-            endpoints.push(if endpoint.is_empty() || has_port(endpoint) {
-                endpoint.to_owned()
-            } else {
-                with_port(endpoint, DEFAULT_PORT)
-            });
+            endpoints.push(
+                if endpoint.is_empty()
+                    || split_host_port(endpoint).is_some_and(|(_, port)| port.is_some())
+                {
+                    endpoint.to_owned()
+                } else {
+                    with_port(endpoint, DEFAULT_PORT)
+                },
+            );
         }
     }
     if endpoints.is_empty() {
@@ -137,17 +141,6 @@ fn parse(url: &BackendUrl<'_>) -> Result<EtcdConfig> {
         _ => e,
     })?;
     Ok(config)
-}
-
-fn has_port(endpoint: &str) -> bool {
-    match endpoint.rsplit_once(':') {
-        Some((host, port)) => {
-            !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit())
-                && (!host.starts_with('[') || host.ends_with(']'))
-        }
-        None => false,
-    }
 }
 
 fn with_port(host: &str, port: u16) -> String {

@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use locks_core::{Error, ErrorKind, Result, percent_decode, redact_text};
+use locks_core::{Error, ErrorKind, Result, percent_decode, redact_text, split_host_port};
 
 use crate::{Address, Credentials, RedisConfig, TLS_SUPPORTED, TlsConfig};
 
@@ -225,7 +225,7 @@ fn parse(key: &str, text: &str) -> Result<RedisConfig> {
             let mut sentinels = vec![first];
             for fallback in options.get("sentinel_fallback").into_iter().flatten() {
                 let address = parse_address(fallback)
-                    .filter(|_| has_port(fallback))
+                    .filter(|_| split_host_port(fallback).is_some_and(|(_, port)| port.is_some()))
                     .ok_or_else(|| {
                         url.invalid(format_args!(
                             "option `sentinel_fallback`: `{fallback}` is not HOST:PORT"
@@ -353,31 +353,8 @@ fn parse_query(url: &Url<'_>, query: &str) -> Result<BTreeMap<String, Vec<String
 
 /// `HOST[:PORT]` or `[V6]:PORT`; the port defaults to 6379.
 fn parse_address(text: &str) -> Option<Address> {
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
-        match after {
-            "" => (host, None),
-            _ => (host, Some(after.strip_prefix(':')?)),
-        }
-    } else {
-        match text.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (text, None),
-        }
-    };
-    if host.is_empty() || host.contains([':', '/', '@', ',', ' ']) && !text.starts_with('[') {
-        return None;
-    }
-    let port = match port {
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0)?,
-        None => crate::DEFAULT_PORT,
-    };
-    Some(Address::new(host, port))
-}
-
-fn has_port(text: &str) -> bool {
-    text.rsplit_once(':')
-        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+    let (host, port) = split_host_port(text)?;
+    Some(Address::new(host, port.unwrap_or(crate::DEFAULT_PORT)))
 }
 
 #[cfg(test)]
