@@ -4,7 +4,9 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -148,6 +150,14 @@ pub trait HeldLock: fmt::Debug + Send + Sync + 'static {
     }
 }
 
+/// Told when a hold ends, for metrics: see [`LockGuard::observe_release`].
+pub trait ReleaseObserver: Send + Sync + 'static {
+    /// The hold ended after `held_for`; `lost` if the lock had been lost
+    /// before it was let go. Called once, from the releasing (or dropping)
+    /// thread: it must not block.
+    fn released(&self, held_for: Duration, lost: bool);
+}
+
 /// What a guard lets go of when it is released.
 enum Held {
     /// A backend's held lock.
@@ -172,6 +182,9 @@ pub struct LockGuard {
     state: Option<watch::Receiver<LockState>>,
     held: Option<Held>,
     ticket: Option<ReentryTicket>,
+    /// Told when the hold ends, with the time it began (boxed: most guards
+    /// have none, and the guard stays small).
+    observer: Option<Box<(Arc<dyn ReleaseObserver>, Instant)>>,
 }
 
 impl LockGuard {
@@ -189,6 +202,7 @@ impl LockGuard {
             state: Some(state),
             held: Some(Held::Backend(held)),
             ticket: None,
+            observer: None,
         }
     }
 
@@ -203,6 +217,7 @@ impl LockGuard {
             state: None,
             held: Some(Held::Backend(held)),
             ticket: None,
+            observer: None,
         }
     }
 
@@ -227,6 +242,7 @@ impl LockGuard {
             state: None,
             held: Some(Held::Local { _turn: turn }),
             ticket: None,
+            observer: None,
         }
     }
 
@@ -237,6 +253,21 @@ impl LockGuard {
     /// checks them as one).
     pub fn track_in(&mut self, registry: &ReentryRegistry, holder: HolderId, scope: Scope) {
         self.ticket = Some(registry.ticket(holder, scope, &self.name));
+    }
+
+    /// Has `observer` told when this hold ends (released, dropped or found
+    /// lost), with how long it lasted; the hold is taken to begin now. The
+    /// `locks` facade uses this for its metrics.
+    pub fn observe_release(&mut self, observer: Arc<dyn ReleaseObserver>) {
+        self.observer = Some(Box::new((observer, Instant::now())));
+    }
+
+    /// Tells the observer, if any, that the hold ended.
+    fn notify_observer(&mut self, lost: bool) {
+        if let Some(observed) = self.observer.take() {
+            let (observer, since) = *observed;
+            observer.released(since.elapsed(), lost);
+        }
     }
 
     /// The full lock name.
@@ -358,7 +389,11 @@ impl LockGuard {
     /// backend's release future is needed. Works in place: moving the guard
     /// or its turn around costs more than the rest of a memory release.
     fn release_in_place(&mut self) -> Option<Result<()>> {
-        if self.ticket.is_none() && self.state.is_none() && self.is_local() {
+        if self.ticket.is_none()
+            && self.state.is_none()
+            && self.observer.is_none()
+            && self.is_local()
+        {
             // The common case, kept short: a turn that cannot be lost and
             // that no re-entry record tracks ends by being dropped.
             self.held = None;
@@ -382,9 +417,9 @@ impl LockGuard {
         if let Some(ticket) = self.ticket.take() {
             ticket.forget(&self.name);
         }
-        // Without a state channel the lock cannot be lost.
-        let state = self.state.as_ref()?;
-        (*state.borrow() == LockState::Lost).then(|| {
+        let lost = self.reported() == LockState::Lost;
+        self.notify_observer(lost);
+        lost.then(|| {
             Error::new(
                 ErrorKind::Lost,
                 format!(
@@ -451,6 +486,10 @@ impl fmt::Debug for LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        if self.observer.is_some() {
+            let lost = self.reported() == LockState::Lost;
+            self.notify_observer(lost);
+        }
         if let Some(Held::Backend(_)) = &self.held
             && let Some(Held::Backend(held)) = self.held.take()
         {
@@ -542,5 +581,44 @@ mod tests {
         assert!(err.message().contains("`x` (global scope)"), "{err}");
         assert_eq!(counts.released.load(SeqCst), 2);
         assert_eq!(counts.dropped.load(SeqCst), 1);
+    }
+
+    /// Records each end of a hold it is told about.
+    #[derive(Default)]
+    struct Ends(std::sync::Mutex<Vec<bool>>);
+
+    impl ReleaseObserver for Ends {
+        fn released(&self, _held_for: Duration, lost: bool) {
+            self.0.lock().unwrap().push(lost);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_release_observer_hears_every_end_once() {
+        let req = LockRequest::new(LockName::new("x").unwrap(), Scope::Global);
+        let ends = Arc::new(Ends::default());
+        let counts = Arc::new(Counted::default());
+        let state = LockStateSender::new();
+        let observed = |state: &LockStateSender| {
+            let mut guard = LockGuard::new(
+                &req,
+                1,
+                state.subscribe(),
+                Box::new(CountedHeld(counts.clone())),
+            );
+            guard.observe_release(ends.clone());
+            guard
+        };
+        observed(&state).release().await.unwrap();
+        drop(observed(&state));
+        let lost = observed(&state);
+        state.set(LockState::Lost);
+        assert!(lost.release().await.is_err());
+        // A local turn, released in place.
+        let table = crate::LocalLocks::<LockName>::new();
+        let mut local = LockGuard::local(&req, 1, table.lock(&req.name).await);
+        local.observe_release(ends.clone());
+        assert!(local.try_release_now().is_ok());
+        assert_eq!(*ends.0.lock().unwrap(), [false, false, true, false]);
     }
 }

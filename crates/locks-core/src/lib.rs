@@ -43,7 +43,9 @@ pub use backend_url::{
 pub use catalog::{CINDER_CATALOG_TOML, Catalog, CatalogEntry, LintFinding, Severity};
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use excerpt::Excerpt;
-pub use guard::{FencingToken, HeldLock, LockGuard, LockState, LockStateSender, never_lost};
+pub use guard::{
+    FencingToken, HeldLock, LockGuard, LockState, LockStateSender, ReleaseObserver, never_lost,
+};
 pub use local::{LocalLocks, LocalTurn, Turns};
 pub use multi::{MultiGuard, canonical_order};
 pub use reentry::{HolderId, ReentryRegistry};
