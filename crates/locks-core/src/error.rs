@@ -191,6 +191,11 @@ impl std::error::Error for Error {
     }
 }
 
+/// The 1-based line of byte `offset` in `text`.
+pub(crate) fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,9 +216,4 @@ mod tests {
         let io = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
         assert_eq!(Error::io("x", io).kind(), ErrorKind::PermissionDenied);
     }
-}
-
-/// The 1-based line of byte `offset` in `text`.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
 }

@@ -181,7 +181,9 @@ pub struct LockGuard {
     /// `None` for a lock that cannot be lost while the process lives.
     state: Option<watch::Receiver<LockState>>,
     held: Option<Held>,
-    ticket: Option<ReentryTicket>,
+    /// Boxed: only clients without a holder-aware backend (etcd, ZooKeeper,
+    /// Redis) have one, and the guard stays small for the others.
+    ticket: Option<Box<ReentryTicket>>,
     /// Told when the hold ends, with the time it began (boxed: most guards
     /// have none, and the guard stays small).
     observer: Option<Box<(Arc<dyn ReleaseObserver>, Instant)>>,
@@ -252,7 +254,7 @@ impl LockGuard {
     /// [`ReentryRegistry::check`] (a client whose scopes share one backend
     /// checks them as one).
     pub fn track_in(&mut self, registry: &ReentryRegistry, holder: HolderId, scope: Scope) {
-        self.ticket = Some(registry.ticket(holder, scope, &self.name));
+        self.ticket = Some(Box::new(registry.ticket(holder, scope, &self.name)));
     }
 
     /// Has `observer` told when this hold ends (released, dropped or found

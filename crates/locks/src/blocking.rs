@@ -192,7 +192,7 @@ impl BlockingLocks {
         not_in_runtime()?;
         if self.reentry_per_thread()
             && !cancel.is_some_and(CancelToken::is_triggered)
-            && let Some(guard) = self.locks.acquire_name_if_free(scope, name)
+            && let Some(guard) = self.locks.try_acquire_name_now(scope, name)
         {
             return Ok(Ok(guard));
         }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use locks_core::{
     Backend, Catalog, CleanReport, Error, ErrorKind, HolderId, LockGuard, LockName, LockRequest,
@@ -13,6 +13,7 @@ use tracing::Instrument;
 
 use crate::backends;
 use crate::config::{Compat, Config};
+use crate::lock_metrics::{Metrics, PendingAcquire};
 use locks_core::redact_text;
 
 /// A client for the locks of one catalog: renders names, picks the backend of
@@ -38,6 +39,8 @@ struct Inner {
     /// that share a backend (one `file://` URL for node and global) share
     /// their locks, so re-entry and duplicates are judged across them.
     lock_space: [Scope; 3],
+    /// Metric handles, when the configuration asks for metrics.
+    metrics: Option<Metrics>,
     warnings: Vec<String>,
     /// The scope each of `warnings` is about, in the same order.
     warning_scopes: Vec<Scope>,
@@ -54,7 +57,7 @@ impl std::fmt::Debug for Locks {
     }
 }
 
-fn index(scope: Scope) -> usize {
+pub(crate) fn index(scope: Scope) -> usize {
     match scope {
         Scope::Process => 0,
         Scope::Node => 1,
@@ -152,6 +155,7 @@ impl Locks {
             .try_into()
             .map_err(|_| Error::new(ErrorKind::Internal, "expected one backend per scope"))?;
         let backend_knows_holders = backends.each_ref().map(|b| b.knows_holders());
+        let backend_kinds = backends.each_ref().map(|b| b.kind());
         let lock_space = Scope::ALL.map(|scope| {
             let backend = &backends[index(scope)];
             Scope::ALL
@@ -173,6 +177,7 @@ impl Locks {
                 lock_space,
                 warnings,
                 warning_scopes,
+                metrics: config.metrics.then(|| Metrics::new(backend_kinds)),
             }),
         })
     }
@@ -281,7 +286,7 @@ impl Locks {
     /// # Cancel safety
     /// Cancel safe.
     pub async fn lock_name(&self, scope: Scope, name: &str, wait: Wait) -> Result<LockGuard> {
-        if let Some(guard) = self.acquire_name_if_free(scope, name) {
+        if let Some(guard) = self.try_acquire_name_now(scope, name) {
             return Ok(guard);
         }
         let request = self.raw_request(scope, name)?.wait(wait);
@@ -323,12 +328,13 @@ impl Locks {
     /// backend, which then builds no name for a name it served lately).
     /// `None` otherwise, also for names that are not valid (which
     /// [`lock_name`](Self::lock_name) reports).
-    pub fn acquire_name_if_free(&self, scope: Scope, name: &str) -> Option<LockGuard> {
+    pub fn try_acquire_name_now(&self, scope: Scope, name: &str) -> Option<LockGuard> {
         let i = index(scope);
         // The client's own re-entry record needs a request: only backends that
         // keep that record themselves. An empty name is valid text after a
         // prefix, but not a valid name.
-        if !self.inner.backend_knows_holders[i] || name.is_empty() {
+        // Metrics need the request too (its catalog id).
+        if !self.inner.backend_knows_holders[i] || name.is_empty() || self.inner.metrics.is_some() {
             return None;
         }
         let backend = &self.inner.backends[i];
@@ -354,6 +360,11 @@ impl Locks {
         if !self.inner.backend_knows_holders[i] {
             let space = self.inner.lock_space[i];
             guard.track_in(&self.inner.registry, HolderId::current(), space);
+        }
+        if let Some(metrics) = &self.inner.metrics {
+            let metrics = metrics.of(request);
+            metrics.acquired(Duration::ZERO);
+            guard.observe_release(metrics);
         }
         tracing::debug!(
             lock = %request.name,
@@ -388,7 +399,12 @@ impl Locks {
         );
         // Only a subscriber that wants the span pays for the clock.
         let started = (!span.is_disabled()).then(Instant::now);
-        let result: Result<LockGuard> = async {
+        let pending = self
+            .inner
+            .metrics
+            .as_ref()
+            .map(|metrics| PendingAcquire::new(metrics.of(&request)));
+        let mut result: Result<LockGuard> = async {
             let holder = self.check_reentry(&request)?;
             let mut guard = locks_core::acquire(backend.as_ref(), &request).await?;
             if !self.inner.backend_knows_holders[i] {
@@ -399,6 +415,9 @@ impl Locks {
         }
         .instrument(span.clone())
         .await;
+        if let Some(pending) = pending {
+            pending.finish(&mut result);
+        }
         if let Some(started) = started {
             let waited_ms = started.elapsed().as_secs_f64() * 1e3;
             match &result {

@@ -136,6 +136,10 @@ pub struct Config {
     pub backends: BackendUrls,
     /// Whether the backends are the built-in defaults (no configuration given).
     pub embedded_defaults: bool,
+    /// Record metrics through the `metrics` crate (TOML `metrics = true`):
+    /// see [`metric_names`](crate::metric_names) for what is recorded. Off by
+    /// default: it costs a clock read and a handle lookup per acquire.
+    pub metrics: bool,
 }
 
 #[derive(Deserialize)]
@@ -149,6 +153,8 @@ struct RawConfig {
     catalog: Option<PathBuf>,
     #[serde(default)]
     backends: Option<BackendUrls>,
+    #[serde(default)]
+    metrics: bool,
 }
 
 impl Config {
@@ -185,6 +191,7 @@ impl Config {
             },
             backends: raw.backends.unwrap_or_default(),
             embedded_defaults: false,
+            metrics: raw.metrics,
         })
     }
 

@@ -54,12 +54,14 @@ mod blocking;
 mod cancel;
 mod client;
 mod config;
+mod lock_metrics;
 
 pub use backends::SCHEMES;
 pub use blocking::BlockingLocks;
 pub use cancel::CancelToken;
 pub use client::Locks;
 pub use config::{BackendUrls, CONFIG_ENV, CatalogSource, Compat, Config, default_lock_dir};
+pub use lock_metrics::names as metric_names;
 pub use locks_core::{
     Backend, Capabilities, Catalog, CatalogEntry, CleanReport, Error, ErrorKind, FencingToken,
     LintFinding, LockGuard, LockName, LockRequest, LockState, LockStatus, MultiGuard, NameTemplate,

@@ -237,7 +237,7 @@ async fn re_entry_on_the_memory_scope_is_detected_per_task() {
 }
 
 /// The memory backend takes a free lock by its name as text
-/// (`acquire_name_if_free`): the guard carries the full, prefixed name,
+/// (`try_acquire_name_now`): the guard carries the full, prefixed name,
 /// re-entry is still detected, and names the fast path cannot take (too
 /// long for its buffer, invalid) go the full way.
 #[tokio::test]
@@ -245,20 +245,20 @@ async fn a_known_memory_name_is_taken_again_by_text() {
     let dir = tempfile::tempdir().unwrap();
     let locks = open(dir.path()).await;
     let first = locks
-        .acquire_name_if_free(Scope::Process, "vol-1")
+        .try_acquire_name_now(Scope::Process, "vol-1")
         .expect("free");
     assert_eq!(first.name().as_str(), "cinder-vol-1");
     let token = first.token();
     first.release().await.unwrap();
     let again = locks
-        .acquire_name_if_free(Scope::Process, "vol-1")
+        .try_acquire_name_now(Scope::Process, "vol-1")
         .expect("known and free");
     assert_eq!(again.name().as_str(), "cinder-vol-1");
     assert_eq!(again.scope(), Scope::Process);
     assert!(again.token() > token);
     assert!(
         locks
-            .acquire_name_if_free(Scope::Process, "vol-1")
+            .try_acquire_name_now(Scope::Process, "vol-1")
             .is_none(),
         "held"
     );
@@ -286,7 +286,7 @@ async fn a_known_memory_name_is_taken_again_by_text() {
         g.release().await.unwrap();
     }
     for bad in ["bad\0name", ""] {
-        assert!(locks.acquire_name_if_free(Scope::Process, bad).is_none());
+        assert!(locks.try_acquire_name_now(Scope::Process, bad).is_none());
         let err = locks
             .lock_name(Scope::Process, bad, Wait::TryOnce)
             .await
@@ -299,7 +299,7 @@ async fn a_known_memory_name_is_taken_again_by_text() {
         .await
         .unwrap();
     g.release().await.unwrap();
-    assert!(locks.acquire_name_if_free(Scope::Node, "n").is_none());
+    assert!(locks.try_acquire_name_now(Scope::Node, "n").is_none());
 }
 
 #[tokio::test]
