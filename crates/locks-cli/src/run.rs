@@ -7,7 +7,9 @@ use std::time::Duration;
 use locks::{Error, ErrorKind, LockState, Params, Wait};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{EXIT_LOCK_UNAVAILABLE, ScopeArg, open_locks};
+use locks::{Config, Locks};
+
+use crate::{EXIT_LOCK_UNAVAILABLE, ScopeArg};
 
 /// Arguments of `locks run`.
 #[derive(clap::Args, Debug)]
@@ -37,6 +39,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
     timeout: Option<Duration>,
 
+    /// Serve the client's metrics for Prometheus on ADDR (e.g. `127.0.0.1:9464`,
+    /// path `/metrics`) while the command runs.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+
     /// The command and its arguments.
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -52,7 +59,12 @@ pub(crate) fn parse_param(text: &str) -> Result<(String, String), String> {
 
 /// Runs `locks run`.
 pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> locks::Result<ExitCode> {
-    let locks = open_locks(config).await?;
+    let mut config = Config::discover(config)?;
+    if let Some(addr) = args.metrics_addr {
+        serve_metrics(addr)?;
+        config.metrics = true;
+    }
+    let locks = Locks::open(config).await?;
     let wait = Wait::from_timeout(args.timeout);
     let request = match (&args.id, args.scope, &args.name) {
         (Some(id), _, _) => locks.request(id, &args.params.iter().cloned().collect::<Params>())?,
@@ -131,6 +143,31 @@ pub(crate) async fn run(config: Option<&Path>, args: RunArgs) -> locks::Result<E
         return Ok(ExitCode::from(EXIT_LOCK_UNAVAILABLE));
     }
     Ok(exit_code_of(status))
+}
+
+/// Installs the Prometheus exporter as the process's metrics recorder,
+/// answering on `addr` until the process exits.
+///
+/// # Errors
+/// [`ErrorKind::Io`] when `addr` cannot be bound, naming it.
+fn serve_metrics(addr: std::net::SocketAddr) -> locks::Result<()> {
+    // Bind first, for a clear error: the exporter binds in the background
+    // and only logs a failure.
+    std::net::TcpListener::bind(addr).map_err(|e| {
+        Error::io(
+            format_args!("serving metrics on {addr} (--metrics-addr)"),
+            e,
+        )
+    })?;
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                format!("serving metrics on {addr} (--metrics-addr): {e}"),
+            )
+        })
 }
 
 async fn release_reporting(guard: locks::LockGuard) {
