@@ -337,6 +337,14 @@ impl LockGuard {
         matches!(self.held, Some(Held::Local { .. }))
     }
 
+    /// Whether the backend can lose this lock while the process lives (a
+    /// lease or session of a server); file and memory locks cannot.
+    pub fn can_be_lost(&self) -> bool {
+        self.state
+            .as_ref()
+            .is_some_and(|state| !state.same_channel(&never_lost()))
+    }
+
     /// A receiver of state changes, for `select!` loops.
     pub fn watch_state(&self) -> watch::Receiver<LockState> {
         match &self.state {
@@ -622,5 +630,20 @@ mod tests {
         local.observe_release(ends.clone());
         assert!(local.try_release_now().is_ok());
         assert_eq!(*ends.0.lock().unwrap(), [false, false, true, false]);
+    }
+
+    #[tokio::test]
+    async fn only_locks_with_a_state_of_their_own_can_be_lost() {
+        let req = LockRequest::new(LockName::new("x").unwrap(), Scope::Global);
+        let counts = Arc::new(Counted::default());
+        let table = crate::LocalLocks::<LockName>::new();
+        let local = LockGuard::local(&req, 1, table.lock(&req.name).await);
+        let file_like =
+            LockGuard::new(&req, 1, never_lost(), Box::new(CountedHeld(counts.clone())));
+        let state = LockStateSender::new();
+        let leased = LockGuard::new(&req, 1, state.subscribe(), Box::new(CountedHeld(counts)));
+        assert!(!local.can_be_lost());
+        assert!(!file_like.can_be_lost());
+        assert!(leased.can_be_lost());
     }
 }

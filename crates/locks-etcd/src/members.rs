@@ -143,11 +143,22 @@ impl Members {
     /// Member `i` failed for a transport reason: remember why and, if it is
     /// still the current member, move on to the next one.
     pub(crate) fn failed(&self, i: usize, why: String) {
+        let next = (i + 1) % self.members.len();
+        let moving = self.current.load(Ordering::Relaxed) == i;
+        if moving {
+            tracing::warn!(
+                target: "locks::failover",
+                backend = "etcd",
+                from = %self.members[i].url,
+                to = %self.members[next].url,
+                reason = %why,
+                "an etcd member failed: requests move to the next member"
+            );
+        }
         *self.members[i]
             .trouble
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(why);
-        let next = (i + 1) % self.members.len();
         if self
             .current
             .compare_exchange(i, next, Ordering::Relaxed, Ordering::Relaxed)

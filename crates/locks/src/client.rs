@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 
 use locks_core::{
     Backend, Catalog, CleanReport, Error, ErrorKind, HolderId, LockGuard, LockName, LockRequest,
-    LockStatus, MultiGuard, Params, ReentryRegistry, Result, Scope, Wait, canonical_order,
+    LockStatus, MultiGuard, Params, ReentryRegistry, ReleaseObserver, Result, Scope, Wait,
+    canonical_order,
 };
 
 use tracing::Instrument;
 
 use crate::backends;
 use crate::config::{Compat, Config};
+use crate::hold;
 use crate::lock_metrics::{Metrics, PendingAcquire};
 use locks_core::redact_text;
 
@@ -333,8 +335,12 @@ impl Locks {
         // The client's own re-entry record needs a request: only backends that
         // keep that record themselves. An empty name is valid text after a
         // prefix, but not a valid name.
-        // Metrics need the request too (its catalog id).
-        if !self.inner.backend_knows_holders[i] || name.is_empty() || self.inner.metrics.is_some() {
+        // Metrics and the hold's trace need the request too (its catalog id).
+        if !self.inner.backend_knows_holders[i]
+            || name.is_empty()
+            || self.inner.metrics.is_some()
+            || hold::traced()
+        {
             return None;
         }
         let backend = &self.inner.backends[i];
@@ -361,11 +367,12 @@ impl Locks {
             let space = self.inner.lock_space[i];
             guard.track_in(&self.inner.registry, HolderId::current(), space);
         }
-        if let Some(metrics) = &self.inner.metrics {
+        let metrics = self.inner.metrics.as_ref().map(|metrics| {
             let metrics = metrics.of(request);
             metrics.acquired(Duration::ZERO);
-            guard.observe_release(metrics);
-        }
+            metrics as Arc<dyn ReleaseObserver>
+        });
+        hold::watch(&mut guard, request, self.inner.backends[i].kind(), metrics);
         tracing::debug!(
             lock = %request.name,
             id = request.label.as_deref().unwrap_or("-"),
@@ -415,8 +422,9 @@ impl Locks {
         }
         .instrument(span.clone())
         .await;
-        if let Some(pending) = pending {
-            pending.finish(&mut result);
+        let metrics = pending.and_then(|pending| pending.finish(&result));
+        if let Ok(guard) = &mut result {
+            hold::watch(guard, &request, backend.kind(), metrics);
         }
         if let Some(started) = started {
             let waited_ms = started.elapsed().as_secs_f64() * 1e3;

@@ -54,6 +54,7 @@ mod blocking;
 mod cancel;
 mod client;
 mod config;
+mod hold;
 mod lock_metrics;
 
 pub use backends::SCHEMES;

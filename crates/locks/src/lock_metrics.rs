@@ -162,18 +162,23 @@ impl PendingAcquire {
         }
     }
 
-    /// Counts the outcome; the guard, if any, is watched until it ends.
-    pub(crate) fn finish(mut self, result: &mut locks_core::Result<locks_core::LockGuard>) {
-        let Some(metrics) = self.metrics.take() else {
-            return;
-        };
+    /// Counts the outcome; on success, returns the handles that count the
+    /// hold's end (for [`LockGuard::observe_release`](locks_core::LockGuard::observe_release)).
+    pub(crate) fn finish(
+        mut self,
+        result: &locks_core::Result<locks_core::LockGuard>,
+    ) -> Option<Arc<dyn ReleaseObserver>> {
+        let metrics = self.metrics.take()?;
         let waited = self.started.elapsed();
         match result {
-            Ok(guard) => {
+            Ok(_) => {
                 metrics.acquired(waited);
-                guard.observe_release(metrics);
+                Some(metrics)
             }
-            Err(e) => metrics.failed(e.kind().as_str(), waited),
+            Err(e) => {
+                metrics.failed(e.kind().as_str(), waited);
+                None
+            }
         }
     }
 }

@@ -127,3 +127,80 @@ fn held_locks_at_risk_or_lost_are_warnings() {
     assert_eq!(text.matches("held locks are lost").count(), 1, "{text}");
     assert!(text.contains("guards=1"), "{text}");
 }
+
+#[test]
+fn releases_say_how_long_the_lock_was_held() {
+    let text = traced(async || {
+        let locks = memory_client().await;
+        let fast = locks
+            .lock_name(Scope::Process, "held-a-while", Wait::Forever)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        fast.release().await.unwrap();
+        // A dropped guard ends its hold too.
+        drop(
+            locks
+                .lock_name(Scope::Process, "dropped", Wait::Forever)
+                .await
+                .unwrap(),
+        );
+    });
+    let released: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("locks::hold: lock released"))
+        .collect();
+    assert_eq!(released.len(), 2, "{text}");
+    assert!(
+        released[0].contains("lock=held-a-while id=\"-\" scope=\"process\" backend=\"memory\""),
+        "{text}"
+    );
+    let held_ms: f64 = released[0]
+        .split("held_ms=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or_else(|| panic!("no held_ms in {}", released[0]));
+    assert!(held_ms >= 20.0, "{held_ms} ms: {text}");
+    assert!(released[1].contains("lock=dropped"), "{text}");
+}
+
+/// A member that does not answer: requests move on to the next one, and the
+/// move is a warning naming both (needs a test etcd, `LOCKS_TEST_ETCD`).
+#[test]
+fn an_etcd_failover_is_a_warning_naming_both_members() {
+    let Some(etcd) = locks_core::testing::server_from_env("LOCKS_TEST_ETCD") else {
+        return;
+    };
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .to_string();
+    let text = traced(async || {
+        let config = Config {
+            backends: BackendUrls {
+                process: Some("memory://".to_owned()),
+                global: Some(format!(
+                    "etcd://{dead},{etcd}?prefix=/locks-tracing-{}/&connect_timeout=2",
+                    std::process::id()
+                )),
+                ..BackendUrls::default()
+            },
+            ..Config::default()
+        };
+        let locks = Locks::open(config).await.unwrap();
+        let guard = locks
+            .lock_name(Scope::Global, "failover", Wait::Forever)
+            .await
+            .unwrap();
+        guard.release().await.unwrap();
+    });
+    let line = text
+        .lines()
+        .find(|l| l.contains("WARN locks::failover"))
+        .unwrap_or_else(|| panic!("no failover warning: {text}"));
+    assert!(
+        line.contains(&dead) && line.contains(etcd.as_str()) && line.contains("backend=\"etcd\""),
+        "{line}"
+    );
+}
