@@ -59,6 +59,45 @@ pub(crate) async fn memory(plan: &Plan, dir: &Path, out: &mut (dyn Write + Send)
         None,
     )?;
 
+    // Metrics are opt-in (`metrics = true`): what opting in costs a cycle
+    // when no recorder is installed (a clock read and a handle lookup).
+    let node = format!("file://{}", dir.display());
+    let metered = locks::Locks::open(locks::Config {
+        backends: locks::BackendUrls {
+            process: Some("memory://".to_owned()),
+            node: Some(node.clone()),
+            global: Some(node),
+        },
+        metrics: true,
+        ..locks::Config::default()
+    })
+    .await?;
+    let (plain, with_metrics) = paired(
+        plan.rounds,
+        plan.mem_batch,
+        async |_| {
+            let g = locks
+                .lock_name(Scope::Process, "bench-memory-plain", Wait::Forever)
+                .await?;
+            g.release().await
+        },
+        async |_| {
+            let g = metered
+                .lock_name(Scope::Process, "bench-memory-metered", Wait::Forever)
+                .await?;
+            g.release().await
+        },
+    )
+    .await?;
+    row(
+        out,
+        "cycle, metrics = true (no recorder) vs off",
+        with_metrics.p50(),
+        "",
+        Some(plain.p50()),
+        None,
+    )?;
+
     // Distinct names: each name once, so every cycle creates and drops a table entry.
     let names: Vec<String> = (0..plan.mem_names)
         .map(|i| format!("bench-memory-{i}"))
