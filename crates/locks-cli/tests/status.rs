@@ -138,3 +138,104 @@ fn errors_exit_2() {
     assert_eq!(code, 2, "an unknown id: {stderr}");
     assert!(stderr.contains("no lock `no-such-lock`"), "{stderr}");
 }
+
+/// A `locks run` holding (or waiting for) global lock `name` while `sleep` runs.
+fn run_global(config: &std::path::Path, name: &str) -> Child {
+    locks(config)
+        .args([
+            "run", "--scope", "global", "--name", name, "--", "sleep", "30",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn locks run")
+}
+
+/// Polls `locks status --scope global` until `ready` holds (15 s at most).
+fn global_status_when(
+    config: &std::path::Path,
+    name: &str,
+    ready: impl Fn(&str) -> bool,
+) -> (i32, String) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (code, stdout, stderr) =
+            output(locks(config).args(["status", "--scope", "global", "--name", name]));
+        if ready(&stdout) {
+            return (code, stdout);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never got there: {code} {stdout}{stderr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The holder and two waiters, each a `locks run` process, in the order they
+/// came, pid by pid, on the Global backend `url`.
+fn holder_and_waiters_in_order(url: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("locks.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backends]\nnode = \"file://{}/locks\"\nglobal = \"{url}\"\n",
+            dir.path().display()
+        ),
+    )
+    .expect("config");
+    let name = format!("status-cli-{}", std::process::id());
+    let mut holder = run_global(&config, &name);
+    let (code, stdout) = global_status_when(&config, &name, |s| s.contains("state     held"));
+    assert_eq!(code, 1, "{stdout}");
+    let holder_line = stdout
+        .lines()
+        .find(|l| l.starts_with("holder "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        holder_line.contains(&format!(" pid={} ", holder.id())) && holder_line.contains("host="),
+        "the holder is `locks run` {}: {stdout}",
+        holder.id()
+    );
+    let mut first = run_global(&config, &name);
+    global_status_when(&config, &name, |s| s.contains("waiter 1 "));
+    let mut second = run_global(&config, &name);
+    let (code, stdout) = global_status_when(&config, &name, |s| s.contains("waiter 2 "));
+    assert_eq!(code, 1, "{stdout}");
+    let waiter = |n: usize| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("waiter {n} ")))
+            .unwrap_or_else(|| panic!("no waiter {n}: {stdout}"))
+            .to_owned()
+    };
+    assert!(
+        waiter(1).contains(&format!(" pid={} ", first.id())),
+        "{stdout}"
+    );
+    assert!(
+        waiter(2).contains(&format!(" pid={} ", second.id())),
+        "{stdout}"
+    );
+
+    for child in [&mut holder, &mut first, &mut second] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+#[test]
+fn an_etcd_lock_shows_its_holder_and_waiters_in_order() {
+    if let Some(addr) = locks_core::testing::server_from_env("LOCKS_TEST_ETCD") {
+        holder_and_waiters_in_order(&format!("etcd://{addr}?ttl=2"));
+    }
+}
+
+#[test]
+fn a_zookeeper_lock_shows_its_holder_and_waiters_in_order() {
+    if let Some(addr) = locks_core::testing::server_from_env("LOCKS_TEST_ZK") {
+        holder_and_waiters_in_order(&format!("zookeeper://{addr}/locks-cli-status?timeout=4"));
+    }
+}
