@@ -152,6 +152,15 @@ impl Conn {
             *g += 1;
             generation = *g;
         });
+        if generation > 1 {
+            tracing::warn!(
+                target: "locks::failover",
+                backend = "redis",
+                master = %address,
+                generation,
+                "connected to the Redis master anew, after a broken connection or a failover"
+            );
+        }
         *self.current.lock().unwrap_or_else(PoisonError::into_inner) =
             Some((generation, connection.clone(), address.clone()));
         Ok((generation, connection, address))

@@ -562,7 +562,25 @@ async fn monitor(
                     with_session(&|s| s.close());
                     return;
                 }
-                connected = is_connected(changed);
+                let now_connected = is_connected(changed);
+                if now_connected != connected {
+                    if now_connected {
+                        tracing::info!(
+                            target: "locks::failover",
+                            backend = "zookeeper",
+                            state = ?changed,
+                            "the ZooKeeper session is connected again"
+                        );
+                    } else {
+                        tracing::warn!(
+                            target: "locks::failover",
+                            backend = "zookeeper",
+                            state = ?changed,
+                            "the ZooKeeper connection broke: the client reconnects to a server of the ensemble"
+                        );
+                    }
+                }
+                connected = now_connected;
                 if connected && probe.is_none() {
                     // Learn at once that the server hears us again.
                     next_probe = Instant::now();

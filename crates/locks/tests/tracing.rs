@@ -204,3 +204,55 @@ fn an_etcd_failover_is_a_warning_naming_both_members() {
         "{line}"
     );
 }
+
+/// A ZooKeeper connection reset under a held lock: a warning that it broke,
+/// then word that the session is connected again (needs `LOCKS_TEST_ZK`).
+#[test]
+fn a_zookeeper_reconnect_is_traced() {
+    let Some(zk) = locks_core::testing::server_from_env("LOCKS_TEST_ZK") else {
+        return;
+    };
+    let proxy = locks_fault_proxy::FaultProxy::start(zk.parse().unwrap()).unwrap();
+    let text = traced(async || {
+        let config = Config {
+            backends: BackendUrls {
+                process: Some("memory://".to_owned()),
+                global: Some(format!(
+                    "zookeeper://{}/locks-tracing-{}?timeout=4",
+                    proxy.addr(),
+                    std::process::id()
+                )),
+                ..BackendUrls::default()
+            },
+            ..Config::default()
+        };
+        let locks = Locks::open(config).await.unwrap();
+        let guard = locks
+            .lock_name(Scope::Global, "reconnect", Wait::Forever)
+            .await
+            .unwrap();
+        proxy.reset_connections();
+        // The session survives a reset well within its timeout.
+        let mut state = guard.watch_state();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while *state.borrow_and_update() != LockState::AtRisk
+            && tokio::time::Instant::now() < deadline
+        {
+            let _ = tokio::time::timeout_at(deadline, state.changed()).await;
+        }
+        while *state.borrow_and_update() != LockState::Held
+            && tokio::time::Instant::now() < deadline + Duration::from_secs(3)
+        {
+            let _ = tokio::time::timeout(Duration::from_secs(1), state.changed()).await;
+        }
+        assert_eq!(guard.state(), LockState::Held);
+        guard.release().await.unwrap();
+    });
+    let broke = text
+        .find("WARN locks::failover: the ZooKeeper connection broke")
+        .unwrap_or_else(|| panic!("no warning: {text}"));
+    let again = text
+        .find("INFO locks::failover: the ZooKeeper session is connected again")
+        .unwrap_or_else(|| panic!("no reconnection: {text}"));
+    assert!(broke < again, "{text}");
+}
