@@ -3,8 +3,20 @@
 //! type with its stable [`ErrorKind`], and the object-safe async [`Backend`]
 //! trait with the [`LockGuard`] it returns.
 //!
-//! Backends (memory, file, etcd, ZooKeeper) depend only on this crate; the
-//! `locks` facade picks them from configuration.
+//! Backends (memory, file, etcd, ZooKeeper, Redis) depend only on this
+//! crate; the `locks` facade picks them from configuration.
+//!
+//! # Layout
+//! One concept a module: `scope`, `template` (names and their templates),
+//! `catalog`, `error` (with `excerpt`, long values cut short), `request`
+//! ([`Wait`], [`LockRequest`]: what a caller asks for), `guard`
+//! ([`LockGuard`], [`LockState`], [`HeldLock`], [`ReleaseObserver`]: what a
+//! backend hands back), `backend` (the [`Backend`] trait, [`Capabilities`],
+//! [`acquire`]), `backend_url` ([`BackendUrl`]: what every backend's URL
+//! parser shares), `status` (who holds and waits), `reentry` (a holder asking
+//! again), `local` and `shard` (in-process FIFO turns, shared by the memory and
+//! file backends), `multi` (sets of locks in one order), `testing` (the
+//! conformance suite).
 //!
 //! ```
 //! use locks_core::{Catalog, Params, Scope};
