@@ -21,7 +21,7 @@ pub struct Capabilities {
     pub fifo: bool,
     /// Fencing tokens strictly increase across holders of one name.
     pub fencing: bool,
-    /// Held locks can be lost (lease or session expiry) and are reported through [`LockState`].
+    /// Held locks can be lost (lease or session expiry) and are reported through [`LockState`](crate::LockState).
     pub can_lose: bool,
 }
 
