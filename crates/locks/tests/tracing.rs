@@ -255,4 +255,15 @@ fn a_zookeeper_reconnect_is_traced() {
         .find("INFO locks::failover: the ZooKeeper session is connected again")
         .unwrap_or_else(|| panic!("no reconnection: {text}"));
     assert!(broke < again, "{text}");
+    // The held lock itself, with its fields: at risk, then safe again.
+    let fields = "lock=reconnect id=\"-\" scope=\"global\" backend=\"zookeeper\"";
+    let at_risk = text
+        .lines()
+        .position(|l| l.contains("WARN locks::state: lock at risk") && l.contains(fields))
+        .unwrap_or_else(|| panic!("no per-lock warning: {text}"));
+    let safe = text
+        .lines()
+        .position(|l| l.contains("INFO locks::state: lock safe again") && l.contains(fields))
+        .unwrap_or_else(|| panic!("no per-lock recovery: {text}"));
+    assert!(at_risk < safe, "{text}");
 }
