@@ -390,7 +390,8 @@ impl Locks {
     /// check, then the backend's acquire with its wait.
     ///
     /// Runs in a `locks.acquire` span (debug level: the lock's name, catalog
-    /// id, scope, backend kind and wait) that ends with one event saying the
+    /// id, scope, backend kind and wait, and the queue position where the
+    /// backend knows it) that ends with one event saying the
     /// outcome, how long it waited and the token. A cancelled acquire ends
     /// its span without that event.
     async fn acquire_waiting(&self, request: LockRequest) -> Result<LockGuard> {
@@ -403,6 +404,9 @@ impl Locks {
             scope = request.scope.as_str(),
             backend = backend.kind(),
             wait = %request.wait,
+            // Backends that know how many contenders are ahead record it
+            // (`tracing::Span::current().record("queue_position", n)`).
+            queue_position = tracing::field::Empty,
         );
         // Only a subscriber that wants the span pays for the clock.
         let started = (!span.is_disabled()).then(Instant::now);

@@ -51,9 +51,19 @@ pub(crate) fn watch(
                 backend,
             };
             let stop = follow_state.then(|| follow(guard.watch_state(), fields.clone()));
+            // The hold as a span, from now to the release (its event's parent).
+            let span = tracing::debug_span!(
+                target: "locks::hold",
+                "locks.hold",
+                lock = %fields.name,
+                id = fields.id(),
+                scope = fields.scope.as_str(),
+                backend = fields.backend,
+            );
             Arc::new(HoldTrace {
                 fields,
                 stop: Mutex::new(stop),
+                span,
                 then,
             })
         }
@@ -130,6 +140,8 @@ struct HoldTrace {
     fields: Fields,
     /// Ends the task following the lock's state, if there is one.
     stop: Mutex<Option<oneshot::Sender<()>>>,
+    /// The hold, closed with the release.
+    span: tracing::Span,
     then: Option<Arc<dyn ReleaseObserver>>,
 }
 
@@ -143,6 +155,7 @@ impl ReleaseObserver for HoldTrace {
         {
             let _ = stop.send(());
         }
+        let _in_hold = self.span.enter();
         let held_ms = held_for.as_secs_f64() * 1e3;
         let id = self.fields.id();
         if lost {
