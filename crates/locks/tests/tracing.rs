@@ -164,7 +164,10 @@ fn releases_say_how_long_the_lock_was_held() {
     assert!(held_ms >= 20.0, "{held_ms} ms: {text}");
     assert!(released[1].contains("lock=dropped"), "{text}");
     // Inside the hold's span.
-    assert!(released[0].contains("locks.hold{lock=held-a-while"), "{text}");
+    assert!(
+        released[0].contains("locks.hold{lock=held-a-while"),
+        "{text}"
+    );
 }
 
 /// A member that does not answer: requests move on to the next one, and the
