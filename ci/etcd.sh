@@ -3,7 +3,8 @@
 # integration tests of locks-etcd.
 #
 #   ci/etcd.sh start STATE_DIR      # start on 127.0.0.1 with free ports, wait for health
-#   ci/etcd.sh start-tls STATE_DIR  # the same over TLS with client certificates
+#   ci/etcd.sh start-tls STATE_DIR [client-auth]  # the same over TLS (certificates of
+#                                   #   ci/tls.sh); with `client-auth`, clients must present one
 #   ci/etcd.sh stop STATE_DIR       # stop the server started in STATE_DIR
 #   ci/etcd.sh restart STATE_DIR    # stop it and start it again on its ports and data dir (plain `start` only)
 #
@@ -14,12 +15,14 @@
 #   LOCKS_TEST_ETCD_PID=PID
 #
 # so a caller can `set -a; . STATE_DIR/etcd.env; set +a` before `cargo test`.
-# `start-tls` makes a throw-away CA, server and client certificates with
-# `openssl` in STATE_DIR/etcd-tls and adds to etcd.env
+# `start-tls` makes throw-away TLS material with ci/tls.sh in STATE_DIR/tls
+# (ca.pem, client.pem, client-key.pem, other-ca.pem, ... see its header) and
+# writes STATE_DIR/etcd-tls.env instead of etcd.env (so both kinds can be
+# sourced together):
 #
-#   LOCKS_TEST_ETCD_CA=STATE_DIR/etcd-tls/ca.pem
-#   LOCKS_TEST_ETCD_CERT=STATE_DIR/etcd-tls/client.pem
-#   LOCKS_TEST_ETCD_KEY=STATE_DIR/etcd-tls/client-key.pem
+#   LOCKS_TEST_ETCD_TLS=127.0.0.1:PORT        (LOCKS_TEST_ETCD_MTLS with client-auth)
+#   LOCKS_TEST_ETCD_TLS_DIR=STATE_DIR/tls     (LOCKS_TEST_ETCD_MTLS_DIR)
+#   LOCKS_TEST_ETCD_TLS_PID=PID               (LOCKS_TEST_ETCD_MTLS_PID)
 #
 # A cluster of N members on 127.0.0.1 (heartbeat 100 ms, election timeout 1 s),
 # each member a process of its own with its own ports and data dir:
@@ -41,13 +44,14 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 start|start-tls|stop|restart STATE_DIR" >&2
+    echo "usage: $0 start|stop|restart STATE_DIR | start-tls STATE_DIR [client-auth]" >&2
     echo "       $0 start-cluster STATE_DIR N | leader STATE_DIR | stop-member STATE_DIR I [SIGNAL] | start-member STATE_DIR I" >&2
     exit 2
 }
 
 [ $# -ge 2 ] || usage
 tls=false
+client_auth=false
 action=$1
 state=$2
 
@@ -60,33 +64,15 @@ print(s.getsockname()[1])
 s.close()'
 }
 
-# Writes a CA, a server certificate for 127.0.0.1 and a client certificate to $1.
-make_certs() {
-    local dir=$1
-    command -v openssl >/dev/null || { echo "etcd.sh: start-tls needs \`openssl\`" >&2; exit 1; }
-    mkdir -p "$dir"
-    (
-        cd "$dir"
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=locks-test-ca" \
-            -keyout ca-key.pem -out ca.pem
-        printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
-        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server-key.pem -out server.csr
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
-            -extfile server.ext -out server.pem
-        printf 'extendedKeyUsage=clientAuth\n' >client.ext
-        openssl req -newkey rsa:2048 -nodes -subj "/CN=locks-test-client" -keyout client-key.pem -out client.csr
-        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
-            -extfile client.ext -out client.pem
-    ) >"$dir/openssl.log" 2>&1 || { echo "etcd.sh: making certificates failed:" >&2; cat "$dir/openssl.log" >&2; exit 1; }
-}
-
 start() {
     command -v etcd >/dev/null || { echo "etcd.sh: \`etcd\` is not installed (run ci/install.sh)" >&2; exit 1; }
     command -v etcdctl >/dev/null || { echo "etcd.sh: \`etcdctl\` is not installed (run ci/install.sh)" >&2; exit 1; }
     mkdir -p "$state"
     state=$(cd "$state" && pwd)
-    if [ -f "$state/etcd.env" ]; then
-        echo "etcd.sh: $state/etcd.env exists: a server may still run there (ci/etcd.sh stop $state)" >&2
+    local env_file=$state/etcd.env
+    $tls && env_file=$state/etcd-tls.env
+    if [ -f "$env_file" ]; then
+        echo "etcd.sh: $env_file exists: a server may still run there (ci/etcd.sh stop $state)" >&2
         exit 1
     fi
     rm -rf "$state/etcd-data"
@@ -98,21 +84,27 @@ start() {
     local tls_args=() ctl_args=()
     if $tls; then
         scheme=https
-        make_certs "$state/etcd-tls"
-        tls_args=(--cert-file "$state/etcd-tls/server.pem" --key-file "$state/etcd-tls/server-key.pem"
-            --client-cert-auth --trusted-ca-file "$state/etcd-tls/ca.pem")
-        ctl_args=(--cacert "$state/etcd-tls/ca.pem" --cert "$state/etcd-tls/client.pem" --key "$state/etcd-tls/client-key.pem")
+        bash "$(dirname "$0")/tls.sh" "$state/tls"
+        tls_args=(--cert-file "$state/tls/server.pem" --key-file "$state/tls/server-key.pem")
+        ctl_args=(--cacert "$state/tls/ca.pem")
+        if $client_auth; then
+            tls_args+=(--client-cert-auth --trusted-ca-file "$state/tls/ca.pem")
+            ctl_args+=(--cert "$state/tls/client.pem" --key "$state/tls/client-key.pem")
+        fi
     fi
     local client="$scheme://127.0.0.1:$client_port"
     local peer="http://127.0.0.1:$peer_port"
     launch
-    printf 'LOCKS_TEST_ETCD=127.0.0.1:%s\nLOCKS_TEST_ETCD_PID=%s\nLOCKS_TEST_ETCD_PEER_PORT=%s\n' \
-        "$client_port" "$pid" "$peer_port" >"$state/etcd.env"
     if $tls; then
-        printf 'LOCKS_TEST_ETCD_CA=%s\nLOCKS_TEST_ETCD_CERT=%s\nLOCKS_TEST_ETCD_KEY=%s\n' \
-            "$state/etcd-tls/ca.pem" "$state/etcd-tls/client.pem" "$state/etcd-tls/client-key.pem" >>"$state/etcd.env"
+        local var=LOCKS_TEST_ETCD_TLS
+        $client_auth && var=LOCKS_TEST_ETCD_MTLS
+        printf '%s=127.0.0.1:%s\n%s_DIR=%s\n%s_PID=%s\n' \
+            "$var" "$client_port" "$var" "$state/tls" "$var" "$pid" >"$env_file"
+    else
+        printf 'LOCKS_TEST_ETCD=127.0.0.1:%s\nLOCKS_TEST_ETCD_PID=%s\nLOCKS_TEST_ETCD_PEER_PORT=%s\n' \
+            "$client_port" "$pid" "$peer_port" >"$env_file"
     fi
-    echo "etcd.sh: etcd (pid $pid) is healthy on 127.0.0.1:$client_port; environment in $state/etcd.env"
+    echo "etcd.sh: etcd (pid $pid) is healthy on $client; environment in $env_file"
 }
 
 # Starts etcd on $client and $peer with the data dir $state/etcd-data (kept if it
@@ -151,7 +143,6 @@ launch() {
 restart() {
     state=$(cd "$state" && pwd)
     [ -f "$state/etcd.env" ] || { echo "etcd.sh: no $state/etcd.env: nothing to restart" >&2; exit 1; }
-    ! grep -q '^LOCKS_TEST_ETCD_CA=' "$state/etcd.env" || { echo "etcd.sh: restart supports plain \`start\` only" >&2; exit 1; }
     local old_pid client_port peer_port
     old_pid=$(sed -n 's/^LOCKS_TEST_ETCD_PID=//p' "$state/etcd.env")
     client_port=$(sed -n 's/^LOCKS_TEST_ETCD=127.0.0.1://p' "$state/etcd.env")
@@ -173,31 +164,23 @@ stop() {
         stop_cluster
         cluster=true
     fi
+    if [ -f "$state/etcd-tls.env" ]; then
+        stop_pid "$(sed -n 's/^LOCKS_TEST_ETCD_M\{0,1\}TLS_PID=//p' "$state/etcd-tls.env")"
+        rm -f "$state/etcd-tls.env"
+        rm -rf "$state/etcd-data" "$state/tls"
+        cluster=true
+    fi
     if [ ! -f "$state/etcd.env" ]; then
-        $cluster || echo "etcd.sh: no $state/etcd.env or etcd-cluster.env: nothing to stop" >&2
+        $cluster || echo "etcd.sh: no $state/etcd.env, etcd-tls.env or etcd-cluster.env: nothing to stop" >&2
         return 0
     fi
     local pid
     pid=$(sed -n 's/^LOCKS_TEST_ETCD_PID=//p' "$state/etcd.env")
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        # A test may have left it stopped with SIGSTOP: continue it so it can exit.
-        kill -CONT "$pid" 2>/dev/null || true
-        kill "$pid" 2>/dev/null || true
-        local deadline=$((SECONDS + 15))
-        while kill -0 "$pid" 2>/dev/null; do
-            if [ $SECONDS -ge $deadline ]; then
-                echo "etcd.sh: etcd (pid $pid) ignored SIGTERM for 15 s; sending SIGKILL" >&2
-                kill -KILL "$pid" 2>/dev/null || true
-                break
-            fi
-            sleep 0.1
-        done
-    fi
+    stop_pid "$pid"
     rm -f "$state/etcd.env"
-    rm -rf "$state/etcd-data" "$state/etcd-tls"
+    rm -rf "$state/etcd-data"
     echo "etcd.sh: stopped etcd (pid ${pid:-?})"
 }
-
 
 # --- clusters -----------------------------------------------------------------
 
@@ -405,7 +388,11 @@ case "$action" in
     stop-member) [ $# -ge 3 ] && [ $# -le 4 ] || usage; stop_member "$3" "${4:-TERM}" ;;
     start-member) [ $# -eq 3 ] || usage; start_member "$3" ;;
     start) [ $# -eq 2 ] || usage; start ;;
-    start-tls) [ $# -eq 2 ] || usage; tls=true; start ;;
+    start-tls)
+        [ $# -eq 2 ] || { [ $# -eq 3 ] && [ "$3" = client-auth ]; } || usage
+        tls=true
+        [ $# -eq 3 ] && client_auth=true
+        start ;;
     stop) [ $# -eq 2 ] || usage; stop ;;
     restart) [ $# -eq 2 ] || usage; restart ;;
     *) usage ;;

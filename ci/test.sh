@@ -21,6 +21,8 @@ state=$(mktemp -d -t locks-ci.XXXXXX)
 cleanup() {
     bash ci/zookeeper.sh stop "$state" >/dev/null 2>&1 || true
     bash ci/etcd.sh stop "$state" >/dev/null 2>&1 || true
+    bash ci/etcd.sh stop "$state/etcd-tls" >/dev/null 2>&1 || true
+    bash ci/etcd.sh stop "$state/etcd-mtls" >/dev/null 2>&1 || true
     bash ci/redis.sh stop "$state/redis" >/dev/null 2>&1 || true
     bash ci/redis.sh stop "$state/redis-sentinel" >/dev/null 2>&1 || true
     bash ci/redis.sh stop "$state/redis-tls" >/dev/null 2>&1 || true
@@ -34,6 +36,9 @@ step "servers"
 bash ci/etcd.sh start "$state"
 # A 3-member etcd cluster too (STATE/etcd-cluster.env; `ci/etcd.sh stop` stops both).
 bash ci/etcd.sh start-cluster "$state" 3
+# etcd over TLS: a server certificate only, and one that wants client certificates.
+bash ci/etcd.sh start-tls "$state/etcd-tls"
+bash ci/etcd.sh start-tls "$state/etcd-mtls" client-auth
 bash ci/zookeeper.sh start "$state"
 # Redis: one server, one over TLS, and a master with a replica behind three sentinels.
 bash ci/redis.sh start "$state/redis"
@@ -42,6 +47,8 @@ bash ci/redis.sh start-sentinel "$state/redis-sentinel"
 set -a
 . "$state/etcd.env"
 . "$state/etcd-cluster.env"
+. "$state/etcd-tls/etcd-tls.env"
+. "$state/etcd-mtls/etcd-tls.env"
 . "$state/zookeeper.env"
 . "$state/redis/redis.env"
 . "$state/redis-sentinel/redis-sentinel.env"

@@ -30,6 +30,7 @@
 //!
 //! # Feature flags
 //! - `testing`: the `conformance_tests!` suite every backend runs.
+//! - `tls`: [`tls::certificate_problem`], refused certificates found in TLS error chains.
 
 mod backend;
 mod backend_url;
@@ -47,6 +48,8 @@ mod status;
 mod template;
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 pub use backend::{Backend, Capabilities, CleanReport, acquire};
 pub use backend_url::{

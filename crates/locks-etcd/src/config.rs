@@ -71,10 +71,13 @@ impl FromStr for Layout {
 }
 
 /// Files for a TLS connection to etcd (PEM encoded).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsConfig {
-    /// The CA certificate(s) the server's certificate must chain to.
-    pub ca: PathBuf,
+    /// The CA certificate(s) the server's certificate must chain to; `None`
+    /// trusts the system's roots (the platform's store, as Python's
+    /// `requests` does for tooz: `SSL_CERT_FILE` and `SSL_CERT_DIR` point
+    /// elsewhere).
+    pub ca: Option<PathBuf>,
     /// The client certificate, for servers that require client authentication.
     pub cert: Option<PathBuf>,
     /// The private key of `cert`.

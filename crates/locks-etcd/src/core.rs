@@ -34,6 +34,9 @@ pub(crate) struct Core {
     /// The runtime the backend was created on, for work started from `Drop`.
     pub(crate) handle: Handle,
     pub(crate) local: LocalLocks<LockName>,
+    /// TLS without a client certificate: a server that wants one closes the
+    /// connection after the handshake, which reads like a broken connection.
+    tls_without_client_certificate: bool,
     lease: Mutex<Option<Arc<Lease>>>,
     granting: tokio::sync::Mutex<()>,
 }
@@ -151,6 +154,10 @@ impl Core {
             timeout,
             handle,
             local: LocalLocks::default(),
+            tls_without_client_certificate: config
+                .tls
+                .as_ref()
+                .is_some_and(|tls| tls.cert.is_none()),
             lease: Mutex::new(None),
             granting: tokio::sync::Mutex::new(()),
         });
@@ -183,12 +190,38 @@ impl Core {
     fn failure(&self, what: &str, failure: Failure) -> Error {
         match failure {
             Failure::Answer(e) => map_error(&self.endpoints, what, e),
-            Failure::Unreachable(report) => unreachable(
-                &self.endpoints,
-                self.members.len(),
-                what,
-                self.timeout,
-                &report,
+            Failure::Unreachable(report) => {
+                let mut error = unreachable(
+                    &self.endpoints,
+                    self.members.len(),
+                    what,
+                    self.timeout,
+                    &report,
+                );
+                if self.tls_without_client_certificate
+                    && ["broken pipe", "reset", "closed"]
+                        .iter()
+                        .any(|word| report.contains(word))
+                {
+                    error = Error::new(
+                        error.kind(),
+                        format!(
+                            "{}; the connections broke right after the TLS handshake: if etcd wants \
+                             client certificates (--client-cert-auth), give `cert` and `key`",
+                            error.message()
+                        ),
+                    );
+                }
+                error
+            }
+            Failure::Certificate(report) => Error::new(
+                ErrorKind::InvalidConfig,
+                format!(
+                    "etcd at {}: {what} failed: TLS refused ({report}); check the URL's `ca` (the CA \
+                     that signed etcd's certificate, else the system's roots), its host names and \
+                     the certificate's dates",
+                    self.endpoints
+                ),
             ),
         }
     }
@@ -678,7 +711,7 @@ async fn revoke_lost(members: &Members, id: i64, ttl: Duration) {
             })
             .await
         {
-            Ok(_) | Err(Failure::Answer(_)) => return,
+            Ok(_) | Err(Failure::Answer(_) | Failure::Certificate(_)) => return,
             Err(Failure::Unreachable(_)) => {}
         }
     }

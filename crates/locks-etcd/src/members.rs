@@ -65,6 +65,9 @@ pub(crate) enum Failure {
     /// No member could serve the request before its deadline; the text says
     /// what each member did.
     Unreachable(String),
+    /// Every member refused the TLS handshake over a certificate (wrong CA,
+    /// expired, a host name it does not name): the text says which, per member.
+    Certificate(String),
 }
 
 /// Every member of the cluster, and which one requests go to.
@@ -206,6 +209,7 @@ impl Members {
     {
         let mut attempts = 0usize;
         let mut seen: Vec<Option<String>> = vec![None; self.members.len()];
+        let mut refused = vec![false; self.members.len()];
         loop {
             let i = self.current();
             let left = deadline.saturating_duration_since(Instant::now());
@@ -221,19 +225,30 @@ impl Members {
                 }
                 Ok(Err(e)) if !is_transient(&e) => return Err(Failure::Answer(e)),
                 Ok(Err(e)) => {
-                    let why = describe(&e);
+                    let why = match certificate_problem(&e) {
+                        Some(problem) => {
+                            refused[i] = true;
+                            problem
+                        }
+                        None => describe(&e),
+                    };
                     seen[i] = Some(why.clone());
                     self.failed(i, why);
                 }
                 Err(_) => {
-                    let why = format!("no answer within {limit:?}");
-                    seen[i] = Some(why.clone());
-                    self.failed(i, why);
+                    // An attempt cut short by the deadline says less than
+                    // what the member did before.
+                    if seen[i].is_none() || !limit.is_zero() {
+                        seen[i] = Some(format!("no answer within {limit:?}"));
+                    }
+                    self.failed(i, format!("no answer within {limit:?}"));
                 }
             }
             attempts += 1;
             let now = Instant::now();
-            if now >= deadline {
+            // A certificate refused by every member will not be accepted later.
+            let all_refused = refused.iter().all(|r| *r);
+            if now >= deadline || all_refused {
                 let report = self
                     .members
                     .iter()
@@ -247,7 +262,11 @@ impl Members {
                     })
                     .collect::<Vec<_>>()
                     .join("; ");
-                return Err(Failure::Unreachable(report));
+                return Err(if all_refused {
+                    Failure::Certificate(report)
+                } else {
+                    Failure::Unreachable(report)
+                });
             }
             if attempts.is_multiple_of(self.members.len()) {
                 tokio::time::sleep_until((now + ROUND_PAUSE).min(deadline)).await;
@@ -362,6 +381,24 @@ pub(crate) fn is_transient(e: &etcd_client::Error) -> bool {
         | E::EndpointError(_) => true,
         _ => false,
     }
+}
+
+/// The certificate problem that made a TLS handshake fail, if that is what `e` is.
+#[cfg(feature = "tls")]
+fn certificate_problem(e: &etcd_client::Error) -> Option<String> {
+    use locks_core::tls::certificate_problem as find;
+    // etcd-client's error does not chain its status: start from the status,
+    // whose source is tonic's transport error with rustls's below it.
+    match e {
+        etcd_client::Error::GRpcStatus(status) => find(status),
+        etcd_client::Error::TransportError(transport) => find(transport),
+        other => find(other),
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn certificate_problem(_: &etcd_client::Error) -> Option<String> {
+    None
 }
 
 /// A short text for a member's failure: the gRPC message without the

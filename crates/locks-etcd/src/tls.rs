@@ -18,8 +18,14 @@ pub(crate) fn options(tls: &TlsConfig, endpoints: &str) -> Result<TlsOptions> {
             )
         })
     };
-    let mut options =
-        TlsOptions::new().ca_certificate(Certificate::from_pem(read("CA certificate", &tls.ca)?));
+    let mut options = match &tls.ca {
+        Some(ca) => {
+            TlsOptions::new().ca_certificate(Certificate::from_pem(read("CA certificate", ca)?))
+        }
+        // tonic's native roots: rustls-native-certs reads the platform's
+        // store, or the files SSL_CERT_FILE / SSL_CERT_DIR name.
+        None => TlsOptions::new().with_native_roots(),
+    };
     if let (Some(cert), Some(key)) = (&tls.cert, &tls.key) {
         options = options.identity(Identity::from_pem(
             read("client certificate", cert)?,

@@ -16,10 +16,13 @@
 //!     the other servers included, but never more than the TTL (`5`,
 //!     `1500ms`); default 5 s.
 //!   - `endpoints`: more servers, comma-separated.
-//!   - `ca`, `cert`, `key`: PEM files for TLS (the CA certificate is required
-//!     for TLS; `cert` and `key` go together). A build without this crate's `tls`
-//!     feature answers these options
-//!     with an [`ErrorKind::Unsupported`](locks_core::ErrorKind::Unsupported) error.
+//!   - `tls`: `true` for TLS (implied by `ca`, `cert` and `key`): the server
+//!     is verified against the CA in `ca`, else against the system's trust
+//!     roots (as Python's `requests` does for tooz).
+//!   - `ca`, `cert`, `key`: PEM files for TLS: the CA certificate(s) to trust,
+//!     and a client certificate with its key (the two go together). A build
+//!     without this crate's `tls` feature answers these options with an
+//!     [`ErrorKind::Unsupported`](locks_core::ErrorKind::Unsupported) error.
 
 use std::path::PathBuf;
 
@@ -34,6 +37,7 @@ const OPTIONS: &[&str] = &[
     "layout",
     "connect_timeout",
     "endpoints",
+    "tls",
     "ca",
     "cert",
     "key",
@@ -123,16 +127,23 @@ fn parse(url: &BackendUrl<'_>) -> Result<EtcdConfig> {
 
     let tls_file = |key: &str| query.get(key).map(PathBuf::from);
     let (ca, cert, key) = (tls_file("ca"), tls_file("cert"), tls_file("key"));
-    if ca.is_some() || cert.is_some() || key.is_some() {
+    let tls_asked = match query.get("tls").map(String::as_str) {
+        None => false,
+        Some("true" | "1" | "yes") => true,
+        Some("false" | "0" | "no") => false,
+        Some(other) => {
+            return Err(url.invalid(format_args!(
+                "option `tls`: `{other}` is not a boolean (write `true` or `false`)"
+            )));
+        }
+    };
+    if tls_asked || ca.is_some() || cert.is_some() || key.is_some() {
         if !TLS_SUPPORTED {
             return Err(url.error(
                 ErrorKind::Unsupported,
-                "TLS is not supported by this build (options `ca`, `cert`, `key` need the `tls` feature of locks-etcd)",
+                "TLS is not supported by this build (options `tls`, `ca`, `cert`, `key` need the `tls` feature of locks-etcd)",
             ));
         }
-        let Some(ca) = ca else {
-            return Err(url.invalid("TLS needs the CA certificate: add `ca=/path/to/ca.pem`"));
-        };
         config.tls = Some(TlsConfig { ca, cert, key });
     }
 
@@ -227,11 +238,20 @@ mod tests {
         let result = parse_str("etcd://h:2379?ca=/etc/etcd/ca.pem&cert=/c.pem&key=/k.pem");
         if TLS_SUPPORTED {
             let tls = result.unwrap().tls.expect("TLS settings");
-            assert_eq!(tls.ca, PathBuf::from("/etc/etcd/ca.pem"));
+            assert_eq!(tls.ca, Some(PathBuf::from("/etc/etcd/ca.pem")));
             assert_eq!(tls.cert, Some(PathBuf::from("/c.pem")));
             assert_eq!(tls.key, Some(PathBuf::from("/k.pem")));
-            let err = parse_str("etcd://h?cert=/c.pem&key=/k.pem").unwrap_err();
-            assert!(err.message().contains("`ca="), "{err}");
+            // No CA: the system's roots (TripleO's URL names none).
+            let tls = parse_str("etcd://h?cert=/c.pem&key=/k.pem")
+                .unwrap()
+                .tls
+                .unwrap();
+            assert_eq!(tls.ca, None);
+            let tls = parse_str("etcd://h?tls=true").unwrap().tls.unwrap();
+            assert_eq!(tls, crate::TlsConfig::default());
+            assert_eq!(parse_str("etcd://h?tls=false").unwrap().tls, None);
+            let err = parse_str("etcd://h?tls=maybe").unwrap_err();
+            assert!(err.message().contains("option `tls`"), "{err}");
             let err = parse_str("etcd://h?ca=/ca.pem&cert=/c.pem").unwrap_err();
             assert!(err.message().contains("both"), "{err}");
         } else {

@@ -266,12 +266,12 @@ async fn tls_with_client_certificates() {
     if server().is_none() {
         return;
     }
-    let etcd = DedicatedEtcd::start_tls();
+    let etcd = DedicatedEtcd::start_tls(true);
     let mut secure = config(&etcd.addr, Layout::Mutex);
     secure.tls = Some(TlsConfig {
-        ca: etcd.tls_file("CA"),
-        cert: Some(etcd.tls_file("CERT")),
-        key: Some(etcd.tls_file("KEY")),
+        ca: Some(etcd.tls_file("ca.pem")),
+        cert: Some(etcd.tls_file("client.pem")),
+        key: Some(etcd.tls_file("client-key.pem")),
     });
     let backend = connect_with(secure.clone()).await;
     let name = name("tls");
@@ -314,7 +314,7 @@ async fn tls_with_client_certificates() {
 
     let mut missing = secure;
     if let Some(tls) = &mut missing.tls {
-        tls.ca = "/nonexistent/ca.pem".into();
+        tls.ca = Some("/nonexistent/ca.pem".into());
     }
     let err = EtcdBackend::connect(missing).await.expect_err("no CA file");
     assert_eq!(err.kind(), ErrorKind::Io, "{}", err.report());
@@ -326,7 +326,7 @@ async fn tls_with_client_certificates() {
 async fn tls_settings_need_the_tls_feature() {
     let mut config = config("127.0.0.1:2379", Layout::Mutex);
     config.tls = Some(locks_etcd::TlsConfig {
-        ca: "/etc/etcd/ca.pem".into(),
+        ca: Some("/etc/etcd/ca.pem".into()),
         cert: None,
         key: None,
     });

@@ -118,21 +118,27 @@ pub struct DedicatedEtcd {
 
 impl DedicatedEtcd {
     pub fn start() -> DedicatedEtcd {
-        Self::launch("start")
+        Self::launch(&["start"])
     }
 
-    /// A server that speaks only TLS and wants client certificates; see
-    /// [`tls_file`](Self::tls_file).
-    pub fn start_tls() -> DedicatedEtcd {
-        Self::launch("start-tls")
+    /// A server that speaks only TLS (certificates of `ci/tls.sh`) and, with
+    /// `client_auth`, wants client certificates; see [`tls_file`](Self::tls_file).
+    pub fn start_tls(client_auth: bool) -> DedicatedEtcd {
+        let mut args = vec!["start-tls"];
+        if client_auth {
+            args.push("client-auth");
+        }
+        Self::launch(&args)
     }
 
-    fn launch(action: &str) -> DedicatedEtcd {
+    fn launch(args: &[&str]) -> DedicatedEtcd {
+        let action = args[0];
         let dir = tempfile::tempdir().expect("temporary directory");
         let out = Command::new("bash")
             .arg(etcd_script())
             .arg(action)
             .arg(dir.path())
+            .args(&args[1..])
             .output()
             .expect("running ci/etcd.sh");
         assert!(
@@ -141,29 +147,35 @@ impl DedicatedEtcd {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let env = std::fs::read_to_string(dir.path().join("etcd.env")).expect("etcd.env");
-        let value = |key: &str| {
+        let tls = action == "start-tls";
+        let file = if tls { "etcd-tls.env" } else { "etcd.env" };
+        let env = std::fs::read_to_string(dir.path().join(file)).expect("the env file");
+        let value = |suffix: &str| {
             env.lines()
-                .find_map(|l| l.strip_prefix(&format!("{key}=")))
-                .unwrap_or_else(|| panic!("{key} missing from etcd.env: {env}"))
-                .to_owned()
+                .find_map(|l| {
+                    let (key, value) = l.split_once('=')?;
+                    let var = key.strip_prefix("LOCKS_TEST_ETCD")?;
+                    let var = var
+                        .strip_prefix("_MTLS")
+                        .or_else(|| var.strip_prefix("_TLS"))
+                        .filter(|_| tls)
+                        .unwrap_or(var);
+                    (var == suffix).then(|| value.to_owned())
+                })
+                .unwrap_or_else(|| panic!("LOCKS_TEST_ETCD*{suffix} missing from {file}: {env}"))
         };
         DedicatedEtcd {
-            addr: value("LOCKS_TEST_ETCD"),
-            pid: value("LOCKS_TEST_ETCD_PID").parse().expect("numeric pid"),
+            addr: value(""),
+            pid: value("_PID").parse().expect("numeric pid"),
             env: env.clone(),
             dir,
         }
     }
 
-    /// `CA`, `CERT` or `KEY`: the PEM files of a [`start_tls`](Self::start_tls) server.
-    pub fn tls_file(&self, which: &str) -> PathBuf {
-        let key = format!("LOCKS_TEST_ETCD_{which}=");
-        self.env
-            .lines()
-            .find_map(|l| l.strip_prefix(&key))
-            .map(PathBuf::from)
-            .unwrap_or_else(|| panic!("{key} missing from etcd.env: {}", self.env))
+    /// A file of the TLS material of a [`start_tls`](Self::start_tls)
+    /// server (`ca.pem`, `client.pem`, ... as `ci/tls.sh` names them).
+    pub fn tls_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("tls").join(name)
     }
 
     /// Stops the server for good (it cannot be restarted).

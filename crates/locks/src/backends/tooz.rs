@@ -8,8 +8,9 @@ use locks_core::{Error, ErrorKind, Result, redact_text};
 /// holds in an OpenStack service) into ours, so the value can be pasted:
 /// `etcd3+http://H:P?timeout=T&lock_timeout=L` is `etcd://H:P?layout=tooz&ttl=Ls`
 /// (tooz's lock lease TTL is `lock_timeout`, else `timeout`, else 30 s), and
-/// `etcd3+https://…?ca_cert=&cert_cert=&cert_key=` adds our `ca`, `cert`
-/// and `key`, and `kazoo://` is `zookeeper://`. Other URLs are returned unchanged.
+/// `etcd3+https://…?ca_cert=&cert_cert=&cert_key=` adds `tls=true` and our
+/// `ca`, `cert` and `key` (without `ca_cert`, the system's roots, as tooz's
+/// `requests` uses), and `kazoo://` is `zookeeper://`. Other URLs are returned unchanged.
 pub(super) fn translate_tooz(key: &str, text: &str) -> Result<String> {
     let shown = redact_text(text);
     if let Some(rest) = text.strip_prefix("kazoo://") {
@@ -50,13 +51,10 @@ pub(super) fn translate_tooz(key: &str, text: &str) -> Result<String> {
             }
         }
     }
-    if https && !tls.iter().any(|o| o.starts_with("ca=")) {
-        return Err(Error::new(
-            ErrorKind::InvalidConfig,
-            format!(
-                "{key} = \"{shown}\": etcd3+https needs ca_cert=/path/to/ca.pem (the CA that signed etcd's certificate)"
-            ),
-        ));
+    if https {
+        // Without `ca_cert`, tooz's `requests` verifies against the system's
+        // roots (TripleO writes such URLs): so does `tls=true`.
+        tls.push("tls=true".to_owned());
     }
     let seconds = lock_ttl.or(ttl).unwrap_or("30");
     if seconds.is_empty() || !seconds.chars().all(|c| c.is_ascii_digit()) {
@@ -108,13 +106,14 @@ mod tests {
             t("etcd3+http://h?timeout=1.5").unwrap_err().kind(),
             ErrorKind::InvalidConfig
         );
+        // TripleO: a client certificate, no CA (the system's roots).
         assert_eq!(
-            t("etcd3+https://h:2379").unwrap_err().kind(),
-            ErrorKind::InvalidConfig
+            t("etcd3+https://h:2379?cert_key=/k.pem&cert_cert=/c.pem").unwrap(),
+            "etcd://h:2379?layout=tooz&ttl=30s&key=/k.pem&cert=/c.pem&tls=true"
         );
         assert_eq!(
             t("etcd3+https://h:2379?ca_cert=/c.pem&cert_cert=/a.pem&cert_key=/k.pem").unwrap(),
-            "etcd://h:2379?layout=tooz&ttl=30s&ca=/c.pem&cert=/a.pem&key=/k.pem"
+            "etcd://h:2379?layout=tooz&ttl=30s&ca=/c.pem&cert=/a.pem&key=/k.pem&tls=true"
         );
         assert_eq!(
             t("etcd3+http://h:2379?ca_cert=/c.pem").unwrap_err().kind(),
