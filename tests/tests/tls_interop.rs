@@ -1,0 +1,174 @@
+//! The coordination URLs OpenStack deployment tools write, pasted into our
+//! configuration (`compat = "openstack"`) verbatim but for host, port and
+//! paths, against the real tooz driver on the same key, both ways (see the
+//! table in docs/openstack.md):
+//!
+//! | row | URL |
+//! |---|---|
+//! | kolla-ansible, etcd | `etcd3+http://H:P?api_version=v3` |
+//! | kolla-ansible, etcd with TLS | `etcd3+https://H:P?api_version=v3&ca_cert=CA` |
+//! | TripleO, etcd with TLS | `etcd3+https://H:P?cert_key=KEY&cert_cert=CERT` (no CA: the system's roots) |
+//! | openstack-helm, charms | `file:///var/lib/cinder/coordination` |
+//!
+//! Each way: the holder's side makes the other's try-once fail, and after the
+//! release the other side gets the lock. The system's roots are the test CAs:
+//! `SSL_CERT_FILE` for us (rustls-native-certs), `REQUESTS_CA_BUNDLE` for
+//! Python's `requests` under tooz's etcd3gw.
+//!
+//! Needs `LOCKS_TEST_PYTHON`, `LOCKS_TEST_ETCD`, `LOCKS_TEST_ETCD_TLS` and
+//! `LOCKS_TEST_ETCD_MTLS` (with their `_DIR`s); skipped without them unless
+//! `CI=true`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+use std::time::Duration;
+
+use locks::{Config, ErrorKind, Locks, Scope, Wait};
+use locks_core::testing::server_from_env;
+use locks_tests::{Peer, python_from_env};
+
+const ANSWER: Duration = Duration::from_secs(20);
+
+/// A TLS test server from `var` and the directory of its TLS material.
+fn tls_server(var: &str) -> Option<(String, PathBuf)> {
+    let addr = server_from_env(var)?;
+    let dir = std::env::var(format!("{var}_DIR"))
+        .unwrap_or_else(|_| panic!("{var} is set but {var}_DIR is not"));
+    Some((addr, PathBuf::from(dir)))
+}
+
+/// One bundle of both test CAs, named by `SSL_CERT_FILE` for this process
+/// (once, before any test of this binary starts a process or a client).
+fn trust_test_cas() -> Option<PathBuf> {
+    static ONCE: Once = Once::new();
+    static mut BUNDLE: Option<PathBuf> = None;
+    let (_, tls) = tls_server("LOCKS_TEST_ETCD_TLS")?;
+    let (_, mtls) = tls_server("LOCKS_TEST_ETCD_MTLS")?;
+    ONCE.call_once(|| {
+        let bundle =
+            std::env::temp_dir().join(format!("locks-test-cas-{}.pem", std::process::id()));
+        let mut pem = std::fs::read(tls.join("ca.pem")).expect("ca.pem");
+        pem.extend(std::fs::read(mtls.join("ca.pem")).expect("ca.pem"));
+        std::fs::write(&bundle, pem).expect("writing the CA bundle");
+        // SAFETY: runs once, before any test of this binary goes on (the
+        // others wait on `ONCE`), so nothing reads the environment meanwhile.
+        unsafe {
+            std::env::set_var("SSL_CERT_FILE", &bundle);
+            BUNDLE = Some(bundle);
+        }
+    });
+    // SAFETY: written once above, before `call_once` returned.
+    #[allow(static_mut_refs)]
+    unsafe {
+        BUNDLE.clone()
+    }
+}
+
+/// The `compat = "openstack"` client with `backend_url` as its Global backend.
+async fn client(dir: &Path, backend_url: &str) -> Locks {
+    let text = format!(
+        "compat = \"openstack\"\nprefix = \"cinder\"\nlock_path = \"{}\"\n[backends]\nglobal = \"{backend_url}\"\n",
+        dir.display()
+    );
+    let config = Config::from_toml_str(&text, dir, "tls interop")
+        .unwrap_or_else(|e| panic!("config:\n{text}\n{}", e.report()));
+    Locks::open(config)
+        .await
+        .unwrap_or_else(|e| panic!("opening {backend_url}: {}", e.report()))
+}
+
+/// Both ways on `url`, pasted on our side and given to tooz on Python's.
+async fn both_ways(url: &str, python_env: &[(&str, &str)]) {
+    let python = python_from_env().expect("checked by the caller");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let locks = client(dir.path(), url).await;
+    let name = format!("tls-interop-{}-{:x}", std::process::id(), rand_suffix());
+    let ours = |wait| {
+        let (locks, name) = (locks.clone(), name.clone());
+        async move { locks.lock_name(Scope::Global, &name, wait).await }
+    };
+
+    // Python holds: our try-once fails; after its release ours succeeds.
+    let mut peer = Peer::start(&python, ["tooz", url, &name], python_env);
+    peer.ask("try", "GOT", ANSWER);
+    let err = ours(Wait::TryOnce).await.expect_err("tooz holds the lock");
+    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{url}: {}", err.report());
+    peer.ask("release", "RELEASED", ANSWER);
+    let guard = ours(Wait::Timeout(ANSWER))
+        .await
+        .unwrap_or_else(|e| panic!("{url}: ours after tooz released: {}", e.report()));
+
+    // We hold: tooz's non-blocking acquire fails; after our release it succeeds.
+    peer.ask("try", "BUSY", ANSWER);
+    guard.release().await.expect("release");
+    peer.ask("acquire", "HELD", ANSWER);
+    peer.ask("release", "RELEASED", ANSWER);
+    peer.quit();
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kolla_etcd_url() {
+    let (Some(_), Some(etcd)) = (python_from_env(), server_from_env("LOCKS_TEST_ETCD")) else {
+        return;
+    };
+    trust_test_cas();
+    both_ways(&format!("etcd3+http://{etcd}?api_version=v3"), &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kolla_etcd_tls_url() {
+    let (Some(_), Some((etcd, dir))) = (python_from_env(), tls_server("LOCKS_TEST_ETCD_TLS"))
+    else {
+        return;
+    };
+    trust_test_cas();
+    let ca = dir.join("ca.pem");
+    // requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (set machine-wide on
+    // some hosts, this one included) override a session's CA, so etcd3gw's
+    // `ca_cert` counts only without them: empty, as in a service's
+    // environment.
+    both_ways(
+        &format!(
+            "etcd3+https://{etcd}?api_version=v3&ca_cert={}",
+            ca.display()
+        ),
+        &[("REQUESTS_CA_BUNDLE", ""), ("CURL_CA_BUNDLE", "")],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tripleo_etcd_tls_url_without_a_ca() {
+    let (Some(_), Some((etcd, dir))) = (python_from_env(), tls_server("LOCKS_TEST_ETCD_MTLS"))
+    else {
+        return;
+    };
+    let bundle = trust_test_cas().expect("both TLS servers are configured");
+    let bundle = bundle.display().to_string();
+    both_ways(
+        &format!(
+            "etcd3+https://{etcd}?cert_key={}&cert_cert={}",
+            dir.join("client-key.pem").display(),
+            dir.join("client.pem").display()
+        ),
+        &[("REQUESTS_CA_BUNDLE", &bundle)],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openstack_helm_file_url() {
+    let Some(_) = python_from_env() else {
+        return;
+    };
+    trust_test_cas();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let coordination = dir.path().join("coordination");
+    both_ways(&format!("file://{}", coordination.display()), &[]).await;
+}
