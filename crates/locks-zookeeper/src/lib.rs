@@ -113,6 +113,13 @@
 //! scheme and creates every node with an ACL granting all rights to that user
 //! only, as tooz does; without, nodes are open to everyone.
 //!
+//! # Layout
+//! Read alike with `locks-etcd`: `url` (the URL into a [`ZkConfig`]),
+//! `config`, `session` (one ZooKeeper session, its health and retries),
+//! `recipe` (create the contender, wait for the one below), `held` (a held
+//! lock and its release), `clean`, `status`, `path` (names to nodes), and
+//! `backend` (the [`Backend`](locks_core::Backend) impl putting them together).
+//!
 //! # Example
 //!
 //! ```no_run
@@ -134,8 +141,11 @@
 //! ```
 
 mod backend;
+mod clean;
 mod config;
+mod held;
 mod path;
+mod recipe;
 mod session;
 mod status;
 mod url;

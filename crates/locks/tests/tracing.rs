@@ -272,3 +272,46 @@ fn a_zookeeper_reconnect_is_traced() {
         .unwrap_or_else(|| panic!("no per-lock recovery: {text}"));
     assert!(at_risk < safe, "{text}");
 }
+
+/// A ZooKeeper waiter knows how many contenders are ahead of it: the acquire
+/// span says so (needs `LOCKS_TEST_ZK`).
+#[test]
+fn a_zookeeper_waiter_records_its_queue_position() {
+    let Some(zk) = locks_core::testing::server_from_env("LOCKS_TEST_ZK") else {
+        return;
+    };
+    let text = traced(async || {
+        let config = Config {
+            backends: BackendUrls {
+                process: Some("memory://".to_owned()),
+                global: Some(format!(
+                    "zookeeper://{zk}/locks-tracing-queue-{}?timeout=4",
+                    std::process::id()
+                )),
+                ..BackendUrls::default()
+            },
+            ..Config::default()
+        };
+        let holder = Locks::open(config.clone()).await.unwrap();
+        let waiter = Locks::open(config).await.unwrap();
+        let guard = holder
+            .lock_name(Scope::Global, "queued", Wait::Forever)
+            .await
+            .unwrap();
+        let err = waiter
+            .lock_name(
+                Scope::Global,
+                "queued",
+                Wait::Timeout(Duration::from_millis(300)),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout);
+        guard.release().await.unwrap();
+    });
+    assert!(
+        text.lines()
+            .any(|l| l.contains("locks.acquire{") && l.contains("queue_position=1")),
+        "{text}"
+    );
+}
