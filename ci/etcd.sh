@@ -23,6 +23,13 @@
 #   LOCKS_TEST_ETCD_TLS=127.0.0.1:PORT        (LOCKS_TEST_ETCD_MTLS with client-auth)
 #   LOCKS_TEST_ETCD_TLS_DIR=STATE_DIR/tls     (LOCKS_TEST_ETCD_MTLS_DIR)
 #   LOCKS_TEST_ETCD_TLS_PID=PID               (LOCKS_TEST_ETCD_MTLS_PID)
+#   LOCKS_TEST_ETCD_TLS_CA=STATE_DIR/tls/ca.pem, LOCKS_TEST_ETCD_TLS_CERT=…/client.pem,
+#   LOCKS_TEST_ETCD_TLS_KEY=…/client-key.pem  (the same with _MTLS_)
+#   LOCKS_TEST_ETCD_TLS_URL=https://127.0.0.1:PORT  (LOCKS_TEST_ETCD_MTLS_URL)
+#
+# The server presents server.pem (SAN 127.0.0.1, localhost) from
+# --cert-file/--key-file; with `client-auth` it also runs with
+# --client-cert-auth --trusted-ca-file ca.pem.
 #
 # A cluster of N members on 127.0.0.1 (heartbeat 100 ms, election timeout 1 s),
 # each member a process of its own with its own ports and data dir:
@@ -100,6 +107,9 @@ start() {
         $client_auth && var=LOCKS_TEST_ETCD_MTLS
         printf '%s=127.0.0.1:%s\n%s_DIR=%s\n%s_PID=%s\n' \
             "$var" "$client_port" "$var" "$state/tls" "$var" "$pid" >"$env_file"
+        printf '%s_CA=%s\n%s_CERT=%s\n%s_KEY=%s\n%s_URL=%s\n' \
+            "$var" "$state/tls/ca.pem" "$var" "$state/tls/client.pem" "$var" "$state/tls/client-key.pem" \
+            "$var" "$client" >>"$env_file"
     else
         printf 'LOCKS_TEST_ETCD=127.0.0.1:%s\nLOCKS_TEST_ETCD_PID=%s\nLOCKS_TEST_ETCD_PEER_PORT=%s\n' \
             "$client_port" "$pid" "$peer_port" >"$env_file"

@@ -2,9 +2,8 @@
 //! starts with the material of `ci/tls.sh`: `LOCKS_TEST_ETCD_TLS` (server
 //! certificate only) and `LOCKS_TEST_ETCD_MTLS` (client certificates
 //! required), each with its `_DIR`. The conformance suite runs over TLS with
-//! a client certificate; a CA in the URL, the system's roots without one
-//! (`SSL_CERT_FILE`, as the platform's store), and a client certificate
-//! without a CA all work; a wrong CA, an expired certificate, a host name the
+//! a client certificate; a CA in the URL works (the system's roots without
+//! one, and a client certificate without a CA: tests/system_roots.rs); a wrong CA, an expired certificate, a host name the
 //! certificate does not name and a missing client certificate each fail at
 //! once with an error saying which, never with a certificate or key in it.
 #![cfg(feature = "tls")]
@@ -158,32 +157,139 @@ async fn a_server_wanting_client_certificates_says_so() {
     .await;
 }
 
-/// No CA: the system's roots, as Python's `requests` verifies for tooz. The
-/// test CA is not among the machine's roots, so the server is refused, until
-/// `SSL_CERT_FILE` names it as the store; then a client certificate without
-/// a CA (TripleO's URL) works too.
+/// A file that cannot be read, holds no PEM certificate or key, an
+/// encrypted key and a key of another certificate each fail before any
+/// connection, as errors naming the file (and never its content).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_ca_the_system_roots_decide() {
-    let (Some((addr, dir)), Some((mtls, mtls_dir))) = (
-        tls_server("LOCKS_TEST_ETCD_TLS"),
-        tls_server("LOCKS_TEST_ETCD_MTLS"),
-    ) else {
+async fn unusable_files_are_errors_naming_them() {
+    let Some((addr, dir)) = tls_server("LOCKS_TEST_ETCD_TLS") else {
         return;
     };
-    if std::env::var_os("SSL_CERT_FILE").is_none() {
-        refused(
-            tls_config(&addr, None, None),
+    let scratch = tempfile::tempdir().unwrap();
+    let garbage = scratch.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let damaged = scratch.path().join("damaged.pem");
+    std::fs::write(
+        &damaged,
+        "-----BEGIN CERTIFICATE-----\nnot base64 !!\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let not_x509 = scratch.path().join("not-x509.pem");
+    std::fs::write(
+        &not_x509,
+        "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let with = |ca: Option<PathBuf>, cert: PathBuf, key: PathBuf| {
+        let mut config = tls_config(&addr, ca, None);
+        let tls = config.tls.as_mut().unwrap();
+        tls.cert = Some(cert);
+        tls.key = Some(key);
+        config
+    };
+    let path = |p: &std::path::Path| p.display().to_string();
+    let ca = || Some(dir.join("ca.pem"));
+    let (cert, key) = (dir.join("client.pem"), dir.join("client-key.pem"));
+
+    for (config, kind, needles) in [
+        (
+            tls_config(&addr, Some(garbage.clone()), None),
             ErrorKind::InvalidConfig,
-            &["unknown issuer"],
-        )
-        .await;
+            vec![
+                "CA certificate".into(),
+                "holds no PEM certificate".into(),
+                path(&garbage),
+            ],
+        ),
+        (
+            tls_config(&addr, Some(damaged.clone()), None),
+            ErrorKind::InvalidConfig,
+            vec![
+                "CA certificate".into(),
+                "is not valid PEM".into(),
+                path(&damaged),
+            ],
+        ),
+        (
+            tls_config(&addr, Some(not_x509.clone()), None),
+            ErrorKind::InvalidConfig,
+            vec![
+                "CA certificate".into(),
+                "does not parse as X.509".into(),
+                path(&not_x509),
+            ],
+        ),
+        (
+            // A directory: cannot be read as a file.
+            tls_config(&addr, Some(scratch.path().to_owned()), None),
+            ErrorKind::Io,
+            vec!["CA certificate".into(), path(scratch.path())],
+        ),
+        (
+            with(ca(), garbage.clone(), key.clone()),
+            ErrorKind::InvalidConfig,
+            vec![
+                "client certificate".into(),
+                "holds no PEM certificate".into(),
+                path(&garbage),
+            ],
+        ),
+        (
+            with(ca(), cert.clone(), dir.join("no-such-key.pem")),
+            ErrorKind::Io,
+            vec!["client key".into(), path(&dir.join("no-such-key.pem"))],
+        ),
+        (
+            with(ca(), cert.clone(), dir.join("ca.pem")),
+            ErrorKind::InvalidConfig,
+            vec![
+                "client key".into(),
+                "holds no PEM private key".into(),
+                path(&dir.join("ca.pem")),
+            ],
+        ),
+        (
+            with(ca(), cert.clone(), damaged.clone()),
+            ErrorKind::InvalidConfig,
+            vec![
+                "client key".into(),
+                "is not valid PEM".into(),
+                path(&damaged),
+            ],
+        ),
+        (
+            with(ca(), cert.clone(), dir.join("client-key-encrypted.pem")),
+            ErrorKind::InvalidConfig,
+            vec![
+                "client key".into(),
+                "is encrypted".into(),
+                path(&dir.join("client-key-encrypted.pem")),
+            ],
+        ),
+        (
+            with(ca(), cert.clone(), dir.join("server-key.pem")),
+            ErrorKind::InvalidConfig,
+            vec![
+                "does not go with".into(),
+                path(&dir.join("server-key.pem")),
+                path(&cert),
+            ],
+        ),
+    ] {
+        let needles: Vec<&str> = needles.iter().map(String::as_str).collect();
+        // InvalidConfig and Io: found before connecting, not by retrying
+        // until the deadline (which says Unavailable).
+        refused(config, kind, &needles).await;
     }
-    // SAFETY: no other test of this binary reads the environment's roots
-    // (each names its CA), and nothing else here sets variables.
-    unsafe { std::env::set_var("SSL_CERT_FILE", dir.join("ca.pem")) };
-    common::connect_with(tls_config(&addr, None, None)).await;
-    // The two servers' material comes from one `ci/tls.sh` run only when
-    // they share a directory; trust the client-auth server's CA as well.
-    unsafe { std::env::set_var("SSL_CERT_FILE", mtls_dir.join("ca.pem")) };
-    common::connect_with(tls_config(&mtls, None, Some(&mtls_dir))).await;
+    // No key material and no password in any message.
+    let password = std::fs::read_to_string(dir.join("client-key.password")).unwrap();
+    let err = EtcdBackend::connect(with(ca(), cert, dir.join("client-key-encrypted.pem")))
+        .await
+        .expect_err("an encrypted key is refused");
+    assert!(!err.report().contains(password.trim()), "{}", err.report());
+    assert!(
+        !err.report().contains("PRIVATE KEY-----\n"),
+        "{}",
+        err.report()
+    );
 }
