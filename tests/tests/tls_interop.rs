@@ -5,7 +5,7 @@
 //!
 //! | row | URL |
 //! |---|---|
-//! | kolla-ansible, etcd | `etcd3+http://H:P?api_version=v3` |
+//! | kolla-ansible, etcd | `etcd3+http://H:P?api_version=v3` (also with `&ca_cert=CA`, which kolla adds whenever the deployment has a CA) |
 //! | kolla-ansible, etcd with TLS | `etcd3+https://H:P?api_version=v3&ca_cert=CA` |
 //! | TripleO, etcd with TLS | `etcd3+https://H:P?cert_key=KEY&cert_cert=CERT` (no CA: the system's roots) |
 //! | openstack-helm, charms | `file:///var/lib/cinder/coordination` |
@@ -119,6 +119,28 @@ async fn kolla_etcd_url() {
     };
     trust_test_cas();
     both_ways(&format!("etcd3+http://{etcd}?api_version=v3"), &[]).await;
+}
+
+/// kolla writes `ca_cert` whenever the deployment has a CA, also when etcd
+/// itself speaks plain http: tooz's `requests` then uses no CA, nor do we.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kolla_etcd_url_with_a_ca_on_plain_http() {
+    let (Some(_), Some(etcd), Some((_, dir))) = (
+        python_from_env(),
+        server_from_env("LOCKS_TEST_ETCD"),
+        tls_server("LOCKS_TEST_ETCD_TLS"),
+    ) else {
+        return;
+    };
+    trust_test_cas();
+    both_ways(
+        &format!(
+            "etcd3+http://{etcd}?api_version=v3&ca_cert={}",
+            dir.join("ca.pem").display()
+        ),
+        &[],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

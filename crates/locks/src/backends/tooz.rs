@@ -6,13 +6,30 @@ use locks_core::{Error, ErrorKind, Result, redact_text};
 
 /// Turns tooz's spellings of backend URLs (what `[coordination] backend_url`
 /// holds in an OpenStack service) into ours, so the value can be pasted:
-/// `etcd3+http://H:P?timeout=T&lock_timeout=L` is `etcd://H:P?layout=tooz&ttl=Ls`
-/// (tooz's lock lease TTL is `lock_timeout`, else `timeout`, else 30 s), and
-/// `etcd3+https://…?ca_cert=&cert_cert=&cert_key=` adds `tls=true` and our
-/// `ca`, `cert` and `key` (without `ca_cert`, the system's roots, as tooz's
-/// `requests` uses), and `kazoo://` is `zookeeper://`. Other URLs are returned unchanged.
+/// `kazoo://` is `zookeeper://`, and `etcd3+http(s)://` (tooz's etcd3gw
+/// driver) is `etcd://…?layout=tooz` with every option of that driver
+/// (tooz 9.1 `tooz/drivers/etcd3gw.py`) honoured as tooz does, or refused
+/// by name:
+///
+/// - `lock_timeout`, else `timeout`, else 30: the lock lease TTL in whole
+///   seconds (`ttl`);
+/// - `timeout`: also etcd3gw's timeout of each request (`connect_timeout`);
+/// - `ca_cert`, `cert_cert`, `cert_key` with `etcd3+https`: our `ca`, `cert`
+///   and `key`; without `ca_cert` the system's roots (`tls=true`), as
+///   Python's `requests` verifies for tooz. With `etcd3+http` tooz's
+///   `requests` uses none of them (kolla writes `ca_cert` whenever the
+///   deployment has a CA): accepted, and unused as there;
+/// - `api_version`: the grpc-gateway path etcd3gw posts to (`v3`, `v3beta`,
+///   `v3alpha`: the same v3 keys we reach over gRPC); other values refused;
+/// - `membership_timeout`: the lease of tooz's group membership, which this
+///   library does not implement (locks only): checked to be whole seconds as
+///   tooz does, no effect.
+///
+/// As with tooz's `parse_qs`, values are percent-decoded and an empty value
+/// is no value; the host defaults to `localhost:2379`. Unlike tooz, a
+/// repeated option, `user:password@` (which tooz's driver drops) and a path
+/// (which it ignores) are refused. Other URLs are returned unchanged.
 pub(super) fn translate_tooz(key: &str, text: &str) -> Result<String> {
-    let shown = redact_text(text);
     if let Some(rest) = text.strip_prefix("kazoo://") {
         return Ok(format!("zookeeper://{rest}"));
     }
@@ -24,100 +41,238 @@ pub(super) fn translate_tooz(key: &str, text: &str) -> Result<String> {
         (None, Some(rest)) => (rest, true),
         (None, None) => return Ok(text.to_owned()),
     };
-    let (authority, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let mut ttl = None;
-    let mut lock_ttl = None;
-    // tooz's TLS options, as our `ca`, `cert` and `key`.
-    let mut tls = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match k {
-            "timeout" => ttl = Some(v),
-            "lock_timeout" => lock_ttl = Some(v),
-            "ca_cert" if https => tls.push(format!("ca={v}")),
-            "cert_cert" if https => tls.push(format!("cert={v}")),
-            "cert_key" if https => tls.push(format!("key={v}")),
-            // Membership and API-version settings do not concern locks.
-            "membership_timeout" | "api_version" => {}
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::InvalidConfig,
-                    format!(
-                        "{key} = \"{shown}\": tooz option `{k}` is not understood here (known: timeout, \
-                         lock_timeout, membership_timeout, api_version, and with etcd3+https: ca_cert, \
-                         cert_cert, cert_key)"
-                    ),
-                ));
+    let shown = redact_text(text);
+    let invalid = |problem: String| {
+        Error::new(
+            ErrorKind::InvalidConfig,
+            format!("{key} = \"{shown}\": {problem}"),
+        )
+    };
+    let rest = rest.split_once('#').map_or(rest, |(before, _)| before);
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
+    if authority.contains('@') {
+        return Err(invalid(
+            "tooz's etcd3gw driver ignores `user:password@` (it never authenticates); remove it, or \
+             for etcd authentication write our own URL: etcd://USER:PASSWORD@HOST:2379?layout=tooz"
+                .to_owned(),
+        ));
+    }
+    if !path.is_empty() {
+        return Err(invalid(format!(
+            "tooz's etcd3gw driver ignores the path `/{path}`; remove it (locks live under /tooz/locks)"
+        )));
+    }
+    // tooz: `parsed_url.hostname or 'localhost'`, `parsed_url.port or 2379`.
+    let authority = if authority.is_empty() || authority.starts_with(':') {
+        format!("localhost{authority}")
+    } else {
+        authority.to_owned()
+    };
+
+    let mut options: Vec<(String, String)> = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if options.iter().any(|(seen, _)| *seen == k) {
+            return Err(invalid(format!(
+                "tooz option `{k}` is given twice; keep one"
+            )));
+        }
+        // parse_qs drops blank values: `ca_cert=` is no CA.
+        if !v.is_empty() {
+            options.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    let get = |name: &str| {
+        options
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let seconds = |name: &str| -> Result<Option<u64>> {
+        // tooz: int(value); Python's int() allows surrounding blanks.
+        get(name)
+            .map(|v| {
+                v.trim().parse::<u64>().map_err(|_| {
+                    invalid(format!(
+                        "tooz option `{name}` = `{v}` must be whole seconds, as tooz reads it with int()"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    for (k, _) in &options {
+        if !matches!(
+            k.as_str(),
+            "timeout"
+                | "lock_timeout"
+                | "membership_timeout"
+                | "api_version"
+                | "ca_cert"
+                | "cert_cert"
+                | "cert_key"
+        ) {
+            return Err(invalid(format!(
+                "tooz option `{k}` is not one of tooz's etcd3gw driver (api_version, ca_cert, \
+                 cert_cert, cert_key, timeout, lock_timeout, membership_timeout); for our own options \
+                 write an etcd:// URL (docs/openstack.md)"
+            )));
+        }
+    }
+    if let Some(version) = get("api_version")
+        && !matches!(version, "v3" | "v3beta" | "v3alpha")
+    {
+        return Err(invalid(format!(
+            "tooz option `api_version` = `{version}`: only etcd's v3 API (`v3`, `v3beta`, `v3alpha`) \
+             holds tooz's locks; write api_version=v3"
+        )));
+    }
+    let timeout = seconds("timeout")?;
+    let lock_timeout = seconds("lock_timeout")?;
+    seconds("membership_timeout")?;
+
+    let mut ours = url::form_urlencoded::Serializer::new(String::new());
+    ours.append_pair("layout", "tooz");
+    ours.append_pair(
+        "ttl",
+        &format!("{}s", lock_timeout.or(timeout).unwrap_or(30)),
+    );
+    if let Some(timeout) = timeout {
+        ours.append_pair("connect_timeout", &format!("{timeout}s"));
+    }
+    if https {
+        for (tooz, our) in [
+            ("ca_cert", "ca"),
+            ("cert_cert", "cert"),
+            ("cert_key", "key"),
+        ] {
+            if let Some(path) = get(tooz) {
+                ours.append_pair(our, path);
+            }
+        }
+        // Without `ca_cert`, tooz's `requests` verifies against its default
+        // roots (TripleO writes such URLs): so does `tls=true`.
+        ours.append_pair("tls", "true");
+    } else {
+        for unused in ["ca_cert", "cert_cert", "cert_key"] {
+            if get(unused).is_some() {
+                tracing::debug!(
+                    key,
+                    option = unused,
+                    "tooz option has no effect on etcd3+http (as in tooz): the connection is plain"
+                );
             }
         }
     }
-    if https {
-        // Without `ca_cert`, tooz's `requests` verifies against the system's
-        // roots (TripleO writes such URLs): so does `tls=true`.
-        tls.push("tls=true".to_owned());
-    }
-    let seconds = lock_ttl.or(ttl).unwrap_or("30");
-    if seconds.is_empty() || !seconds.chars().all(|c| c.is_ascii_digit()) {
-        return Err(Error::new(
-            ErrorKind::InvalidConfig,
-            format!("{key} = \"{shown}\": the tooz lock timeout `{seconds}` must be whole seconds"),
-        ));
-    }
-    let mut url = format!(
-        "etcd://{}?layout=tooz&ttl={seconds}s",
-        authority.trim_end_matches('/')
-    );
-    for option in tls {
-        url.push('&');
-        url.push_str(&option);
-    }
-    Ok(url)
+    Ok(format!("etcd://{authority}?{}", ours.finish()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn t(s: &str) -> Result<String> {
+        translate_tooz("backends.global", s)
+    }
+
+    /// Our URL for tooz's `s`, with `%2F` shown as `/` for reading.
+    fn ours(s: &str) -> String {
+        t(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+            .replace("%2F", "/")
+    }
+
     #[test]
     fn tooz_urls_translate() {
-        let t = |s: &str| translate_tooz("backends.global", s);
         assert_eq!(
-            t("etcd3+http://10.0.0.5:2379").unwrap(),
+            ours("etcd3+http://10.0.0.5:2379"),
             "etcd://10.0.0.5:2379?layout=tooz&ttl=30s"
         );
+        // kolla-ansible.
         assert_eq!(
-            t("etcd3+http://h:2379/?timeout=20&lock_timeout=15&api_version=v3").unwrap(),
-            "etcd://h:2379?layout=tooz&ttl=15s"
+            ours("etcd3+http://h:2379?api_version=v3"),
+            "etcd://h:2379?layout=tooz&ttl=30s"
         );
         assert_eq!(
-            t("etcd3+http://h:2379?timeout=20").unwrap(),
-            "etcd://h:2379?layout=tooz&ttl=20s"
+            ours("etcd3+http://h:2379/?timeout=20&lock_timeout=15&api_version=v3"),
+            "etcd://h:2379?layout=tooz&ttl=15s&connect_timeout=20s"
+        );
+        assert_eq!(
+            ours("etcd3+http://h:2379?timeout=20&membership_timeout=7"),
+            "etcd://h:2379?layout=tooz&ttl=20s&connect_timeout=20s"
+        );
+        // tooz's defaults: localhost:2379.
+        assert_eq!(
+            ours("etcd3+http://"),
+            "etcd://localhost?layout=tooz&ttl=30s"
+        );
+        assert_eq!(
+            ours("etcd3+http://:2380"),
+            "etcd://localhost:2380?layout=tooz&ttl=30s"
         );
         assert_eq!(t("kazoo://h:2181").unwrap(), "zookeeper://h:2181");
         assert_eq!(
             t("file:///var/lib/cinder").unwrap(),
             "file:///var/lib/cinder"
         );
-        assert_eq!(
-            t("etcd3+http://h?ca_cert=x").unwrap_err().kind(),
-            ErrorKind::InvalidConfig
-        );
-        assert_eq!(
-            t("etcd3+http://h?timeout=1.5").unwrap_err().kind(),
-            ErrorKind::InvalidConfig
-        );
+    }
+
+    #[test]
+    fn tls_options_as_tooz_uses_them() {
         // TripleO: a client certificate, no CA (the system's roots).
         assert_eq!(
-            t("etcd3+https://h:2379?cert_key=/k.pem&cert_cert=/c.pem").unwrap(),
-            "etcd://h:2379?layout=tooz&ttl=30s&key=/k.pem&cert=/c.pem&tls=true"
+            ours("etcd3+https://h:2379?cert_key=/k.pem&cert_cert=/c.pem"),
+            "etcd://h:2379?layout=tooz&ttl=30s&cert=/c.pem&key=/k.pem&tls=true"
+        );
+        // kolla with TLS.
+        assert_eq!(
+            ours("etcd3+https://h:2379?api_version=v3&ca_cert=/etc/ca%20x.pem"),
+            "etcd://h:2379?layout=tooz&ttl=30s&ca=/etc/ca+x.pem&tls=true"
         );
         assert_eq!(
-            t("etcd3+https://h:2379?ca_cert=/c.pem&cert_cert=/a.pem&cert_key=/k.pem").unwrap(),
+            ours("etcd3+https://h:2379?ca_cert=/c.pem&cert_cert=/a.pem&cert_key=/k.pem"),
             "etcd://h:2379?layout=tooz&ttl=30s&ca=/c.pem&cert=/a.pem&key=/k.pem&tls=true"
         );
+        // An empty value is no value (parse_qs): the system's roots.
         assert_eq!(
-            t("etcd3+http://h:2379?ca_cert=/c.pem").unwrap_err().kind(),
-            ErrorKind::InvalidConfig
+            ours("etcd3+https://h:2379?api_version=v3&ca_cert="),
+            "etcd://h:2379?layout=tooz&ttl=30s&tls=true"
         );
+        // kolla writes ca_cert whenever the deployment has a CA, also for a
+        // plain-http etcd; tooz's requests then uses none of it.
+        assert_eq!(
+            ours("etcd3+http://h:2379?api_version=v3&ca_cert=/etc/kolla/certificates/ca/root.crt"),
+            "etcd://h:2379?layout=tooz&ttl=30s"
+        );
+    }
+
+    #[test]
+    fn what_tooz_would_not_do_is_refused_by_name() {
+        for (url, needle) in [
+            (
+                "etcd3+http://h?timeout=1.5",
+                "`timeout` = `1.5` must be whole seconds",
+            ),
+            ("etcd3+http://h?lock_timeout=x", "`lock_timeout` = `x`"),
+            (
+                "etcd3+http://h?membership_timeout=-1",
+                "`membership_timeout`",
+            ),
+            ("etcd3+http://h?api_version=v2", "`api_version` = `v2`"),
+            (
+                "etcd3+http://h?namespace=x",
+                "tooz option `namespace` is not one of",
+            ),
+            ("etcd3+http://h?ttl=10", "tooz option `ttl` is not one of"),
+            ("etcd3+http://h?timeout=5&timeout=6", "given twice"),
+            ("etcd3+https://u:secret@h", "ignores `user:password@`"),
+            ("etcd3+http://h:2379/prefix", "ignores the path `/prefix`"),
+        ] {
+            let err = t(url).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{url}");
+            assert!(
+                err.message().contains(needle) && err.message().contains("backends.global"),
+                "{url}: {err}"
+            );
+            assert!(!err.message().contains("secret"), "{err}");
+        }
     }
 }
