@@ -194,3 +194,79 @@ async fn openstack_helm_file_url() {
     let coordination = dir.path().join("coordination");
     both_ways(&format!("file://{}", coordination.display()), &[]).await;
 }
+
+/// A pasted URL whose TLS material is wrong fails at open with a typed
+/// error naming the problem and the file, never a key or a certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pasted_urls_with_wrong_tls_material_say_what_is_wrong() {
+    let (Some((etcd, dir)), Some((mtls, mtls_dir))) = (
+        tls_server("LOCKS_TEST_ETCD_TLS"),
+        tls_server("LOCKS_TEST_ETCD_MTLS"),
+    ) else {
+        return;
+    };
+    trust_test_cas();
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let garbage = scratch.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM\n").expect("write");
+    let p = |path: &Path| path.display().to_string();
+    for (url, kind, needles) in [
+        (
+            format!(
+                "etcd3+https://{etcd}?api_version=v3&ca_cert={}",
+                p(&dir.join("other-ca.pem"))
+            ),
+            ErrorKind::InvalidConfig,
+            vec!["unknown issuer".to_owned()],
+        ),
+        (
+            format!("etcd3+https://{etcd}?ca_cert={}", p(&garbage)),
+            ErrorKind::InvalidConfig,
+            vec!["holds no PEM certificate".to_owned(), p(&garbage)],
+        ),
+        (
+            format!(
+                "etcd3+https://{mtls}?cert_key={}&cert_cert={}",
+                p(&mtls_dir.join("client-key-encrypted.pem")),
+                p(&mtls_dir.join("client.pem"))
+            ),
+            ErrorKind::InvalidConfig,
+            vec![
+                "is encrypted".to_owned(),
+                p(&mtls_dir.join("client-key-encrypted.pem")),
+            ],
+        ),
+        (
+            format!(
+                "etcd3+https://{mtls}?cert_cert={}",
+                p(&mtls_dir.join("client.pem"))
+            ),
+            ErrorKind::InvalidConfig,
+            vec!["needs both `cert` and `key`".to_owned()],
+        ),
+        (
+            format!("etcd3+https://{etcd}?api_version=v2"),
+            ErrorKind::InvalidConfig,
+            vec!["`api_version` = `v2`".to_owned()],
+        ),
+    ] {
+        let text = format!(
+            "compat = \"openstack\"\nprefix = \"cinder\"\nlock_path = \"{}\"\n[backends]\nglobal = \"{url}\"\n",
+            scratch.path().display()
+        );
+        let config = Config::from_toml_str(&text, scratch.path(), "tls interop")
+            .unwrap_or_else(|e| panic!("config:\n{text}\n{}", e.report()));
+        let err = Locks::open(config)
+            .await
+            .expect_err(&format!("{url} opened"));
+        let report = err.report();
+        assert_eq!(err.kind(), kind, "{url}: {report}");
+        for needle in &needles {
+            assert!(
+                report.contains(needle.as_str()),
+                "{url}: no `{needle}` in {report}"
+            );
+        }
+        assert!(!report.contains("-----BEGIN"), "{report}");
+    }
+}
