@@ -387,8 +387,15 @@ pub(crate) fn is_transient(e: &etcd_client::Error) -> bool {
 #[cfg(feature = "tls")]
 fn certificate_problem(e: &etcd_client::Error) -> Option<String> {
     use locks_core::tls::certificate_problem as find;
-    // etcd-client's error does not chain its status: start from the status,
-    // whose source is tonic's transport error with rustls's below it.
+    // etcd-client 0.21 `src/error.rs` has `impl std::error::Error for Error {}`
+    // with no `source`, and its `Display` says only "transport error: …" /
+    // "grpc request error: …": a refused certificate looks like any
+    // unreachable member. The cause is still there one level down (a failed
+    // handshake is a `tonic::Status` whose source is tonic's transport error
+    // with hyper's, the io error's and rustls's below it), so we start from
+    // the variant's payload. A workaround here rather than a patched
+    // etcd-client: adding `source` upstream changes nothing we could not
+    // reach, and a fork would have to follow every etcd-client release.
     match e {
         etcd_client::Error::GRpcStatus(status) => find(status),
         etcd_client::Error::TransportError(transport) => find(transport),
