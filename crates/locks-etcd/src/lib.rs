@@ -114,7 +114,13 @@
 //! # TLS
 //! `https://` endpoints and [`TlsConfig`] need this crate's `tls` feature
 //! ([`TLS_SUPPORTED`]); without it, connecting with TLS settings fails with
-//! [`ErrorKind::Unsupported`].
+//! [`ErrorKind::Unsupported`]. Without a CA file the server is verified
+//! against the system's trust roots (`SSL_CERT_FILE` / `SSL_CERT_DIR` when
+//! set), as Python's `requests` does for tooz; a client certificate needs no
+//! CA file. The files are checked before connecting: an unreadable or non-PEM
+//! file, an encrypted key or a key of another certificate fails at once with
+//! an error naming the file; a wrong CA, an expired certificate or a host name
+//! mismatch with an [`ErrorKind::InvalidConfig`] saying which.
 //!
 //! # Example
 //! ```no_run
