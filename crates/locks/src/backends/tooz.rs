@@ -33,6 +33,17 @@ pub(super) fn translate_tooz(key: &str, text: &str) -> Result<String> {
     if let Some(rest) = text.strip_prefix("kazoo://") {
         return Ok(format!("zookeeper://{rest}"));
     }
+    if text.starts_with("etcd3://") {
+        return Err(Error::new(
+            ErrorKind::InvalidConfig,
+            format!(
+                "{key} = \"{}\": `etcd3://` is tooz's python-etcd3 driver, removed in tooz 5.0.0 (its \
+                 locks were python-etcd3's `/locks/NAME`, which no current tooz uses); write \
+                 etcd3+http://HOST:2379 (or etcd3+https://) as current tooz does",
+                redact_text(text)
+            ),
+        ));
+    }
     let (rest, https) = match (
         text.strip_prefix("etcd3+http://"),
         text.strip_prefix("etcd3+https://"),
@@ -265,6 +276,7 @@ mod tests {
             ("etcd3+http://h?timeout=5&timeout=6", "given twice"),
             ("etcd3+https://u:secret@h", "ignores `user:password@`"),
             ("etcd3+http://h:2379/prefix", "ignores the path `/prefix`"),
+            ("etcd3://h:2379", "removed in tooz 5.0.0"),
         ] {
             let err = t(url).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{url}");
