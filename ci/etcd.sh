@@ -3,8 +3,10 @@
 # integration tests of locks-etcd.
 #
 #   ci/etcd.sh start STATE_DIR      # start on 127.0.0.1 with free ports, wait for health
-#   ci/etcd.sh start-tls STATE_DIR [client-auth]  # the same over TLS (certificates of
-#                                   #   ci/tls.sh); with `client-auth`, clients must present one
+#   ci/etcd.sh start-tls STATE_DIR [client-auth] [server-cert=NAME]  # the same over TLS
+#                                   #   (certificates of ci/tls.sh); with `client-auth`, clients
+#                                   #   must present one; `server-cert=expired` or `=wrong-host`
+#                                   #   presents that certificate of ci/tls.sh instead of server.pem
 #   ci/etcd.sh stop STATE_DIR       # stop the server started in STATE_DIR
 #   ci/etcd.sh restart STATE_DIR    # stop it and start it again on its ports and data dir (plain `start` only)
 #
@@ -51,7 +53,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 start|stop|restart STATE_DIR | start-tls STATE_DIR [client-auth]" >&2
+    echo "usage: $0 start|stop|restart STATE_DIR | start-tls STATE_DIR [client-auth] [server-cert=NAME]" >&2
     echo "       $0 start-cluster STATE_DIR N | leader STATE_DIR | stop-member STATE_DIR I [SIGNAL] | start-member STATE_DIR I" >&2
     exit 2
 }
@@ -59,6 +61,7 @@ usage() {
 [ $# -ge 2 ] || usage
 tls=false
 client_auth=false
+server_cert=server
 action=$1
 state=$2
 
@@ -92,8 +95,10 @@ start() {
     if $tls; then
         scheme=https
         bash "$(dirname "$0")/tls.sh" "$state/tls"
-        tls_args=(--cert-file "$state/tls/server.pem" --key-file "$state/tls/server-key.pem")
+        tls_args=(--cert-file "$state/tls/$server_cert.pem" --key-file "$state/tls/$server_cert-key.pem")
         ctl_args=(--cacert "$state/tls/ca.pem")
+        # A certificate clients must refuse: the probe checks only that etcd serves.
+        [ "$server_cert" = server ] || ctl_args+=(--insecure-skip-tls-verify)
         if $client_auth; then
             tls_args+=(--client-cert-auth --trusted-ca-file "$state/tls/ca.pem")
             ctl_args+=(--cert "$state/tls/client.pem" --key "$state/tls/client-key.pem")
@@ -399,9 +404,15 @@ case "$action" in
     start-member) [ $# -eq 3 ] || usage; start_member "$3" ;;
     start) [ $# -eq 2 ] || usage; start ;;
     start-tls)
-        [ $# -eq 2 ] || { [ $# -eq 3 ] && [ "$3" = client-auth ]; } || usage
+        [ $# -le 4 ] || usage
         tls=true
-        [ $# -eq 3 ] && client_auth=true
+        for option in "${@:3}"; do
+            case "$option" in
+                client-auth) client_auth=true ;;
+                server-cert=expired | server-cert=wrong-host) server_cert=${option#server-cert=} ;;
+                *) usage ;;
+            esac
+        done
         start ;;
     stop) [ $# -eq 2 ] || usage; stop ;;
     restart) [ $# -eq 2 ] || usage; restart ;;

@@ -2,16 +2,17 @@
 //! starts with the material of `ci/tls.sh`: `LOCKS_TEST_ETCD_TLS` (server
 //! certificate only) and `LOCKS_TEST_ETCD_MTLS` (client certificates
 //! required), each with its `_DIR`. The conformance suite runs over TLS with
-//! a client certificate; a CA in the URL works (the system's roots without
-//! one, and a client certificate without a CA: tests/system_roots.rs); a wrong CA, an expired certificate, a host name the
-//! certificate does not name and a missing client certificate each fail at
-//! once with an error saying which, never with a certificate or key in it.
+//! a CA and a client certificate; the system's roots without a CA, and a
+//! client certificate without one, are in tests/system_roots.rs. A wrong CA,
+//! an etcd presenting an expired certificate or one for another host (started
+//! here with `server-cert=`), a missing client certificate and unusable files
+//! each fail at once with an error saying which, never with a certificate,
+//! a key or a password in it.
 #![cfg(feature = "tls")]
 
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,34 +70,6 @@ async fn refused(config: EtcdConfig, kind: ErrorKind, needles: &[&str]) {
     assert!(!text.contains("-----BEGIN"), "PEM content in: {text}");
 }
 
-/// `openssl s_server` presenting `cert` on a free port of 127.0.0.1.
-fn openssl_server(dir: &std::path::Path, cert: &str) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let child = Command::new("openssl")
-        .args(["s_server", "-quiet", "-accept", &port.to_string(), "-cert"])
-        .arg(dir.join(format!("{cert}.pem")))
-        .arg("-key")
-        .arg(dir.join(format!("{cert}-key.pem")))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_server");
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "openssl s_server never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, addr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificate_problems_are_configuration_errors_saying_which() {
     let Some((addr, dir)) = tls_server("LOCKS_TEST_ETCD_TLS") else {
@@ -119,19 +92,20 @@ async fn certificate_problems_are_configuration_errors_saying_which() {
         &["unknown issuer", &addr],
     )
     .await;
+    // etcd itself presenting a certificate of the test CA that expired, or
+    // that names another host.
     for (cert, needle) in [
         ("expired", "has expired"),
         ("wrong-host", "host name mismatch"),
     ] {
-        let (mut server, server_addr) = openssl_server(&dir, cert);
+        let server = common::DedicatedEtcd::start_tls_presenting(cert);
         refused(
-            tls_config(&server_addr, Some(dir.join("ca.pem")), None),
+            tls_config(&server.addr, Some(server.tls_file("ca.pem")), None),
             ErrorKind::InvalidConfig,
-            &[needle, &server_addr],
+            &[needle, &server.addr],
         )
         .await;
-        let _ = server.kill();
-        let _ = server.wait();
+        server.stop();
     }
     refused(
         tls_config(&addr, Some(dir.join("no-such-ca.pem")), None),

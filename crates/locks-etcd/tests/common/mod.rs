@@ -131,6 +131,12 @@ impl DedicatedEtcd {
         Self::launch(&args)
     }
 
+    /// A TLS server presenting `cert` (`expired`, `wrong-host`: certificates
+    /// of `ci/tls.sh` that clients must refuse) instead of `server.pem`.
+    pub fn start_tls_presenting(cert: &str) -> DedicatedEtcd {
+        Self::launch(&["start-tls", &format!("server-cert={cert}")])
+    }
+
     fn launch(args: &[&str]) -> DedicatedEtcd {
         let action = args[0];
         let dir = tempfile::tempdir().expect("temporary directory");
