@@ -454,7 +454,14 @@ func (c *Client) acquire(ctx context.Context, what string, once bool, call acqui
 			defer close(stopped)
 			select {
 			case <-ctx.Done():
-				C.locks_cancel_trigger(cancel, nil)
+				// A deadline ends the wait through the C call's own
+				// timeout, set to the same instant (rounded up to the
+				// millisecond): one error, naming the lock and its
+				// backend, whichever clock gets there first. Only a
+				// cancellation triggers the handle.
+				if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					C.locks_cancel_trigger(cancel, nil)
+				}
 			case <-stop:
 			}
 		}()

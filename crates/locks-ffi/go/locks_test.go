@@ -149,6 +149,17 @@ func TestDeadlineIsTheTimeout(t *testing.T) {
 			t.Fatalf("wait %v took %v", wait, took)
 		}
 	}
+	// Whichever clock gets to the deadline first, the error is the library's
+	// timeout, naming the rendered lock (not only its id) and its backend.
+	for i := 0; i < 20; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		_, err = client.Lock(ctx, "lio", nil)
+		cancel()
+		if !errors.Is(err, locks.ErrTimeout) || !strings.Contains(err.Error(), "lioadm") ||
+			!strings.Contains(err.Error(), "file") {
+			t.Fatalf("deadline %d: %v", i, err)
+		}
+	}
 }
 
 func TestCancelWithoutDeadline(t *testing.T) {
