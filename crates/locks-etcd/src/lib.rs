@@ -6,6 +6,14 @@
 //! `etcd://host:port[,host:port…]?ttl=…&prefix=…&layout=…` URL; using this
 //! crate alone, fill in an [`EtcdConfig`].
 //!
+//! # Code layout
+//! After etcd's own `concurrency` package: `url` (an `etcd://` URL into an
+//! [`EtcdConfig`]), `config`, `members` (one client per member, failover),
+//! `core` (the session: the lease every lock shares), `mutex` and `tooz` (the
+//! two key layouts' recipes), `wait` (a contender waiting for the one before),
+//! `held` (a held lock, its release), `status`, `tls`. `locks-zookeeper` and
+//! `locks-redis` use the same names for the same jobs.
+//!
 //! # Layouts
 //! - [`Layout::Mutex`] (default) speaks the protocol of etcd's own
 //!   `concurrency.Mutex`, which `etcdctl lock` and the server's Lock RPC use:

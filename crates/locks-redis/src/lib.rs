@@ -12,6 +12,13 @@
 //! of an OpenStack service can be pasted); using this crate alone, fill in a
 //! [`RedisConfig`].
 //!
+//! # Code layout
+//! Read alike with `locks-etcd` and `locks-zookeeper`: `url` (tooz's Redis
+//! URL into a [`RedisConfig`]), `config`, `conn` (the master's connection,
+//! found through Sentinel, with failover), `core` (the session: the scripts
+//! and the fence counter), `wait` (polling and wake-ups), `notify` (pub/sub
+//! wake-ups), `held` (a held key, refresh and release), `tls`.
+//!
 //! # Layout (tooz's)
 //! Lock `N` is the key `<namespace>_N_lock` (namespace `_tooz` by default;
 //! with the facade's `cinder-` prefix, Cinder's lock `N` is

@@ -28,6 +28,13 @@
 //! # }).unwrap();
 //! ```
 //!
+//! # Code layout
+//! `config` (the TOML file, [`Config`]), `backends` (a URL's scheme picks the
+//! backend crate, which parses the rest; `backends/tooz` translates tooz's
+//! spellings), `client` ([`Locks`]: catalog, re-entry, the acquire span),
+//! `blocking` ([`BlockingLocks`]) and `cancel`, `hold` (release events and
+//! per-lock state events), `lock_metrics` (the `metrics` facade).
+//!
 //! # Configuration
 //! A TOML file ([`Config`]) named by `--config` or `$LOCKS_CONFIG`, with one
 //! backend URL per scope; without one, the embedded defaults (memory, and lock
