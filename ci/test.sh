@@ -20,6 +20,7 @@ export CI="${CI:-true}"
 state=$(mktemp -d -t locks-ci.XXXXXX)
 cleanup() {
     bash ci/zookeeper.sh stop "$state" >/dev/null 2>&1 || true
+    bash ci/zookeeper.sh stop "$state/zookeeper-tls" >/dev/null 2>&1 || true
     bash ci/etcd.sh stop "$state" >/dev/null 2>&1 || true
     bash ci/etcd.sh stop "$state/etcd-tls" >/dev/null 2>&1 || true
     bash ci/etcd.sh stop "$state/etcd-mtls" >/dev/null 2>&1 || true
@@ -40,6 +41,8 @@ bash ci/etcd.sh start-cluster "$state" 3
 bash ci/etcd.sh start-tls "$state/etcd-tls"
 bash ci/etcd.sh start-tls "$state/etcd-mtls" client-auth
 bash ci/zookeeper.sh start "$state"
+# ZooKeeper's secure client port; clients present a certificate (tooz's certfile/keyfile).
+bash ci/zookeeper.sh start-tls "$state/zookeeper-tls" client-auth
 # Redis: one server, one over TLS, and a master with a replica behind three sentinels.
 bash ci/redis.sh start "$state/redis"
 bash ci/redis.sh start-tls "$state/redis-tls"
@@ -50,6 +53,7 @@ set -a
 . "$state/etcd-tls/etcd-tls.env"
 . "$state/etcd-mtls/etcd-tls.env"
 . "$state/zookeeper.env"
+. "$state/zookeeper-tls/zookeeper-tls.env"
 . "$state/redis/redis.env"
 . "$state/redis-sentinel/redis-sentinel.env"
 . "$state/redis-tls/redis-tls.env"

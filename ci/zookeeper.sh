@@ -14,6 +14,26 @@
 #   LOCKS_TEST_ZK_PID=PID
 #
 # for `set -a; . STATE_DIR/zookeeper.env; set +a` before `cargo test`.
+#
+# A server with a secure client port (TLS through Netty, PEM key and trust
+# stores) on certificates of ci/tls.sh, made in STATE_DIR/tls:
+#
+#   ci/zookeeper.sh start-tls STATE_DIR [client-auth]   # with `client-auth`, clients must present
+#                                                       #   a certificate of the test CA
+#
+# It keeps zoo-tls.cfg, zookeeper-tls-data and zookeeper-tls.log apart from a
+# plain server's (both can run from one STATE_DIR; `stop` stops both) and
+# writes STATE_DIR/zookeeper-tls.env:
+#
+#   LOCKS_TEST_ZOOKEEPER_TLS=127.0.0.1:PORT         the secure client port
+#   LOCKS_TEST_ZOOKEEPER_TLS_PID=PID
+#   LOCKS_TEST_ZOOKEEPER_TLS_DIR=STATE_DIR/tls      every file of ci/tls.sh
+#   LOCKS_TEST_ZOOKEEPER_TLS_CA=.../ca.pem, LOCKS_TEST_ZOOKEEPER_TLS_CERT=.../client.pem,
+#   LOCKS_TEST_ZOOKEEPER_TLS_KEY=.../client-key.pem
+#   LOCKS_TEST_ZOOKEEPER_TLS_CLIENT_AUTH=need|none  (ZooKeeper's ssl.clientAuth)
+#
+# The server presents server.pem (SAN 127.0.0.1, localhost). Its plain client
+# port (which a standalone server needs) listens too, for the health check only.
 # The server allows sessions of 1 s to 60 s (tickTime 500 ms), so tests can
 # let sessions expire quickly.
 #
@@ -44,7 +64,7 @@ set -euo pipefail
 JAR=${ZOOKEEPER_JAR:-/usr/share/java/zookeeper.jar}
 
 usage() {
-    echo "usage: $0 start|stop STATE_DIR" >&2
+    echo "usage: $0 start|stop STATE_DIR | start-tls STATE_DIR [client-auth]" >&2
     echo "       $0 start-cluster STATE_DIR N | leader STATE_DIR | stop-member STATE_DIR I [SIGNAL] | start-member STATE_DIR I" >&2
     exit 2
 }
@@ -141,7 +161,125 @@ EOF
     echo "zookeeper.sh: ZooKeeper (pid $pid) serves 127.0.0.1:$port; environment in $state/zookeeper.env"
 }
 
+# Waits (30 s at most) until the server PID $1 answers `ruok` on port $2; else
+# prints log $3, kills it and fails.
+wait_ruok() {
+    local pid=$1 port=$2 log=$3
+    local deadline=$((SECONDS + 30))
+    until [ "$(ruok "$port")" = imok ]; do
+        if ! alive "$pid"; then
+            echo "zookeeper.sh: ZooKeeper exited during startup; its log:" >&2
+            cat "$log" >&2
+            exit 1
+        fi
+        if [ $SECONDS -ge $deadline ]; then
+            echo "zookeeper.sh: ZooKeeper on 127.0.0.1:$port does not answer \`ruok\` after 30 s; its log:" >&2
+            cat "$log" >&2
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+            exit 1
+        fi
+        sleep 0.1
+    done
+}
+
+# Waits (30 s at most) until something accepts TCP connections on 127.0.0.1:$1.
+wait_listening() {
+    local port=$1 deadline=$((SECONDS + 30))
+    until python3 -c 'import socket, sys
+socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()' "$port" 2>/dev/null; do
+        if [ $SECONDS -ge $deadline ]; then
+            echo "zookeeper.sh: nothing listens on the secure port 127.0.0.1:$port after 30 s" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+start_tls() {
+    local client_auth=$1
+    command -v java >/dev/null || { echo "zookeeper.sh: \`java\` is not installed (run ci/install.sh)" >&2; exit 1; }
+    [ -f "$JAR" ] || { echo "zookeeper.sh: $JAR is missing: install Debian's \`zookeeper\` package (ci/install.sh)" >&2; exit 1; }
+    mkdir -p "$state"
+    state=$(cd "$state" && pwd)
+    local env_file=$state/zookeeper-tls.env
+    if [ -f "$env_file" ]; then
+        echo "zookeeper.sh: $env_file exists: a server may still run there (ci/zookeeper.sh stop $state)" >&2
+        exit 1
+    fi
+    bash "$(dirname "$0")/tls.sh" "$state/tls"
+    local tls=$state/tls
+    rm -rf "$state/zookeeper-tls-data"
+    mkdir -p "$state/zookeeper-tls-data"
+    local port secure
+    port=$(free_port)
+    secure=$(free_port)
+    while [ "$secure" = "$port" ]; do secure=$(free_port); done
+    cat >"$state/zoo-tls.cfg" <<EOF
+dataDir=$state/zookeeper-tls-data
+clientPort=$port
+clientPortAddress=127.0.0.1
+secureClientPort=$secure
+secureClientPortAddress=127.0.0.1
+serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory
+ssl.keyStore.location=$tls/server-bundle.pem
+ssl.keyStore.type=PEM
+ssl.trustStore.location=$tls/ca.pem
+ssl.trustStore.type=PEM
+ssl.clientAuth=$client_auth
+admin.enableServer=false
+tickTime=500
+minSessionTimeout=1000
+maxSessionTimeout=60000
+4lw.commands.whitelist=ruok,srvr
+maxClientCnxns=0
+EOF
+    # Debian's zookeeper.jar names netty in its Class-Path but not the codec
+    # (and what the codec needs), without which the Netty factory drops every
+    # connection: add those jars of libnetty-java.
+    local cp=$JAR jar
+    for jar in netty-codec netty-resolver netty-transport-native-unix-common; do
+        [ -f "/usr/share/java/$jar.jar" ] && cp=$cp:/usr/share/java/$jar.jar
+    done
+    java -Xmx256m -cp "$cp" org.apache.zookeeper.server.ZooKeeperServerMain "$state/zoo-tls.cfg" \
+        >"$state/zookeeper-tls.log" 2>&1 </dev/null &
+    local pid=$!
+    wait_ruok "$pid" "$port" "$state/zookeeper-tls.log"
+    if ! wait_listening "$secure"; then
+        cat "$state/zookeeper-tls.log" >&2
+        kill "$pid" 2>/dev/null || true
+        exit 1
+    fi
+    {
+        echo "LOCKS_TEST_ZOOKEEPER_TLS=127.0.0.1:$secure"
+        echo "LOCKS_TEST_ZOOKEEPER_TLS_PID=$pid"
+        echo "LOCKS_TEST_ZOOKEEPER_TLS_DIR=$tls"
+        echo "LOCKS_TEST_ZOOKEEPER_TLS_CA=$tls/ca.pem"
+        echo "LOCKS_TEST_ZOOKEEPER_TLS_CERT=$tls/client.pem"
+        echo "LOCKS_TEST_ZOOKEEPER_TLS_KEY=$tls/client-key.pem"
+        echo "LOCKS_TEST_ZOOKEEPER_TLS_CLIENT_AUTH=$client_auth"
+    } >"$env_file"
+    echo "zookeeper.sh: ZooKeeper (pid $pid) serves TLS on 127.0.0.1:$secure (ssl.clientAuth=$client_auth); environment in $env_file"
+}
+
+# Stops the TLS server of STATE_DIR, if one was started there.
+stop_tls() {
+    local env_file=$state/zookeeper-tls.env
+    [ -f "$env_file" ] || return 0
+    local pid
+    pid=$(sed -n 's/^LOCKS_TEST_ZOOKEEPER_TLS_PID=//p' "$env_file")
+    stop_pid "$pid" TERM
+    rm -f "$env_file"
+    rm -rf "$state/zookeeper-tls-data"
+    echo "zookeeper.sh: stopped the TLS ZooKeeper (pid ${pid:-?})"
+}
+
 stop() {
+    if [ -d "$state" ]; then state=$(cd "$state" && pwd); fi
+    if [ -f "$state/zookeeper-tls.env" ]; then
+        stop_tls
+        [ -f "$state/zookeeper.env" ] || [ -f "$state/zookeeper-cluster.env" ] || return 0
+    fi
     if [ -f "$state/zookeeper-cluster.env" ]; then
         stop_cluster
         [ -f "$state/zookeeper.env" ] || return 0
@@ -381,6 +519,10 @@ case "$action" in
     stop-member) [ $# -ge 3 ] && [ $# -le 4 ] || usage; stop_member "$3" "${4:-TERM}" ;;
     start-member) [ $# -eq 3 ] || usage; start_member "$3" ;;
     start) [ $# -eq 2 ] || usage; start ;;
+    start-tls)
+        [ $# -eq 2 ] || { [ $# -eq 3 ] && [ "$3" = client-auth ]; } || usage
+        start_tls "$([ $# -eq 3 ] && echo need || echo none)"
+        ;;
     stop) [ $# -eq 2 ] || usage; stop ;;
     *) usage ;;
 esac

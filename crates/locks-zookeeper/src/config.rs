@@ -1,6 +1,7 @@
 //! [`ZkConfig`]: where the ZooKeeper ensemble is and how to talk to it.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use locks_core::{Error, ErrorKind, Result};
@@ -18,6 +19,37 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The port of a host given without one, as in ZooKeeper connect strings.
 pub const DEFAULT_PORT: u16 = 2181;
+
+/// Whether this build can talk TLS to ZooKeeper (the `tls` feature of this crate).
+pub const TLS_SUPPORTED: bool = cfg!(feature = "tls");
+
+/// TLS to ZooKeeper's secure client port (PEM files), as tooz's `use_ssl`
+/// with `ca`, `certfile`, `keyfile` and `keyfile_password`. The server's
+/// certificate is always verified, its host name included.
+/// [`Debug`](fmt::Debug) never shows the key's password.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// The CA certificate(s) to trust; `None` trusts the system's roots (the
+    /// platform's store; `SSL_CERT_FILE` and `SSL_CERT_DIR` point elsewhere).
+    pub ca: Option<PathBuf>,
+    /// A client certificate, for servers that want one (`ssl.clientAuth`).
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert`: PEM, PKCS#8 encrypted when `key_password` is given.
+    pub key: Option<PathBuf>,
+    /// The password of an encrypted `key`.
+    pub key_password: Option<String>,
+}
+
+impl fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsConfig")
+            .field("ca", &self.ca)
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .field("key_password", &self.key_password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
 
 /// How to reach a ZooKeeper ensemble, and where in it the locks live.
 ///
@@ -42,6 +74,9 @@ pub struct ZkConfig {
     /// authenticates with them and every node it creates is readable and
     /// writable by that user only (as tooz does with credentials).
     pub credentials: Option<(String, String)>,
+    /// TLS settings for a secure client port; `None` for plain text. Needs
+    /// this crate's `tls` feature ([`TLS_SUPPORTED`]).
+    pub tls: Option<TlsConfig>,
 }
 
 impl ZkConfig {
@@ -58,6 +93,7 @@ impl ZkConfig {
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             credentials: None,
+            tls: None,
         }
     }
 
@@ -92,7 +128,16 @@ impl ZkConfig {
 
     /// The ZooKeeper connect string: the hosts joined by commas.
     pub(crate) fn connect_string(&self) -> String {
-        self.hosts.join(",")
+        match &self.tls {
+            // zookeeper-client's per-server spelling of a secure port.
+            Some(_) => self
+                .hosts
+                .iter()
+                .map(|host| format!("tcp+tls://{host}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            None => self.hosts.join(","),
+        }
     }
 
     /// Checks every field, so that connecting fails with a clear
@@ -126,6 +171,29 @@ impl ZkConfig {
             return Err(invalid(
                 "connect timeout is zero: give the time opening a session may take".to_owned(),
             ));
+        }
+        if let Some(tls) = &self.tls {
+            if !TLS_SUPPORTED {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "ZooKeeper configuration {}: TLS is not supported by this build (build locks-zookeeper with its `tls` feature)",
+                        self.describe()
+                    ),
+                ));
+            }
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err(invalid(
+                    "a client certificate and its key go together: give both `certfile` and `keyfile`"
+                        .to_owned(),
+                ));
+            }
+            if tls.key_password.is_some() && tls.key.is_none() {
+                return Err(invalid(
+                    "`keyfile_password` without `keyfile`: give the encrypted key it opens"
+                        .to_owned(),
+                ));
+            }
         }
         if let Some((user, _)) = &self.credentials
             && (user.is_empty() || user.contains(':'))
@@ -190,6 +258,7 @@ impl fmt::Debug for ZkConfig {
                 "credentials",
                 &self.credentials.as_ref().map(|(user, _)| (user, "***")),
             )
+            .field("tls", &self.tls)
             .finish()
     }
 }

@@ -148,9 +148,12 @@ mod path;
 mod recipe;
 mod session;
 mod status;
+#[cfg(feature = "tls")]
+mod tls;
 mod url;
 
 pub use backend::ZkBackend;
 pub use config::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_NAMESPACE, DEFAULT_PORT, DEFAULT_SESSION_TIMEOUT, ZkConfig,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_NAMESPACE, DEFAULT_PORT, DEFAULT_SESSION_TIMEOUT,
+    TLS_SUPPORTED, TlsConfig, ZkConfig,
 };

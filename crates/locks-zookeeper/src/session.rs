@@ -143,6 +143,8 @@ impl Session {
         if let Some((user, password)) = &config.credentials {
             connector = connector.with_auth("digest", format!("{user}:{password}").as_bytes());
         }
+        let tls = client_tls(config, endpoint)?;
+        connector = with_tls(connector, &tls);
         let connect_string = config.connect_string();
         // The server heard us no earlier than this.
         let started = Instant::now();
@@ -170,6 +172,16 @@ impl Session {
                 .with_source(e));
             }
             Err(_) => {
+                if let Some(problem) = refused_certificate(config).await {
+                    return Err(Error::new(
+                        ErrorKind::InvalidConfig,
+                        format!(
+                            "ZooKeeper at {endpoint}: TLS refused ({problem}); check the URL's `ca` \
+                             (the CA that signed the server's certificate, else the system's roots), \
+                             its host names and the certificate's dates"
+                        ),
+                    ));
+                }
                 let members = check_members(&config.hosts).await;
                 return Err(Error::new(
                     ErrorKind::Unavailable,
@@ -199,6 +211,7 @@ impl Session {
                 endpoint: endpoint.to_owned(),
                 hosts: config.hosts.clone(),
                 close_with: CloseWith {
+                    tls,
                     connect_string: config.connect_string(),
                     session_timeout: config.session_timeout,
                     limit: config.connect_timeout.min(CLOSE_LIMIT),
@@ -453,11 +466,64 @@ impl Drop for Session {
     }
 }
 
+/// zookeeper-client's TLS options, built once per session from the files.
+#[cfg(feature = "tls")]
+type ClientTls = Option<zk::TlsOptions>;
+#[cfg(not(feature = "tls"))]
+type ClientTls = Option<std::convert::Infallible>;
+
+#[cfg(feature = "tls")]
+fn client_tls(config: &ZkConfig, endpoint: &str) -> Result<ClientTls> {
+    config
+        .tls
+        .as_ref()
+        .map(|tls| crate::tls::options(tls, endpoint))
+        .transpose()
+}
+
+#[cfg(not(feature = "tls"))]
+fn client_tls(_: &ZkConfig, _: &str) -> Result<ClientTls> {
+    // `ZkConfig::validate` refuses TLS settings in this build.
+    Ok(None)
+}
+
+fn with_tls(connector: zk::Connector, tls: &ClientTls) -> zk::Connector {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = tls {
+        return connector.with_tls(tls.clone());
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = tls;
+    connector
+}
+
+/// After a connect that timed out over TLS: the certificate problem the
+/// first reachable server's handshake shows, if that was it.
+async fn refused_certificate(config: &ZkConfig) -> Option<String> {
+    #[cfg(feature = "tls")]
+    if let Some(tls) = config.tls.clone() {
+        let hosts = config.hosts.clone();
+        let limit = config.connect_timeout.min(Duration::from_secs(2));
+        return tokio::task::spawn_blocking(move || {
+            hosts
+                .iter()
+                .find_map(|host| crate::tls::certificate_problem(host, &tls, limit))
+        })
+        .await
+        .ok()
+        .flatten();
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = config;
+    None
+}
+
 /// At most this long is spent closing a session from `Drop`.
 const CLOSE_LIMIT: Duration = Duration::from_secs(1);
 
 /// What closing a session from `Drop` needs.
 struct CloseWith {
+    tls: ClientTls,
     connect_string: String,
     session_timeout: Duration,
     limit: Duration,
@@ -470,6 +536,9 @@ impl CloseWith {
     /// waits for it at most `limit`.
     fn close_blocking(&self, info: zk::SessionInfo) {
         let connect_string = self.connect_string.clone();
+        // Copy without the `tls` feature (always `None`), Clone with it.
+        #[cfg_attr(not(feature = "tls"), allow(clippy::clone_on_copy))]
+        let tls = self.tls.clone();
         let (session_timeout, limit) = (self.session_timeout, self.limit);
         let (done, finished) = std::sync::mpsc::channel::<()>();
         let closing = std::thread::Builder::new()
@@ -481,12 +550,11 @@ impl CloseWith {
                 {
                     runtime.block_on(async {
                         let _ = tokio::time::timeout(limit, async {
-                            let client = zk::Client::connector()
+                            let connector = zk::Client::connector()
                                 .with_session_timeout(session_timeout)
                                 .with_session(info)
-                                .with_fail_eagerly()
-                                .connect(&connect_string)
-                                .await?;
+                                .with_fail_eagerly();
+                            let client = with_tls(connector, &tls).connect(&connect_string).await?;
                             let mut watcher = client.state_watcher();
                             // The last handle gone, the client sends
                             // CloseSession and ends once it is answered.

@@ -11,10 +11,23 @@
 //! - Options: `session_timeout` (tooz spells it `timeout`) and
 //!   `connect_timeout`, in seconds (`10`, `2.5`) or with a unit (`1500ms`,
 //!   `10s`); `hosts` (more servers, comma-separated); `namespace`.
+//! - TLS, in tooz's (kazoo's) spelling, so OpenStack-Ansible's URL pastes:
+//!   `use_ssl=True` for the secure client port; `ca` (the CA file, else the
+//!   system's roots), `certfile` and `keyfile` (a client certificate),
+//!   `keyfile_password` (for an encrypted PKCS#8 key). `verify_certs=False`
+//!   is refused: the server's certificate is always verified. Booleans are
+//!   oslo's: `true`/`yes`/`on`/`1` or `false`/`no`/`off`/`0`, any case.
+//! - tooz's other options: `randomize_hosts` (true: servers are tried from a
+//!   random one on), `handler` (kazoo's Python I/O handler: accepted, it
+//!   means nothing here); `connection_retry` and `command_retry` (kazoo's
+//!   retry policies) are refused: retries are bounded by `connect_timeout`
+//!   and the session timeout.
 
-use locks_core::{BackendUrl, Result, percent_decode};
+use std::path::PathBuf;
 
-use crate::ZkConfig;
+use locks_core::{BackendUrl, ErrorKind, Result, percent_decode};
+
+use crate::{TLS_SUPPORTED, TlsConfig, ZkConfig};
 
 /// Query options of `zookeeper://` URLs.
 const OPTIONS: &[&str] = &[
@@ -23,7 +36,28 @@ const OPTIONS: &[&str] = &[
     "connect_timeout",
     "hosts",
     "namespace",
+    "use_ssl",
+    "verify_certs",
+    "ca",
+    "certfile",
+    "keyfile",
+    "keyfile_password",
+    "randomize_hosts",
+    "handler",
+    "connection_retry",
+    "command_retry",
 ];
+
+/// oslo's `bool_from_string`, strict: anything else is an error.
+fn boolean(url: &BackendUrl<'_>, key: &str, value: &str) -> Result<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" | "on" | "y" | "yes" => Ok(true),
+        "0" | "f" | "false" | "off" | "n" | "no" => Ok(false),
+        _ => Err(url.invalid(format_args!(
+            "option `{key}`: `{value}` is not a boolean (write `True` or `False`)"
+        ))),
+    }
+}
 
 impl ZkConfig {
     /// Parses a `zookeeper://` URL held by configuration key `key` (named in
@@ -97,6 +131,55 @@ fn parse(url: &BackendUrl<'_>) -> Result<ZkConfig> {
     }
 
     config.credentials = url.credentials()?;
+
+    for refused in ["connection_retry", "command_retry"] {
+        if query.contains_key(refused) {
+            return Err(url.invalid(format_args!(
+                "option `{refused}` (kazoo's retry policy) is not supported: retries here are \
+                 bounded by `connect_timeout` and the session timeout; remove it"
+            )));
+        }
+    }
+    if let Some(value) = query.get("randomize_hosts")
+        && boolean(url, "randomize_hosts", value)?
+        && config.hosts.len() > 1
+    {
+        let start = (uuid::Uuid::new_v4().as_u128() % config.hosts.len() as u128) as usize;
+        config.hosts.rotate_left(start);
+    }
+    let use_ssl = match query.get("use_ssl") {
+        Some(value) => boolean(url, "use_ssl", value)?,
+        None => false,
+    };
+    if let Some(value) = query.get("verify_certs")
+        && !boolean(url, "verify_certs", value)?
+    {
+        return Err(url.invalid(
+            "`verify_certs=False` is refused: the server's certificate is always verified; give \
+             `ca` (the CA that signed it) instead",
+        ));
+    }
+    let file = |key: &str| query.get(key).map(PathBuf::from);
+    let tls = TlsConfig {
+        ca: file("ca"),
+        cert: file("certfile"),
+        key: file("keyfile"),
+        key_password: query.get("keyfile_password").cloned(),
+    };
+    if use_ssl {
+        if !TLS_SUPPORTED {
+            return Err(url.error(
+                ErrorKind::Unsupported,
+                "TLS is not supported by this build (`use_ssl` needs the `tls` feature of locks-zookeeper)",
+            ));
+        }
+        config.tls = Some(tls);
+    } else if tls != TlsConfig::default() {
+        return Err(url.invalid(
+            "TLS files (`ca`, `certfile`, `keyfile`, `keyfile_password`) without `use_ssl=True`: \
+             add `use_ssl=True` (the secure client port), or remove them",
+        ));
+    }
     Ok(config)
 }
 
@@ -192,5 +275,51 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable, "{}", err.report());
         assert!(err.message().contains("127.0.0.1:1"), "{err}");
+    }
+
+    #[test]
+    fn tooz_tls_options_as_openstack_ansible_writes_them() {
+        let c = parse_str(
+            "zookeeper://h1:2281,h2:2281,h3:2281?namespace=cinder&use_ssl=True&verify_certs=True\
+             &ca=/etc/ssl/ca.pem&certfile=/c.pem&keyfile=/k.pem&keyfile_password=s3cret",
+        );
+        if !crate::TLS_SUPPORTED {
+            assert_eq!(c.unwrap_err().kind(), ErrorKind::Unsupported);
+            return;
+        }
+        let c = c.unwrap();
+        assert_eq!(c.hosts, ["h1:2281", "h2:2281", "h3:2281"]);
+        assert_eq!(c.namespace, "cinder");
+        let tls = c.tls.clone().expect("TLS");
+        assert_eq!(tls.ca, Some(PathBuf::from("/etc/ssl/ca.pem")));
+        assert_eq!(tls.cert, Some(PathBuf::from("/c.pem")));
+        assert_eq!(tls.key, Some(PathBuf::from("/k.pem")));
+        assert_eq!(tls.key_password.as_deref(), Some("s3cret"));
+        assert!(!format!("{c:?}").contains("s3cret"));
+        assert_eq!(parse_str("zookeeper://h?use_ssl=no").unwrap().tls, None);
+        assert!(parse_str("zookeeper://h?use_ssl=on").unwrap().tls.is_some());
+        for (text, needle) in [
+            (
+                "zookeeper://h?use_ssl=True&verify_certs=False",
+                "always verified",
+            ),
+            ("zookeeper://h?ca=/ca.pem", "without `use_ssl=True`"),
+            ("zookeeper://h?use_ssl=maybe", "not a boolean"),
+            ("zookeeper://h?connection_retry=x", "retry policy"),
+            (
+                "zookeeper://h?use_ssl=true&keyfile_password=s3cret",
+                "keyfile_password",
+            ),
+        ] {
+            let err = parse_str(text)
+                .and_then(|c| c.validate().map(|()| c))
+                .expect_err(text);
+            assert!(err.message().contains(needle), "{text}: {err}");
+            assert!(!err.message().contains("s3cret"), "{text}: {err}");
+        }
+        let c = parse_str("zookeeper://a:1,b:2,c:3?randomize_hosts=true&handler=eventlet").unwrap();
+        let mut sorted = c.hosts.clone();
+        sorted.sort();
+        assert_eq!(sorted, ["a:1", "b:2", "c:3"]);
     }
 }
