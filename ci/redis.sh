@@ -19,8 +19,9 @@
 #   LOCKS_TEST_REDIS_PASSWORD=PASSWORD      (requirepass; user `default`)
 #   LOCKS_TEST_REDIS_PID=PID
 #
-# `start-tls` makes a throw-away CA, server and client certificates with
-# `openssl` in STATE_DIR/tls and writes STATE_DIR/redis-tls.env:
+# `start-tls` makes a throw-away CA, server and client certificates in
+# STATE_DIR/tls with ci/tls.sh (see its header for the files) and writes
+# STATE_DIR/redis-tls.env:
 #
 #   LOCKS_TEST_REDIS_TLS=127.0.0.1:PORT     LOCKS_TEST_REDIS_TLS_PASSWORD=PASSWORD
 #   LOCKS_TEST_REDIS_TLS_CA=…/ca.pem  LOCKS_TEST_REDIS_TLS_CERT=…/client.pem
@@ -137,30 +138,10 @@ start() {
     log "redis-server (pid $pid) answers on 127.0.0.1:$port; environment in $state/redis.env"
 }
 
-# Writes a CA, a server certificate for 127.0.0.1 and a client certificate to $1.
-make_certs() {
-    local dir=$1
-    command -v openssl >/dev/null || { log "start-tls needs \`openssl\`"; exit 1; }
-    mkdir -p "$dir"
-    (
-        cd "$dir"
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=locks-test-ca" \
-            -keyout ca-key.pem -out ca.pem
-        printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >server.ext
-        openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout server-key.pem -out server.csr
-        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
-            -extfile server.ext -out server.pem
-        printf 'extendedKeyUsage=clientAuth\n' >client.ext
-        openssl req -newkey rsa:2048 -nodes -subj "/CN=locks-test-client" -keyout client-key.pem -out client.csr
-        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
-            -extfile client.ext -out client.pem
-    ) >"$dir/openssl.log" 2>&1 || { log "making certificates failed:"; cat "$dir/openssl.log" >&2; exit 1; }
-}
-
 start_tls() {
     prepare
     local port password tls=$state/tls
-    make_certs "$tls"
+    bash "$(dirname "${BASH_SOURCE[0]}")/tls.sh" "$tls" >&2
     port=$(free_port)
     password="pw-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
     mkdir -p "$state/redis-tls"
