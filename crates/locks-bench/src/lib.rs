@@ -3,7 +3,8 @@
 //! Every backend is measured against its physical floor in the same run: the
 //! memory backend against a raw [`tokio::sync::Mutex`], lock files against the
 //! raw OFD `fcntl` calls on an open descriptor, etcd against a put and a
-//! delete from one raw client, ZooKeeper against a raw create and delete.
+//! delete from one raw client, ZooKeeper against a raw create and delete,
+//! Redis against a raw `SET NX PX` and `DEL`.
 //! Floor and ours run in alternating batches, so drift of a noisy machine
 //! hits both alike; a row reports the median of the per-batch means.
 //!
@@ -21,9 +22,9 @@
 //! - `lib.rs` (here): options, the plan of a run, [`run`], and the helpers
 //!   every section shares (rows, paired batches, the raw OFD call).
 //! - One module per section: `memory.rs`, `file.rs`, `etcd.rs`,
-//!   `zookeeper.rs`, `c_abi.rs` (with `c_loop.c`), `python.rs` (with
+//!   `zookeeper.rs`, `redis.rs`, `c_abi.rs` (with `c_loop.c`), `python.rs` (with
 //!   `python/anchors.py`), `failover.rs` (cluster leader kills).
-//! - `server.rs`: the rows etcd and ZooKeeper share; `queue.rs`: the queued
+//! - `server.rs`: the rows etcd, ZooKeeper and Redis share; `queue.rs`: the queued
 //!   handoff rows; `peer.rs`: the peer processes and [`peer`];
 //!   `stats.rs`: distributions.
 
@@ -41,10 +42,12 @@ mod memory;
 mod peer;
 mod python;
 mod queue;
+mod redis;
 mod server;
 mod stats;
 mod zookeeper;
 
+use self::redis::redis;
 use c_abi::c_abi;
 use etcd::etcd;
 use file::file;
@@ -64,8 +67,8 @@ pub(crate) const C_LOOP: &str = include_str!("c_loop.c");
 pub struct BenchOptions {
     /// Fewer rounds and smaller sets: the whole run in under a minute.
     pub quick: bool,
-    /// The configuration file of `--config`: its Global URL picks the etcd or
-    /// ZooKeeper server when it is one.
+    /// The configuration file of `--config`: its Global URL picks the etcd,
+    /// ZooKeeper or Redis server when it is one.
     pub config: Option<PathBuf>,
     /// The `locks-bench` binary to re-execute as `locks-bench peer` for the
     /// cross-process rows.
@@ -74,12 +77,15 @@ pub struct BenchOptions {
     pub etcd: Option<String>,
     /// The ZooKeeper server (`host:port`), default `$LOCKS_TEST_ZK`.
     pub zookeeper: Option<String>,
-    /// A Python with oslo.concurrency, tooz, etcd3gw and kazoo, default `$LOCKS_TEST_PYTHON`.
+    /// The Redis server as `redis://[:PASSWORD@]HOST:PORT`, default from
+    /// `$LOCKS_TEST_REDIS` and `$LOCKS_TEST_REDIS_PASSWORD`.
+    pub redis: Option<String>,
+    /// A Python with oslo.concurrency, tooz, etcd3gw, kazoo and redis-py, default `$LOCKS_TEST_PYTHON`.
     pub python: Option<PathBuf>,
     /// `include/locks.h` and the directory holding `liblocks_ffi.a`, for the C ABI row.
     pub ffi: Option<(PathBuf, PathBuf)>,
-    /// Run only these sections (`memory`, `file`, `etcd`, `zookeeper`, `c`,
-    /// `python`); empty runs all.
+    /// Run only these sections (`memory`, `file`, `etcd`, `zookeeper`,
+    /// `redis`, `c`, `python`); empty runs all.
     pub only: Vec<String>,
 }
 
@@ -91,7 +97,8 @@ impl BenchOptions {
 
 impl BenchOptions {
     /// Options from the environment: servers from `$LOCKS_TEST_ETCD` /
-    /// `$LOCKS_TEST_ZK` (or the config's Global URL), Python from
+    /// `$LOCKS_TEST_ZK` / `$LOCKS_TEST_REDIS` (+ `_PASSWORD`) (or the
+    /// config's Global URL; a Redis one without Sentinel), Python from
     /// `$LOCKS_TEST_PYTHON`, the C ABI next to `peer_exe`.
     ///
     /// # Errors
@@ -101,12 +108,20 @@ impl BenchOptions {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         let mut etcd = env("LOCKS_TEST_ETCD");
         let mut zookeeper = env("LOCKS_TEST_ZK");
+        let mut redis =
+            env("LOCKS_TEST_REDIS").map(|address| match env("LOCKS_TEST_REDIS_PASSWORD") {
+                Some(password) => format!("redis://:{password}@{address}"),
+                None => format!("redis://{address}"),
+            });
         if let Some(path) = &config {
             let url = Config::from_file(path)?.backend_url(Scope::Global)?;
             if let Some(rest) = url.strip_prefix("etcd://") {
                 etcd = Some(host_port(rest));
             } else if let Some(rest) = url.strip_prefix("zookeeper://") {
                 zookeeper = Some(host_port(rest));
+            } else if !url.contains("sentinel") {
+                // The raw floor needs the server itself, not its sentinels.
+                redis = self::redis::server_url(&url).or(redis);
             }
         }
         let python = env("LOCKS_TEST_PYTHON").map(PathBuf::from);
@@ -117,6 +132,7 @@ impl BenchOptions {
             peer_exe,
             etcd,
             zookeeper,
+            redis,
             python,
             ffi,
             only: Vec::new(),
@@ -402,6 +418,17 @@ pub async fn run(opts: &BenchOptions, out: &mut (dyn Write + Send)) -> Result<()
         None => say(
             out,
             "\n[zookeeper]\n  skipped: no ZooKeeper server (set LOCKS_TEST_ZK or give --config with a zookeeper:// global)",
+        )?,
+    }
+    match &opts.redis {
+        _ if !(opts.wants("redis") || opts.wants("python")) => {}
+        Some(url) => {
+            let c = redis(&plan, opts, &dir.0, url, out).await?;
+            ours_cycle.push(("redis", c));
+        }
+        None => say(
+            out,
+            "\n[redis]\n  skipped: no Redis server (set LOCKS_TEST_REDIS and LOCKS_TEST_REDIS_PASSWORD or give --config with a redis:// global)",
         )?,
     }
     for (section, service) in [

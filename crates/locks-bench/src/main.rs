@@ -34,14 +34,14 @@ enum Command {
 /// Options of `locks-bench run`.
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Configuration file (TOML): its Global URL picks the etcd or ZooKeeper
-    /// server when it is one.
+    /// Configuration file (TOML): its Global URL picks the etcd, ZooKeeper or
+    /// Redis server when it is one.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Fewer rounds and smaller sets: the whole run in under a minute.
     #[arg(long)]
     quick: bool,
-    /// Run only these sections: memory, file, etcd, zookeeper, c, python.
+    /// Run only these sections: memory, file, etcd, zookeeper, redis, c, python.
     #[arg(long, value_delimiter = ',', value_name = "SECTION")]
     only: Vec<String>,
 }

@@ -18,7 +18,7 @@ pub(crate) async fn python(
     let Some(py) = &opts.python else {
         return say(
             out,
-            "  skipped: set LOCKS_TEST_PYTHON to a Python with oslo.concurrency, tooz, etcd3gw and kazoo",
+            "  skipped: set LOCKS_TEST_PYTHON to a Python with oslo.concurrency, tooz, etcd3gw, kazoo and redis",
         );
     };
     let script = dir.join("anchors.py");
@@ -58,6 +58,11 @@ pub(crate) async fn python(
     }
     if let Some(ep) = &opts.zookeeper {
         cases.push(("tooz", format!("zookeeper://{ep}"), "zookeeper"));
+    }
+    if let Some(url) = &opts.redis {
+        // tooz's redis driver on the very server ours used (redis-py's Lock:
+        // SET NX PX, a blocking acquire re-trying every 100 ms).
+        cases.push(("tooz", url.clone(), "redis"));
     }
     for (kind, target, backend) in cases {
         let Some(our) = get(backend) else { continue };

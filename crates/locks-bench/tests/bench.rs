@@ -54,6 +54,10 @@ fn quick_bench_prints_a_readable_table_per_backend() {
     if zookeeper {
         only.extend(["zookeeper", "zookeeper-cluster"]);
     }
+    let redis = server_from_env("LOCKS_TEST_REDIS").is_some();
+    if redis {
+        only.push("redis");
+    }
     let python = server_from_env("LOCKS_TEST_PYTHON").is_some();
     if python {
         only.push("python");
@@ -126,6 +130,26 @@ fn quick_bench_prints_a_readable_table_per_backend() {
         contention(&rows);
         queue(&rows);
     }
+    if redis {
+        let rows = section(&report, "redis");
+        // The server's address, never the password of LOCKS_TEST_REDIS_PASSWORD.
+        if let Ok(password) = std::env::var("LOCKS_TEST_REDIS_PASSWORD")
+            && !password.is_empty()
+        {
+            assert!(!report.contains(&password), "{report}");
+        }
+        let cycle = row(&rows, "cycle vs raw SET NX PX+DEL");
+        assert!(cycle.ends_with("target=1.30"), "{cycle}");
+        let handoff = row(&rows, "handoff p50 vs one write round trip");
+        assert!(
+            number(handoff, "p99") >= number(handoff, "ours"),
+            "{handoff}"
+        );
+        let held = row(&rows, "names held on one connection");
+        assert!(field(held, "held").unwrap() >= 1000.0, "{held}");
+        contention(&rows);
+        queue(&rows);
+    }
     for (present, service) in [(etcd, "etcd"), (zookeeper, "zookeeper")] {
         if present {
             // The section starts a 3-member cluster of its own and kills its leader.
@@ -148,6 +172,10 @@ fn quick_bench_prints_a_readable_table_per_backend() {
             }
             if zookeeper {
                 row(&rows, &format!("zookeeper {what} vs tooz zookeeper"));
+            }
+            if redis {
+                let line = row(&rows, &format!("redis {what} vs tooz redis"));
+                assert!(line.ends_with("target=0.10"), "{line}");
             }
         }
     }
