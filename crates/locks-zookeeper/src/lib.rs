@@ -113,11 +113,25 @@
 //! scheme and creates every node with an ACL granting all rights to that user
 //! only, as tooz does; without, nodes are open to everyone.
 //!
+//! # TLS (feature `tls`)
+//!
+//! [`ZkConfig::tls`] ([`TlsConfig`]: CA, client certificate and key, the
+//! password of an encrypted PKCS#8 key) connects to the secure client port
+//! through zookeeper-client's rustls. URLs take tooz's (kazoo's) keys on
+//! `zookeeper://` itself, so OpenStack-Ansible's URL pastes: `use_ssl=True`,
+//! `verify_certs=True` (`False` is refused: the chain is always verified),
+//! `ca`, `certfile`, `keyfile`, `keyfile_password`. Unlike kazoo under tooz,
+//! the host name is checked too. A wrong CA, an expired certificate or a host
+//! name mismatch is an [`ErrorKind::InvalidConfig`](locks_core::ErrorKind)
+//! saying which (found by a handshake of our own after a failed connect, in
+//! `tls.rs`); files are named in errors, their content and the password never.
+//!
 //! # Layout
 //! Read alike with `locks-etcd`: `url` (the URL into a [`ZkConfig`]),
 //! `config`, `session` (one ZooKeeper session, its health and retries),
 //! `recipe` (create the contender, wait for the one below), `held` (a held
-//! lock and its release), `clean`, `status`, `path` (names to nodes), and
+//! lock and its release), `clean`, `status`, `path` (names to nodes), `tls`
+//! (PEM files into zookeeper-client's options, certificate diagnosis), and
 //! `backend` (the [`Backend`](locks_core::Backend) impl putting them together).
 //!
 //! # Example
