@@ -18,8 +18,10 @@
 # A server with a secure client port (TLS through Netty, PEM key and trust
 # stores) on certificates of ci/tls.sh, made in STATE_DIR/tls:
 #
-#   ci/zookeeper.sh start-tls STATE_DIR [client-auth]   # with `client-auth`, clients must present
-#                                                       #   a certificate of the test CA
+#   ci/zookeeper.sh start-tls STATE_DIR [client-auth] [server-cert=NAME]
+#       # with `client-auth`, clients must present a certificate of the test CA;
+#       # `server-cert=expired` or `=wrong-host` presents that certificate of
+#       # ci/tls.sh instead of server.pem (for tests of clients refusing it)
 #
 # It keeps zoo-tls.cfg, zookeeper-tls-data and zookeeper-tls.log apart from a
 # plain server's (both can run from one STATE_DIR; `stop` stops both) and
@@ -32,7 +34,8 @@
 #   LOCKS_TEST_ZOOKEEPER_TLS_KEY=.../client-key.pem
 #   LOCKS_TEST_ZOOKEEPER_TLS_CLIENT_AUTH=need|none  (ZooKeeper's ssl.clientAuth)
 #
-# The server presents server.pem (SAN 127.0.0.1, localhost). Its plain client
+# The server presents server.pem (SAN 127.0.0.1, localhost) unless told
+# otherwise. Its plain client
 # port (which a standalone server needs) listens too, for the health check only.
 # The server allows sessions of 1 s to 60 s (tickTime 500 ms), so tests can
 # let sessions expire quickly.
@@ -64,7 +67,7 @@ set -euo pipefail
 JAR=${ZOOKEEPER_JAR:-/usr/share/java/zookeeper.jar}
 
 usage() {
-    echo "usage: $0 start|stop STATE_DIR | start-tls STATE_DIR [client-auth]" >&2
+    echo "usage: $0 start|stop STATE_DIR | start-tls STATE_DIR [client-auth] [server-cert=NAME]" >&2
     echo "       $0 start-cluster STATE_DIR N | leader STATE_DIR | stop-member STATE_DIR I [SIGNAL] | start-member STATE_DIR I" >&2
     exit 2
 }
@@ -197,7 +200,7 @@ socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()' "$
 }
 
 start_tls() {
-    local client_auth=$1
+    local client_auth=$1 server_cert=$2
     command -v java >/dev/null || { echo "zookeeper.sh: \`java\` is not installed (run ci/install.sh)" >&2; exit 1; }
     [ -f "$JAR" ] || { echo "zookeeper.sh: $JAR is missing: install Debian's \`zookeeper\` package (ci/install.sh)" >&2; exit 1; }
     mkdir -p "$state"
@@ -209,6 +212,12 @@ start_tls() {
     fi
     bash "$(dirname "$0")/tls.sh" "$state/tls"
     local tls=$state/tls
+    # ZooKeeper's PEM key store is one file: the certificate, then its key.
+    local bundle=$tls/server-bundle.pem
+    if [ "$server_cert" != server ]; then
+        bundle=$tls/$server_cert-bundle.pem
+        cat "$tls/$server_cert.pem" "$tls/$server_cert-key.pem" >"$bundle"
+    fi
     rm -rf "$state/zookeeper-tls-data"
     mkdir -p "$state/zookeeper-tls-data"
     local port secure
@@ -222,7 +231,7 @@ clientPortAddress=127.0.0.1
 secureClientPort=$secure
 secureClientPortAddress=127.0.0.1
 serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory
-ssl.keyStore.location=$tls/server-bundle.pem
+ssl.keyStore.location=$bundle
 ssl.keyStore.type=PEM
 ssl.trustStore.location=$tls/ca.pem
 ssl.trustStore.type=PEM
@@ -259,7 +268,7 @@ EOF
         echo "LOCKS_TEST_ZOOKEEPER_TLS_KEY=$tls/client-key.pem"
         echo "LOCKS_TEST_ZOOKEEPER_TLS_CLIENT_AUTH=$client_auth"
     } >"$env_file"
-    echo "zookeeper.sh: ZooKeeper (pid $pid) serves TLS on 127.0.0.1:$secure (ssl.clientAuth=$client_auth); environment in $env_file"
+    echo "zookeeper.sh: ZooKeeper (pid $pid) serves TLS on 127.0.0.1:$secure (ssl.clientAuth=$client_auth, $server_cert.pem); environment in $env_file"
 }
 
 # Stops the TLS server of STATE_DIR, if one was started there.
@@ -520,8 +529,16 @@ case "$action" in
     start-member) [ $# -eq 3 ] || usage; start_member "$3" ;;
     start) [ $# -eq 2 ] || usage; start ;;
     start-tls)
-        [ $# -eq 2 ] || { [ $# -eq 3 ] && [ "$3" = client-auth ]; } || usage
-        start_tls "$([ $# -eq 3 ] && echo need || echo none)"
+        [ $# -le 4 ] || usage
+        client_auth=none server_cert=server
+        for option in "${@:3}"; do
+            case "$option" in
+                client-auth) client_auth=need ;;
+                server-cert=expired | server-cert=wrong-host) server_cert=${option#server-cert=} ;;
+                *) usage ;;
+            esac
+        done
+        start_tls "$client_auth" "$server_cert"
         ;;
     stop) [ $# -eq 2 ] || usage; stop ;;
     *) usage ;;

@@ -6,12 +6,13 @@
 //! expired certificate, a host name the certificate does not name, unusable
 //! files and a wrong key password each fail as a typed error saying which,
 //! with the file's path and never a certificate, a key or a password in it.
+//! The expired and wrong-host certificates are presented by ZooKeeper servers
+//! of their own (`start-tls … server-cert=expired|wrong-host`).
 #![cfg(feature = "tls")]
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,36 +77,6 @@ async fn refused(config: ZkConfig, kind: ErrorKind, needles: &[&str], secrets: &
     for secret in secrets {
         assert!(!text.contains(secret), "`{secret}` in: {text}");
     }
-}
-
-/// `openssl s_server` presenting `cert` (a file pair of ci/tls.sh) on a free
-/// port of 127.0.0.1: the handshake fails on the certificate before any
-/// ZooKeeper protocol, so no ZooKeeper needs to present these.
-fn openssl_server(dir: &Path, cert: &str) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port();
-    let child = Command::new("openssl")
-        .args(["s_server", "-quiet", "-accept", &port.to_string(), "-cert"])
-        .arg(dir.join(format!("{cert}.pem")))
-        .arg("-key")
-        .arg(dir.join(format!("{cert}-key.pem")))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_server");
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "openssl s_server never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,20 +179,20 @@ async fn certificate_problems_are_configuration_errors_saying_which() {
         &[],
     )
     .await;
+    // A real ZooKeeper presenting a certificate of its test CA that expired,
+    // or that names another host.
     for (cert, needle) in [
         ("expired", "has expired"),
         ("wrong-host", "host name mismatch"),
     ] {
-        let (mut server, server_addr) = openssl_server(&dir, cert);
+        let server = common::DedicatedTlsServer::start(&[&format!("server-cert={cert}")]);
         refused(
-            tls_config(&server_addr, Some(dir.join("ca.pem")), Some(&dir)),
+            tls_config(&server.addr, Some(server.tls_dir.join("ca.pem")), None),
             ErrorKind::InvalidConfig,
-            &[needle, &server_addr],
+            &[needle, &server.addr],
             &[],
         )
         .await;
-        let _ = server.kill();
-        let _ = server.wait();
     }
 }
 

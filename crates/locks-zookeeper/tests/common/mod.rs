@@ -146,6 +146,57 @@ impl Drop for DedicatedServer {
     }
 }
 
+/// A TLS server of its own (`ci/zookeeper.sh start-tls DIR OPTIONS…`, e.g.
+/// `server-cert=expired`), with its TLS material in `tls_dir`. Dropping it
+/// stops it.
+pub struct DedicatedTlsServer {
+    pub addr: String,
+    pub tls_dir: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl DedicatedTlsServer {
+    pub fn start(options: &[&str]) -> DedicatedTlsServer {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start-tls")
+            .arg(dir.path())
+            .args(options)
+            .output()
+            .expect("run ci/zookeeper.sh");
+        assert!(
+            out.status.success(),
+            "ci/zookeeper.sh start-tls {options:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let env = std::fs::read_to_string(dir.path().join("zookeeper-tls.env"))
+            .expect("zookeeper-tls.env");
+        let var = |key: &str| {
+            env.lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{key} missing in zookeeper-tls.env: {env}"))
+                .to_owned()
+        };
+        DedicatedTlsServer {
+            addr: var("LOCKS_TEST_ZOOKEEPER_TLS="),
+            tls_dir: PathBuf::from(var("LOCKS_TEST_ZOOKEEPER_TLS_DIR=")),
+            dir,
+        }
+    }
+}
+
+impl Drop for DedicatedTlsServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
 /// An ensemble of its own, started with `ci/zookeeper.sh start-cluster` in a
 /// temporary directory, for tests that kill members. Dropping it stops every
 /// member.
