@@ -25,9 +25,10 @@ pub const TLS_SUPPORTED: bool = cfg!(feature = "tls");
 
 /// TLS to ZooKeeper's secure client port (PEM files), as tooz's `use_ssl`
 /// with `ca`, `certfile`, `keyfile` and `keyfile_password`. The server's
-/// certificate is always verified, its host name included.
-/// [`Debug`](fmt::Debug) never shows the key's password.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// certificate chain is always verified; its host name too unless
+/// `check_hostname` is `false`. [`Debug`](fmt::Debug) never shows the key's
+/// password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     /// The CA certificate(s) to trust; `None` trusts the system's roots (the
     /// platform's store; `SSL_CERT_FILE` and `SSL_CERT_DIR` point elsewhere).
@@ -38,6 +39,23 @@ pub struct TlsConfig {
     pub key: Option<PathBuf>,
     /// The password of an encrypted `key`.
     pub key_password: Option<String>,
+    /// Whether the server's certificate must name the host connected to
+    /// (default `true`). `false` is kazoo's `check_hostname=False`, which
+    /// tooz always uses; the chain is still verified.
+    pub check_hostname: bool,
+}
+
+impl Default for TlsConfig {
+    /// The system's roots, no client certificate, host names checked.
+    fn default() -> Self {
+        TlsConfig {
+            ca: None,
+            cert: None,
+            key: None,
+            key_password: None,
+            check_hostname: true,
+        }
+    }
 }
 
 impl fmt::Debug for TlsConfig {
@@ -47,6 +65,7 @@ impl fmt::Debug for TlsConfig {
             .field("cert", &self.cert)
             .field("key", &self.key)
             .field("key_password", &self.key_password.as_ref().map(|_| "***"))
+            .field("check_hostname", &self.check_hostname)
             .finish()
     }
 }

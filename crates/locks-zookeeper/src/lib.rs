@@ -121,9 +121,9 @@
 //! `zookeeper://` itself, so OpenStack-Ansible's URL pastes: `use_ssl=True`,
 //! `verify_certs=True` (`False` is refused: the chain is always verified),
 //! `ca`, `certfile`, `keyfile`, `keyfile_password`. Unlike kazoo under tooz,
-//! the host name is checked too. A wrong CA, an expired certificate or a host
-//! name mismatch is an [`ErrorKind::InvalidConfig`](locks_core::ErrorKind)
-//! saying which (found by a handshake of our own after a failed connect, in
+//! the host name is checked too, unless `check_hostname=False`. A wrong CA,
+//! an expired certificate or a host name mismatch is an
+//! [`ErrorKind::InvalidConfig`](locks_core::ErrorKind) saying which (found by a handshake of our own after a failed connect, in
 //! `tls.rs`); files are named in errors, their content and the password never.
 //!
 //! # Layout

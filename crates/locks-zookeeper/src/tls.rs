@@ -90,6 +90,13 @@ pub(crate) fn options(tls: &TlsConfig, endpoint: &str) -> Result<zk::TlsOptions>
                 ))
             })?;
     }
+    if !tls.check_hostname {
+        // SAFETY: not memory safety; zookeeper-client marks this `unsafe` as a
+        // warning that a certificate for another host is accepted. Asked for
+        // explicitly (`check_hostname=False`, as kazoo under tooz); the chain
+        // is still verified against the CA.
+        options = unsafe { options.with_no_hostname_verification() };
+    }
     Ok(options)
 }
 

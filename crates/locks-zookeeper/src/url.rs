@@ -15,8 +15,11 @@
 //!   `use_ssl=True` for the secure client port; `ca` (the CA file, else the
 //!   system's roots), `certfile` and `keyfile` (a client certificate),
 //!   `keyfile_password` (for an encrypted PKCS#8 key). `verify_certs=False`
-//!   is refused: the server's certificate is always verified. Booleans are
-//!   oslo's: `true`/`yes`/`on`/`1` or `false`/`no`/`off`/`0`, any case.
+//!   is refused: the server's certificate chain is always verified. Our own
+//!   `check_hostname=False` (kazoo's client option, which tooz leaves at
+//!   false) accepts a certificate that does not name the host; by default
+//!   the host name is checked. Booleans are oslo's:
+//!   `true`/`yes`/`on`/`1`/`t`/`y` or `false`/`no`/`off`/`0`/`f`/`n`, any case.
 //! - tooz's other options: `randomize_hosts` (true: servers are tried from a
 //!   random one on), `handler` (kazoo's Python I/O handler: accepted, it
 //!   means nothing here); `connection_retry` and `command_retry` (kazoo's
@@ -42,6 +45,7 @@ const OPTIONS: &[&str] = &[
     "certfile",
     "keyfile",
     "keyfile_password",
+    "check_hostname",
     "randomize_hosts",
     "handler",
     "connection_retry",
@@ -165,6 +169,10 @@ fn parse(url: &BackendUrl<'_>) -> Result<ZkConfig> {
         cert: file("certfile"),
         key: file("keyfile"),
         key_password: query.get("keyfile_password").cloned(),
+        check_hostname: match query.get("check_hostname") {
+            Some(value) => boolean(url, "check_hostname", value)?,
+            None => true,
+        },
     };
     if use_ssl {
         if !TLS_SUPPORTED {
@@ -176,7 +184,7 @@ fn parse(url: &BackendUrl<'_>) -> Result<ZkConfig> {
         config.tls = Some(tls);
     } else if tls != TlsConfig::default() {
         return Err(url.invalid(
-            "TLS files (`ca`, `certfile`, `keyfile`, `keyfile_password`) without `use_ssl=True`: \
+            "TLS options (`ca`, `certfile`, `keyfile`, `keyfile_password`, `check_hostname`) without `use_ssl=True`: \
              add `use_ssl=True` (the secure client port), or remove them",
         ));
     }
@@ -295,6 +303,9 @@ mod tests {
         assert_eq!(tls.cert, Some(PathBuf::from("/c.pem")));
         assert_eq!(tls.key, Some(PathBuf::from("/k.pem")));
         assert_eq!(tls.key_password.as_deref(), Some("s3cret"));
+        assert!(tls.check_hostname);
+        let lenient = parse_str("zookeeper://h?use_ssl=True&check_hostname=False").unwrap();
+        assert!(!lenient.tls.unwrap().check_hostname);
         assert!(!format!("{c:?}").contains("s3cret"));
         assert_eq!(parse_str("zookeeper://h?use_ssl=no").unwrap().tls, None);
         assert!(parse_str("zookeeper://h?use_ssl=on").unwrap().tls.is_some());
@@ -304,6 +315,7 @@ mod tests {
                 "always verified",
             ),
             ("zookeeper://h?ca=/ca.pem", "without `use_ssl=True`"),
+            ("zookeeper://h?check_hostname=no", "without `use_ssl=True`"),
             ("zookeeper://h?use_ssl=maybe", "not a boolean"),
             ("zookeeper://h?connection_retry=x", "retry policy"),
             (

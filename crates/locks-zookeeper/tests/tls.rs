@@ -39,6 +39,7 @@ fn tls_config(addr: &str, ca: Option<PathBuf>, client: Option<&Path>) -> ZkConfi
         cert: client.map(|dir| dir.join("client.pem")),
         key: client.map(|dir| dir.join("client-key.pem")),
         key_password: None,
+        check_hostname: true,
     });
     config
 }
@@ -186,13 +187,30 @@ async fn certificate_problems_are_configuration_errors_saying_which() {
         ("wrong-host", "host name mismatch"),
     ] {
         let server = common::DedicatedTlsServer::start(&[&format!("server-cert={cert}")]);
+        let config = tls_config(&server.addr, Some(server.tls_dir.join("ca.pem")), None);
         refused(
-            tls_config(&server.addr, Some(server.tls_dir.join("ca.pem")), None),
+            config.clone(),
             ErrorKind::InvalidConfig,
             &[needle, &server.addr],
             &[],
         )
         .await;
+        if cert == "wrong-host" {
+            // Asked for (kazoo's check_hostname=False), the name is not
+            // checked; the chain still is.
+            let mut lenient = config;
+            lenient.tls.as_mut().unwrap().check_hostname = false;
+            let backend = common::connect(lenient.clone()).await;
+            backend
+                .acquire(&global("no-hostname-check"))
+                .await
+                .unwrap()
+                .release()
+                .await
+                .unwrap();
+            lenient.tls.as_mut().unwrap().ca = Some(dir.join("other-ca.pem"));
+            refused(lenient, ErrorKind::InvalidConfig, &["unknown issuer"], &[]).await;
+        }
     }
 }
 
