@@ -40,6 +40,9 @@ pub(crate) struct Inner {
     pub(crate) handle: Handle,
     pub(crate) session: AsyncMutex<Arc<Session>>,
     pub(crate) table: LocalLocks<LockName>,
+    /// The ACL of every node created: the user's digest with credentials
+    /// (empty: anyone).
+    pub(crate) acls: Vec<zk::Acl>,
 }
 
 impl ZkBackend {
@@ -66,6 +69,11 @@ impl ZkBackend {
             )
         })?;
         let session = Session::open(&config, &describe, &handle).await?;
+        let acls = config
+            .credentials
+            .as_ref()
+            .map(|(user, password)| vec![digest_acl(user, password)])
+            .unwrap_or_default();
         Ok(ZkBackend {
             inner: Arc::new(Inner {
                 config,
@@ -73,6 +81,7 @@ impl ZkBackend {
                 handle,
                 session: AsyncMutex::new(session),
                 table: LocalLocks::default(),
+                acls,
             }),
         })
     }
@@ -143,11 +152,12 @@ impl ZkBackend {
         ))
     }
 
-    pub(crate) fn acls(&self) -> zk::Acls<'static> {
-        if self.inner.config.credentials.is_some() {
-            zk::Acls::creator_all()
-        } else {
+    /// The ACL of the nodes this backend creates.
+    pub(crate) fn acls(&self) -> zk::Acls<'_> {
+        if self.inner.acls.is_empty() {
             zk::Acls::anyone_all()
+        } else {
+            zk::Acls::new(&self.inner.acls)
         }
     }
 
@@ -246,4 +256,23 @@ impl Backend for ZkBackend {
         let session = self.session().await?;
         crate::clean::clean(&session, &path::locks_root(&self.inner.config.namespace)).await
     }
+}
+
+/// All rights for `user` of the digest scheme, as tooz's
+/// `make_digest_acl(user, password, all=True)`: the id is
+/// `user:base64(sha1("user:password"))`, ZooKeeper's digest.
+///
+/// Not the `auth` scheme (all identities of the creator's session): over TLS
+/// with a client certificate the server adds an `x509` identity, and every
+/// session with that certificate would share the nodes without the password.
+fn digest_acl(user: &str, password: &str) -> zk::Acl {
+    use base64::Engine as _;
+    let hash = sha1_smol::Sha1::from(format!("{user}:{password}"))
+        .digest()
+        .bytes();
+    let id = format!(
+        "{user}:{}",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    );
+    zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", &id))
 }

@@ -94,10 +94,9 @@ async fn digest_credentials_work_over_tls() {
     let peer = common::connect(config.clone().credentials("cinder", "s3cret")).await;
     let busy = peer.acquire(&request).await.unwrap_err();
     assert_eq!(busy.kind(), ErrorKind::WouldBlock, "{}", busy.report());
-    // The nodes carry the user's digest ACL. (The server also authenticates
-    // a client certificate as an `x509` identity: as ZooKeeper's `auth`
-    // scheme grants every identity of the creator, a session with the same
-    // certificate shares the nodes too; tooz sets a digest ACL only.)
+    // The nodes carry the user's digest ACL only, as tooz's: not the `auth`
+    // scheme, which over mutual TLS would also grant the certificate's
+    // `x509` identity to every session presenting it.
     let read = |path: &str| std::fs::read_to_string(dir.join(path)).unwrap();
     let options = zookeeper_client::TlsOptions::new()
         .with_pem_ca(&read("ca.pem"))
@@ -112,11 +111,14 @@ async fn digest_credentials_work_over_tls() {
         .unwrap();
     let lock_dir = owner.lock_dir(&lock).unwrap();
     let (acls, _) = client.get_acl(&lock_dir).await.unwrap();
-    assert!(
-        acls.iter()
-            .any(|acl| acl.scheme() == "digest" && acl.id().starts_with("cinder:")),
-        "{acls:?}"
-    );
+    assert_eq!(acls.len(), 1, "{acls:?}");
+    assert_eq!(acls[0].scheme(), "digest", "{acls:?}");
+    assert!(acls[0].id().starts_with("cinder:"), "{acls:?}");
+    // The same certificate with a wrong password cannot touch the nodes.
+    let intruder = common::connect(config.credentials("cinder", "wrong")).await;
+    let err = intruder.acquire(&request).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{}", err.report());
+    assert!(!err.report().contains("s3cret"), "{}", err.report());
     guard.release().await.unwrap();
     peer.acquire(&request)
         .await
