@@ -4,7 +4,8 @@
 //! both ways (the row of docs/openstack.md):
 //!
 //! `zookeeper://H:P?namespace=cinder&use_ssl=True&verify_certs=True&ca=CA&certfile=CERT&keyfile=KEY`
-//! (and with `keyfile_password=PW` for an encrypted key)
+//! (and with `keyfile_password=PW` for an encrypted key, and with digest
+//! credentials `USER:PASSWORD@`)
 //!
 //! Each way: the holder's side makes the other's try-once fail, and after the
 //! release the other side gets the lock. The server (`ci/zookeeper.sh
@@ -102,6 +103,22 @@ async fn openstack_ansible_zookeeper_tls_url_with_an_encrypted_key() {
         dir.join("client.pem").display(),
         dir.join("client-key-encrypted.pem").display(),
         password.trim(),
+    ))
+    .await;
+}
+
+/// Digest credentials over TLS: both sides create the lock's nodes with the
+/// same digest ACL (tooz's `make_digest_acl`), so each works in the other's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openstack_ansible_zookeeper_tls_url_with_credentials() {
+    let (Some(_), Some((zk, dir))) = (python_from_env(), tls_server()) else {
+        return;
+    };
+    both_ways(&format!(
+        "zookeeper://cinder:s3cret@{zk}?namespace=cinder-auth&use_ssl=True&verify_certs=True&ca={}&certfile={}&keyfile={}",
+        dir.join("ca.pem").display(),
+        dir.join("client.pem").display(),
+        dir.join("client-key.pem").display(),
     ))
     .await;
 }
