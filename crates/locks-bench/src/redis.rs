@@ -6,11 +6,24 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::server::{RoundTrips, Server, server_rows};
-use crate::{BenchOptions, Ours, Plan, cycle, host_port, open_client, paired, say, unavailable};
+use crate::{
+    BenchOptions, Ours, Plan, cycle, host_port, open_client, paired, row, say, unavailable,
+};
 use locks::{Result, Scope};
 
 /// The lock timeout of the raw floor's `SET`, as tooz's default (30 s).
 const RAW_PX_MS: u64 = 30_000;
+
+/// redis-py's `Lock.release` script (`LUA_RELEASE_SCRIPT`, redis-py 8.2),
+/// which tooz's redis driver runs to release.
+const REDIS_PY_RELEASE: &str = "
+local token = redis.call('get', KEYS[1])
+if not token or token ~= ARGV[1] then
+    return 0
+end
+redis.call('del', KEYS[1])
+return 1
+";
 
 pub(crate) async fn redis(
     plan: &Plan,
@@ -58,6 +71,38 @@ pub(crate) async fn redis(
         async |_| cycle(&locks, Scope::Global, "bench-redis").await,
     )
     .await?;
+    // What tooz's redis driver sends for a cycle (redis-py's Lock): SET NX PX,
+    // then its token-checked release script. The gap between this and the
+    // floor is the scripts'; the gap between ours and this is ours (our
+    // acquire script also counts the fence, our release also publishes).
+    let release = ::redis::Script::new(REDIS_PY_RELEASE);
+    let (recipe, ours_again) = paired(
+        plan.rounds,
+        plan.server_batch,
+        async |_| {
+            let set: Option<String> = ::redis::cmd("SET")
+                .arg(&key)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(RAW_PX_MS)
+                .query_async(&mut raw)
+                .await
+                .map_err(|e| unavailable(format_args!("Redis SET NX PX: {e}")))?;
+            if set.is_none() {
+                return Err(unavailable(format_args!("raw key {key} was not free")));
+            }
+            let _: i64 = release
+                .key(&key)
+                .arg(&token)
+                .invoke_async(&mut raw)
+                .await
+                .map_err(|e| unavailable(format_args!("redis-py's release script: {e}")))?;
+            Ok(())
+        },
+        async |_| cycle(&locks, Scope::Global, "bench-redis").await,
+    )
+    .await?;
     // One write round trip (a SET), back to back and after the handoff's idle pause.
     let mut rtt = RoundTrips::default();
     for i in 0..plan.server_handoffs * 2 {
@@ -80,7 +125,16 @@ pub(crate) async fn redis(
         cycle_label: "cycle vs raw SET NX PX+DEL",
         held_in: "connection",
     };
-    server_rows(plan, opts, dir, &server, &floor, &ours, &rtt, out).await
+    let rows = server_rows(plan, opts, dir, &server, &floor, &ours, &rtt, out).await?;
+    row(
+        out,
+        "cycle vs redis-py's Lock done raw (no target)",
+        ours_again.p50(),
+        &format!("recipe/floor={:.2}", recipe.p50() / floor.p50()),
+        Some(recipe.p50()),
+        None,
+    )?;
+    Ok(rows)
 }
 
 /// A `redis://` or `rediss://` URL without its path and query: the server
