@@ -910,11 +910,20 @@ fn every_error_kind_has_its_status() {
 
 /// Global locks through the C ABI on the server backends compiled into the library.
 #[test]
-fn global_locks_on_etcd_and_zookeeper() {
-    for (var, scheme) in [("LOCKS_TEST_ETCD", "etcd"), ("LOCKS_TEST_ZK", "zookeeper")] {
-        let Some(addr) = common::server(var) else {
+fn global_locks_on_etcd_zookeeper_and_redis() {
+    for (var, scheme) in [
+        ("LOCKS_TEST_ETCD", "etcd"),
+        ("LOCKS_TEST_ZK", "zookeeper"),
+        ("LOCKS_TEST_REDIS", "redis"),
+    ] {
+        let Some(mut addr) = common::server(var) else {
             continue;
         };
+        if scheme == "redis" {
+            // `ci/redis.sh start`'s server takes a password (user `default`).
+            let password = std::env::var("LOCKS_TEST_REDIS_PASSWORD").unwrap_or_default();
+            addr = format!(":{password}@{addr}");
+        }
         let dir = tempfile::tempdir().unwrap();
         let toml = format!(
             "[backends]\nnode = \"file://{}\"\nglobal = \"{scheme}://{addr}\"\n",
