@@ -175,11 +175,7 @@ impl Session {
                 if let Some(problem) = refused_certificate(config).await {
                     return Err(Error::new(
                         ErrorKind::InvalidConfig,
-                        format!(
-                            "ZooKeeper at {endpoint}: TLS refused ({problem}); check the URL's `ca` \
-                             (the CA that signed the server's certificate, else the system's roots), \
-                             its host names and the certificate's dates"
-                        ),
+                        format!("ZooKeeper at {endpoint}: TLS refused: {problem}"),
                     ));
                 }
                 let members = check_members(&config.hosts).await;

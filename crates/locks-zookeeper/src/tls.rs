@@ -233,8 +233,48 @@ pub(crate) fn certificate_problem(
     let mut connection = rustls::ClientConnection::new(Arc::new(config), server_name).ok()?;
     while connection.is_handshaking() {
         if let Err(e) = connection.complete_io(&mut socket) {
-            return locks_core::tls::certificate_problem(&e);
+            return explain(&e, tls);
         }
     }
     None
+}
+
+/// A failed handshake in words, with what to do; `None` when it is not about
+/// certificates.
+fn explain(error: &std::io::Error, tls: &TlsConfig) -> Option<String> {
+    use rustls::AlertDescription as Alert;
+    if let Some(rustls::Error::AlertReceived(alert)) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        && matches!(
+            alert,
+            Alert::BadCertificate
+                | Alert::CertificateRequired
+                | Alert::CertificateUnknown
+                | Alert::HandshakeFailure
+                | Alert::UnknownCA
+        )
+    {
+        // Java's server answers a missing certificate as a bad one.
+        return Some(match &tls.cert {
+            None => format!(
+                "the server wants a client certificate ({alert:?}) and none is given: add \
+                 `certfile` and `keyfile`"
+            ),
+            Some(cert) => format!(
+                "the server refused our client certificate {} ({alert:?}): check that it \
+                 trusts the CA that signed it and that it has not expired",
+                cert.display()
+            ),
+        });
+    }
+    let problem = locks_core::tls::certificate_problem(error)?;
+    Some(if problem.contains("host name mismatch") {
+        format!(
+            "{problem}; give the host as the certificate names it (or `check_hostname=False`, \
+             as kazoo under tooz)"
+        )
+    } else {
+        problem
+    })
 }
