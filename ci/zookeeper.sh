@@ -142,23 +142,7 @@ EOF
     java -Xmx256m -cp "$JAR" org.apache.zookeeper.server.ZooKeeperServerMain "$state/zoo.cfg" \
         >"$state/zookeeper.log" 2>&1 </dev/null &
     local pid=$!
-
-    local deadline=$((SECONDS + 30))
-    until [ "$(ruok "$port")" = imok ]; do
-        if ! alive "$pid"; then
-            echo "zookeeper.sh: ZooKeeper exited during startup; its log:" >&2
-            cat "$state/zookeeper.log" >&2
-            exit 1
-        fi
-        if [ $SECONDS -ge $deadline ]; then
-            echo "zookeeper.sh: ZooKeeper on 127.0.0.1:$port does not answer \`ruok\` after 30 s; its log:" >&2
-            cat "$state/zookeeper.log" >&2
-            kill "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-            exit 1
-        fi
-        sleep 0.1
-    done
+    wait_ruok "$pid" "$port" "$state/zookeeper.log"
 
     printf 'LOCKS_TEST_ZK=127.0.0.1:%s\nLOCKS_TEST_ZK_PID=%s\n' "$port" "$pid" >"$state/zookeeper.env"
     echo "zookeeper.sh: ZooKeeper (pid $pid) serves 127.0.0.1:$port; environment in $state/zookeeper.env"
