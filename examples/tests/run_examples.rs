@@ -4,8 +4,9 @@
 //! catching the overlap, and the exit status is success.
 //!
 //! The examples run on lock files in a temporary directory (never the user's
-//! default directory), and again with Global scope on etcd and ZooKeeper when
-//! `LOCKS_TEST_ETCD` / `LOCKS_TEST_ZK` name test servers (as `ci/test.sh`
+//! default directory), and again with Global scope on etcd, ZooKeeper and
+//! Redis when `LOCKS_TEST_ETCD` / `LOCKS_TEST_ZK` / `LOCKS_TEST_REDIS` name
+//! test servers (as `ci/test.sh`
 //! sets them); under `CI` a missing server is a failure instead of a skip.
 //!
 //! `cargo test -p locks-examples` builds the examples before it runs this;
@@ -283,6 +284,20 @@ fn every_example_on_zookeeper() {
         check_all(
             Some(&format!("zookeeper://{addr}/locks-examples")),
             "zookeeper",
+        );
+    }
+}
+
+#[test]
+fn every_example_on_redis() {
+    if let Some(addr) = server("LOCKS_TEST_REDIS") {
+        // `ci/redis.sh start`'s server takes a password (user `default`).
+        let password = std::env::var("LOCKS_TEST_REDIS_PASSWORD").unwrap_or_default();
+        check_all(
+            Some(&format!(
+                "redis://:{password}@{addr}?namespace=locks-examples"
+            )),
+            "redis",
         );
     }
 }
