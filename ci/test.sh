@@ -127,6 +127,11 @@ for run in "memory file process 8 251 0" "file file node 4 501 100" "etcd etcd g
     "$locks_bin" --config "$state/check-$2.toml" check --name ci-check --scope "$3" --processes "$4" \
         --iterations "$5" --pause-us "$6" --fenced
 done
+# The demo on Redis through configuration alone: its Global locks on the ci/redis.sh server.
+"$locks_bin" --config "$state/check-redis.toml" demo --work-ms 20 >"$state/demo-redis.out" 2>&1 ||
+    { cat "$state/demo-redis.out"; exit 1; }
+grep -q "global  locks on redis://" "$state/demo-redis.out" && grep -q "overlapping holders: 0" "$state/demo-redis.out" ||
+    { cat "$state/demo-redis.out"; echo "locks demo on redis:// did not run its Global locks there" >&2; exit 1; }
 
 step "etcd, 3 members: the conformance suite, and the checker with the leader killed mid-run"
 # Every holder must finish (failover while a quorum is up) with 0 overlaps.
