@@ -21,13 +21,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
-use std::time::Duration;
 
-use locks::{Config, ErrorKind, Locks, Scope, Wait};
+use locks::{Config, ErrorKind, Locks};
 use locks_core::testing::server_from_env;
-use locks_tests::{Peer, python_from_env};
+use locks_tests::python_from_env;
 
-const ANSWER: Duration = Duration::from_secs(20);
+mod pasted;
+
+use pasted::both_ways;
 
 /// A TLS test server from `var` and the directory of its TLS material.
 fn tls_server(var: &str) -> Option<(String, PathBuf)> {
@@ -62,54 +63,6 @@ fn trust_test_cas() -> Option<PathBuf> {
     unsafe {
         BUNDLE.clone()
     }
-}
-
-/// The `compat = "openstack"` client with `backend_url` as its Global backend.
-async fn client(dir: &Path, backend_url: &str) -> Locks {
-    let text = format!(
-        "compat = \"openstack\"\nprefix = \"cinder\"\nlock_path = \"{}\"\n[backends]\nglobal = \"{backend_url}\"\n",
-        dir.display()
-    );
-    let config = Config::from_toml_str(&text, dir, "tls interop")
-        .unwrap_or_else(|e| panic!("config:\n{text}\n{}", e.report()));
-    Locks::open(config)
-        .await
-        .unwrap_or_else(|e| panic!("opening {backend_url}: {}", e.report()))
-}
-
-/// Both ways on `url`, pasted on our side and given to tooz on Python's.
-async fn both_ways(url: &str, python_env: &[(&str, &str)]) {
-    let python = python_from_env().expect("checked by the caller");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let locks = client(dir.path(), url).await;
-    let name = format!("tls-interop-{}-{:x}", std::process::id(), rand_suffix());
-    let ours = |wait| {
-        let (locks, name) = (locks.clone(), name.clone());
-        async move { locks.lock_name(Scope::Global, &name, wait).await }
-    };
-
-    // Python holds: our try-once fails; after its release ours succeeds.
-    let mut peer = Peer::start(&python, ["tooz", url, &name], python_env);
-    peer.ask("try", "GOT", ANSWER);
-    let err = ours(Wait::TryOnce).await.expect_err("tooz holds the lock");
-    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{url}: {}", err.report());
-    peer.ask("release", "RELEASED", ANSWER);
-    let guard = ours(Wait::Timeout(ANSWER))
-        .await
-        .unwrap_or_else(|e| panic!("{url}: ours after tooz released: {}", e.report()));
-
-    // We hold: tooz's non-blocking acquire fails; after our release it succeeds.
-    peer.ask("try", "BUSY", ANSWER);
-    guard.release().await.expect("release");
-    peer.ask("acquire", "HELD", ANSWER);
-    peer.ask("release", "RELEASED", ANSWER);
-    peer.quit();
-}
-
-fn rand_suffix() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,13 +16,14 @@
 //! `_DIR`); skipped without them unless `CI=true`.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use locks::{Config, ErrorKind, Locks, Scope, Wait};
+use locks::{Config, ErrorKind, Locks};
 use locks_core::testing::server_from_env;
-use locks_tests::{Peer, python_from_env};
+use locks_tests::python_from_env;
 
-const ANSWER: Duration = Duration::from_secs(20);
+mod pasted;
+
+use pasted::both_ways;
 
 /// The TLS ZooKeeper and the directory of its TLS material.
 fn tls_server() -> Option<(String, PathBuf)> {
@@ -30,51 +31,6 @@ fn tls_server() -> Option<(String, PathBuf)> {
     let dir = std::env::var("LOCKS_TEST_ZOOKEEPER_TLS_DIR")
         .expect("LOCKS_TEST_ZOOKEEPER_TLS is set but LOCKS_TEST_ZOOKEEPER_TLS_DIR is not");
     Some((addr, PathBuf::from(dir)))
-}
-
-/// The `compat = "openstack"` client with `backend_url` as its Global backend.
-async fn client(dir: &Path, backend_url: &str) -> Locks {
-    let text = format!(
-        "compat = \"openstack\"\nprefix = \"cinder\"\nlock_path = \"{}\"\n[backends]\nglobal = \"{backend_url}\"\n",
-        dir.display()
-    );
-    let config = Config::from_toml_str(&text, dir, "zookeeper tls interop")
-        .unwrap_or_else(|e| panic!("config:\n{text}\n{}", e.report()));
-    Locks::open(config)
-        .await
-        .unwrap_or_else(|e| panic!("opening {backend_url}: {}", e.report()))
-}
-
-/// Both ways on `url`, pasted on our side and given to tooz on Python's.
-async fn both_ways(url: &str) {
-    let python = python_from_env().expect("checked by the caller");
-    let dir = tempfile::tempdir().expect("temp dir");
-    let locks = client(dir.path(), url).await;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let name = format!("zk-tls-interop-{}-{nanos:x}", std::process::id());
-    let ours = |wait| {
-        let (locks, name) = (locks.clone(), name.clone());
-        async move { locks.lock_name(Scope::Global, &name, wait).await }
-    };
-
-    // tooz holds: our try-once fails; after its release ours succeeds.
-    let mut peer = Peer::start(&python, ["tooz", url, &name], &[]);
-    peer.ask("try", "GOT", ANSWER);
-    let err = ours(Wait::TryOnce).await.expect_err("tooz holds the lock");
-    assert_eq!(err.kind(), ErrorKind::WouldBlock, "{url}: {}", err.report());
-    peer.ask("release", "RELEASED", ANSWER);
-    let guard = ours(Wait::Timeout(ANSWER))
-        .await
-        .unwrap_or_else(|e| panic!("{url}: ours after tooz released: {}", e.report()));
-
-    // We hold: tooz's non-blocking acquire fails; after our release it succeeds.
-    peer.ask("try", "BUSY", ANSWER);
-    guard.release().await.expect("release");
-    peer.ask("acquire", "HELD", ANSWER);
-    peer.ask("release", "RELEASED", ANSWER);
-    peer.quit();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,7 +43,8 @@ async fn openstack_ansible_zookeeper_tls_url() {
         dir.join("ca.pem").display(),
         dir.join("client.pem").display(),
         dir.join("client-key.pem").display(),
-    ))
+    ),
+    &[])
     .await;
 }
 
@@ -103,7 +60,8 @@ async fn openstack_ansible_zookeeper_tls_url_with_an_encrypted_key() {
         dir.join("client.pem").display(),
         dir.join("client-key-encrypted.pem").display(),
         password.trim(),
-    ))
+    ),
+    &[])
     .await;
 }
 
@@ -119,7 +77,8 @@ async fn openstack_ansible_zookeeper_tls_url_with_credentials() {
         dir.join("ca.pem").display(),
         dir.join("client.pem").display(),
         dir.join("client-key.pem").display(),
-    ))
+    ),
+    &[])
     .await;
 }
 
