@@ -125,11 +125,36 @@ async fn refreshes_keep_a_lock_past_its_timeout() {
     let mut config = config;
     config.lock_timeout = Duration::from_secs(2);
     let backend = common::connect(config.clone()).await;
-    let peer = common::connect(config).await;
+    let mut conn = raw(&config).await;
+    let peer = common::connect(config.clone()).await;
     let name = unique_name("refresh");
+    let key = backend.key_of(&name);
     let guard = take(&backend, &name, Wait::TryOnce).await;
     // Over two lock timeouts: without refreshes the key would be long gone.
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    // Refreshes come at most a third of the lock timeout apart, so the key's
+    // remaining time never falls much below two thirds of it (the slack is
+    // for a busy machine; refreshes half the timeout apart would let it
+    // fall to a half).
+    let until = Instant::now() + Duration::from_millis(4500);
+    let mut lowest = i64::MAX;
+    while Instant::now() < until {
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        lowest = lowest.min(pttl);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let floor = i64::try_from((config.lock_timeout * 2 / 3).as_millis()).unwrap() - 250;
+    eprintln!(
+        "lowest PTTL {lowest} ms (lock timeout {:?})",
+        config.lock_timeout
+    );
+    assert!(
+        lowest >= floor,
+        "the key's PTTL fell to {lowest} ms: refreshes more than a third of the lock timeout apart"
+    );
     assert_eq!(guard.state(), LockState::Held);
     let err = acquire(&peer, &request(&name, Wait::TryOnce))
         .await
@@ -214,6 +239,10 @@ async fn cut_off_holder_is_at_risk_then_lost_before_expiry() {
             .expect("state sender alive");
     }
     let lost_after = cut.elapsed();
+    assert!(
+        seen.contains(&LockState::AtRisk),
+        "AtRisk when a refresh failed, before Lost: saw {seen:?}"
+    );
     // Our key can expire no earlier than one lock timeout after the last
     // refresh was sent; the guard says Lost before that.
     let peer_took = loop {
