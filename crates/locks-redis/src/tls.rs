@@ -11,6 +11,7 @@ pub(crate) fn client(
     settings: RedisConnectionInfo,
     tls: Option<&TlsConfig>,
 ) -> redis::RedisResult<Client> {
+    install_crypto_provider();
     let read = |path: &std::path::Path, what: &str| {
         std::fs::read(path).map_err(|e| {
             redis::RedisError::from((
@@ -44,4 +45,23 @@ pub(crate) fn client(
     .into_connection_info()?
     .set_redis_settings(settings);
     Client::build_with_tls(info, certificates)
+}
+
+/// Makes ring rustls's process-wide crypto provider, unless the program
+/// chose one already.
+///
+/// A workaround, not a patched dependency: the redis crate builds its
+/// client configuration with `rustls::ClientConfig::builder()`, which takes
+/// the process-wide provider and panics when the build enables two
+/// providers and none was installed. Alone, this crate enables ring only
+/// and rustls picks it; in a program that also links zookeeper-client's TLS
+/// (aws-lc-rs, as the `locks` command and the workspace tests do) both are
+/// compiled in, and `rediss://` panicked (tests/tests/redis_interop.rs,
+/// `tooz_redis_tls_both_ways`). Installing one is what rustls documents for
+/// that case, and a provider the application installed first is kept.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Losing a race to another installer is fine: one is in place.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
 }
