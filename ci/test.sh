@@ -88,6 +88,12 @@ for package in locks locks-cli; do
     fi
 done
 
+step "the C ABI installed into a temporary prefix (ci/install-c.sh), for the C and Go suites"
+# The C examples and the Go package build from it through pkg-config, as users
+# do: a file missing from the install fails them.
+bash ci/install-c.sh "$state/prefix"
+export LOCKS_TEST_C_PREFIX="$state/prefix"
+
 step "tests"
 if command -v cargo-nextest >/dev/null; then
     cargo nextest run --workspace --locked --no-fail-fast

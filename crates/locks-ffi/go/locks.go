@@ -15,12 +15,18 @@
 //
 // # Building
 //
-// The package links the static library of crates/locks-ffi, which the Go
-// tool cannot build. Build it with cargo and name it in CGO_LDFLAGS (the
-// system libraries it needs are already listed by the package):
+// The package links the C library through pkg-config (`#cgo pkg-config:
+// locks`), which the Go tool cannot build: install it once from a checkout
+// of the repository, then build as usual.
 //
-//	cargo build --release -p locks-ffi
-//	CGO_LDFLAGS="$PWD/target/release/liblocks_ffi.a" go build ./...
+//	bash ci/install-c.sh /usr/local        # or any PREFIX; liblocks.so, liblocks.a, locks.pc
+//	go build ./...                          # PKG_CONFIG_PATH=PREFIX/lib/pkgconfig for another PREFIX
+//
+// Outside the linker's default paths, run with LD_LIBRARY_PATH=PREFIX/lib or
+// build with CGO_LDFLAGS=-Wl,-rpath,PREFIX/lib. To link statically, remove
+// (or do not install) PREFIX/lib/liblocks.so* and build with
+// PKG_CONFIG="pkg-config --static". The package carries its own copy of the
+// header (locks.h, checked equal to include/locks.h), so `go mod vendor` works.
 //
 // # Waiting
 //
@@ -44,8 +50,7 @@
 package locks
 
 /*
-#cgo CFLAGS: -I${SRCDIR}/../../../include
-#cgo LDFLAGS: -lgcc_s -lutil -lrt -lpthread -lm -ldl
+#cgo pkg-config: locks
 #include <stdlib.h>
 #include "locks.h"
 */

@@ -246,3 +246,48 @@ fn c_programs_are_clean_under_valgrind() {
         t.join().unwrap();
     }
 }
+
+/// The installed shared library is what C programs record and load:
+/// `liblocks.so.0` as its soname, only `locks_*` functions exported, and no
+/// debug information.
+#[test]
+fn the_installed_library_has_a_soname_and_exports_only_its_functions() {
+    let lib = prefix().join("lib");
+    let so = lib.join("liblocks.so.0.1.0");
+    let dynamic = Command::new("readelf")
+        .arg("-d")
+        .arg(&so)
+        .output()
+        .expect("readelf");
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+    assert!(
+        dynamic.contains("Library soname: [liblocks.so.0]"),
+        "{dynamic}"
+    );
+    let symbols = Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(&so)
+        .output()
+        .expect("nm");
+    let symbols = String::from_utf8_lossy(&symbols.stdout);
+    let names: Vec<&str> = symbols
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert!(names.len() > 20, "{symbols}");
+    assert!(names.iter().all(|n| n.starts_with("locks_")), "{symbols}");
+    let sections = Command::new("readelf")
+        .arg("-S")
+        .arg(&so)
+        .output()
+        .expect("readelf");
+    assert!(
+        !String::from_utf8_lossy(&sections.stdout).contains(".debug_info"),
+        "debug information in {}",
+        so.display()
+    );
+    for link in ["liblocks.so", "liblocks.so.0"] {
+        assert!(lib.join(link).exists(), "{link} is installed");
+    }
+    assert!(lib.join("liblocks.a").exists() && prefix().join("include/locks.h").exists());
+}

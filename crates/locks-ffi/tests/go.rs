@@ -14,24 +14,26 @@ use locks_ffi::*;
 
 const LIMIT: Duration = Duration::from_secs(600);
 
-/// The package links the system libraries of native-static-libs.txt itself
-/// (all but libc, which Go links anyway), so users pass only the archive.
+/// The package links the installed library through pkg-config, whose file
+/// lists the system libraries of native-static-libs.txt for static links.
 #[test]
-fn go_package_links_the_native_static_libs() {
+fn go_package_links_through_pkg_config() {
     let source = std::fs::read_to_string(workspace().join("crates/locks-ffi/go/locks.go")).unwrap();
-    let line = source
-        .lines()
-        .find_map(|l| l.strip_prefix("#cgo LDFLAGS: "))
-        .expect("#cgo LDFLAGS in locks.go");
-    let want: Vec<&str> = native_static_libs()
-        .into_iter()
-        .filter(|l| *l != "-lc")
-        .collect();
-    assert_eq!(
-        line.split_whitespace().collect::<Vec<_>>(),
-        want,
-        "update `#cgo LDFLAGS` in crates/locks-ffi/go/locks.go from crates/locks-ffi/native-static-libs.txt"
+    assert!(
+        source.lines().any(|l| l == "#cgo pkg-config: locks"),
+        "locks.go links through `#cgo pkg-config: locks`"
     );
+    assert!(
+        !source.contains("#cgo LDFLAGS"),
+        "and names no libraries itself"
+    );
+    let private = pkg_config(&["--static", "--libs-only-l"]);
+    for lib in native_static_libs() {
+        assert!(
+            private.iter().any(|l| l == lib),
+            "locks.pc's Libs.private lacks {lib}: {private:?}"
+        );
+    }
 }
 
 #[test]

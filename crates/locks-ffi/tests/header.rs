@@ -11,6 +11,11 @@ fn header_path() -> PathBuf {
     crate_dir().join("../../include/locks.h")
 }
 
+/// The Go package's copy of the header, inside its module.
+fn go_header_path() -> PathBuf {
+    crate_dir().join("go/locks.h")
+}
+
 const REGENERATE: &str = "LOCKS_BLESS=1 cargo test -p locks-ffi --test header";
 
 /// The version macros, from the crate version.
@@ -53,7 +58,9 @@ fn header_is_up_to_date() {
     if std::env::var_os("LOCKS_BLESS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &generated).unwrap();
-        eprintln!("wrote {}", path.display());
+        // The Go module's own copy (`go mod vendor` takes only the module).
+        std::fs::write(go_header_path(), &generated).unwrap();
+        eprintln!("wrote {} and its Go copy", path.display());
         return;
     }
     let committed = read(&path);
@@ -104,4 +111,53 @@ fn header_version_macros_are_the_crate_version() {
     // SAFETY: locks_version returns a static NUL-terminated string.
     let runtime = unsafe { std::ffi::CStr::from_ptr(locks_ffi::locks_version()) };
     assert_eq!(runtime.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+}
+
+/// The Go module carries the header (cgo finds it in the package directory,
+/// and `go mod vendor` copies only the module): the same text.
+#[test]
+fn the_go_modules_header_is_include_locks_h() {
+    assert!(
+        read(&go_header_path()) == read(&header_path()),
+        "crates/locks-ffi/go/locks.h differs from include/locks.h; regenerate both with:\n\n    {REGENERATE}\n"
+    );
+}
+
+/// The header compiles as the C99 (and C++) it says it needs, with every
+/// warning of `-pedantic` an error.
+#[test]
+fn the_header_is_c99_and_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("use.c");
+    std::fs::write(
+        &source,
+        "#include \"locks.h\"\nint main(void) { return LOCKS_STATUS_OK; }\n",
+    )
+    .unwrap();
+    let include = header_path().parent().unwrap().to_owned();
+    for (compiler, std) in [("cc", "-std=c99"), ("c++", "-std=c++11")] {
+        let mut cmd = std::process::Command::new(compiler);
+        if compiler == "c++" {
+            cmd.args(["-x", "c++"]);
+        }
+        let out = cmd
+            .args([
+                std,
+                "-pedantic",
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-fsyntax-only",
+                "-I",
+            ])
+            .arg(&include)
+            .arg(&source)
+            .output()
+            .unwrap_or_else(|e| panic!("running {compiler}: {e}"));
+        assert!(
+            out.status.success(),
+            "{compiler} {std}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -1,9 +1,9 @@
-//! Shared by the tests that build C and Go programs against the static library.
+//! Shared by the tests that build C and Go programs against the C ABI as
+//! users install it (`ci/install-c.sh`: header, shared library, pkg-config).
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock, PoisonError};
@@ -39,33 +39,57 @@ pub fn build_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// The static library. `cargo test` builds it together with the rlib the
-/// tests link (one rustc run makes every crate type), into `deps/`; if it is
-/// not there (a test binary run on its own), `cargo build` makes it.
-pub fn staticlib() -> PathBuf {
-    static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let fresh = profile_dir().join("deps/liblocks_ffi.a");
-        if fresh.exists() {
-            return fresh;
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let target_dir = profile_dir().parent().unwrap().to_owned();
-        let mut build = Command::new(cargo);
-        build
-            .args(["build", "-p", "locks-ffi", "--lib"])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .current_dir(workspace());
-        if profile_dir().file_name() == Some(OsStr::new("release")) {
-            build.arg("--release");
-        }
-        let status = build.status().expect("running cargo build -p locks-ffi");
-        assert!(status.success(), "cargo build -p locks-ffi failed");
-        let built = profile_dir().join("liblocks_ffi.a");
-        assert!(built.exists(), "{} was not built", built.display());
-        built
-    })
-    .clone()
+/// The C ABI installed as users install it: `$LOCKS_TEST_C_PREFIX` when set
+/// (`ci/test.sh` installs it there once), else `ci/install-c.sh` into a
+/// prefix of this test process under the build directory.
+pub fn prefix() -> PathBuf {
+    static PREFIX: OnceLock<PathBuf> = OnceLock::new();
+    PREFIX
+        .get_or_init(|| {
+            if let Some(prefix) = std::env::var_os("LOCKS_TEST_C_PREFIX") {
+                return PathBuf::from(prefix);
+            }
+            let prefix = build_dir("prefix").join(std::process::id().to_string());
+            let target_dir = profile_dir().parent().unwrap().to_owned();
+            let status = Command::new("bash")
+                .arg(workspace().join("ci/install-c.sh"))
+                .arg(&prefix)
+                .env("CARGO_TARGET_DIR", &target_dir)
+                .status()
+                .expect("running ci/install-c.sh");
+            assert!(
+                status.success(),
+                "ci/install-c.sh {} failed",
+                prefix.display()
+            );
+            prefix
+        })
+        .clone()
+}
+
+/// `PREFIX/lib/pkgconfig`, for `PKG_CONFIG_PATH`.
+pub fn pkg_config_path() -> PathBuf {
+    prefix().join("lib/pkgconfig")
+}
+
+/// What `pkg-config ARGS locks` prints, split into arguments.
+pub fn pkg_config(args: &[&str]) -> Vec<String> {
+    let out = Command::new("pkg-config")
+        .args(args)
+        .arg("locks")
+        .env("PKG_CONFIG_PATH", pkg_config_path())
+        .output()
+        .expect("running pkg-config");
+    assert!(
+        out.status.success(),
+        "pkg-config {args:?} locks failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Whether `program` can be run. Without it the test is skipped with a
@@ -92,8 +116,9 @@ pub fn have(program: &str, install: &str) -> bool {
     found
 }
 
-/// Compiles `examples/c/<name>.c` against `include/locks.h` and the static
-/// library, with every warning an error; returns the executable.
+/// Compiles `examples/c/<name>.c` as the C ABI's README says, `cc prog.c
+/// $(pkg-config --cflags --libs locks)`, with every warning an error and an
+/// rpath to the installed library; returns the executable.
 pub fn compile_c(name: &str) -> PathBuf {
     // Once per test process: tests run in parallel, and rewriting a program
     // another test is running fails with ETXTBSY.
@@ -106,19 +131,10 @@ pub fn compile_c(name: &str) -> PathBuf {
     let out = build_dir("c").join(name);
     let tmp = unique(&out);
     let output = Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()))
-        .args([
-            "-std=c11",
-            "-pedantic",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-g",
-            "-I",
-        ])
-        .arg(root.join("include"))
+        .args(["-std=c11", "-pedantic", "-Wall", "-Wextra", "-Werror", "-g"])
         .arg(root.join("examples/c").join(format!("{name}.c")))
-        .arg(staticlib())
-        .args(native_static_libs())
+        .args(pkg_config(&["--cflags", "--libs"]))
+        .arg(format!("-Wl,-rpath,{}", prefix().join("lib").display()))
         .arg("-o")
         .arg(&tmp)
         .output()
@@ -162,7 +178,8 @@ pub fn write_config(dir: &Path) -> PathBuf {
 }
 
 /// The environment for the `go` command: caches under the target directory,
-/// no module downloads, and the static library to link.
+/// no module downloads, the installed library found through pkg-config (and
+/// an rpath to it, as outside the linker's default paths).
 pub fn go(args: &[&str], dir: &Path) -> Command {
     let go_dir = build_dir("go");
     let mut cmd = Command::new("go");
@@ -174,7 +191,11 @@ pub fn go(args: &[&str], dir: &Path) -> Command {
         .env("GOFLAGS", "")
         .env("GO111MODULE", "on")
         .env("CGO_ENABLED", "1")
-        .env("CGO_LDFLAGS", staticlib());
+        .env("PKG_CONFIG_PATH", pkg_config_path())
+        .env(
+            "CGO_LDFLAGS",
+            format!("-Wl,-rpath,{}", prefix().join("lib").display()),
+        );
     cmd
 }
 
