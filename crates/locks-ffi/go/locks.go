@@ -225,6 +225,12 @@ type Client struct {
 	c        *C.locks_client
 	catalog  []Entry
 	warnings []string
+
+	// The cancellation handles of the acquires in flight, which Close
+	// triggers so that it does not wait for them (they return ErrClosed).
+	waitsMu sync.Mutex
+	waits   map[*C.locks_cancel]struct{}
+	closing bool
 }
 
 // Open opens a client from a TOML configuration file (the same format as
@@ -292,9 +298,17 @@ func readEntry(e *C.locks_catalog_entry) Entry {
 	return entry
 }
 
-// Close frees the client. Guards it handed out stay valid until released.
-// Closing twice does nothing.
+// Close frees the client. Waits in flight end at once with ErrClosed (Close
+// does not wait for their locks), and later calls return ErrClosed. Guards it
+// handed out stay valid until released. Closing twice does nothing.
 func (c *Client) Close() error {
+	// End the waits in flight first: they hold the read lock until they return.
+	c.waitsMu.Lock()
+	c.closing = true
+	for cancel := range c.waits {
+		C.locks_cancel_trigger(cancel, nil)
+	}
+	c.waitsMu.Unlock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.c != nil {
@@ -447,37 +461,53 @@ func (c *Client) acquire(ctx context.Context, what string, once bool, call acqui
 	if once {
 		timeoutMs = 0
 	}
+	// Every wait gets a cancellation handle: the context's end triggers it
+	// (a cancellation, not a deadline: see below), and so does Close.
 	var cancel *C.locks_cancel
-	if ctx.Done() != nil {
+	{
 		var cerr *C.locks_error
 		if status := C.locks_cancel_new(&cancel, &cerr); status != C.LOCKS_STATUS_OK {
 			return nil, takeError(status, cerr)
 		}
-		stop := make(chan struct{})
-		stopped := make(chan struct{})
-		go func() {
-			defer close(stopped)
-			select {
-			case <-ctx.Done():
-				// A deadline ends the wait through the C call's own
-				// timeout, set to the same instant (rounded up to the
-				// millisecond): one error, naming the lock and its
-				// backend, whichever clock gets there first. Only a
-				// cancellation triggers the handle.
-				if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-					C.locks_cancel_trigger(cancel, nil)
-				}
-			case <-stop:
-			}
-		}()
-		// Freed only once the goroutine has returned: it may be triggering
-		// the handle right now.
-		defer func() {
-			close(stop)
-			<-stopped
-			C.locks_cancel_free(cancel)
-		}()
 	}
+	c.waitsMu.Lock()
+	if c.closing {
+		c.waitsMu.Unlock()
+		C.locks_cancel_free(cancel)
+		return nil, ErrClosed
+	}
+	if c.waits == nil {
+		c.waits = make(map[*C.locks_cancel]struct{})
+	}
+	c.waits[cancel] = struct{}{}
+	c.waitsMu.Unlock()
+	stop := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+			// A deadline ends the wait through the C call's own
+			// timeout, set to the same instant (rounded up to the
+			// millisecond): one error, naming the lock and its
+			// backend, whichever clock gets there first. Only a
+			// cancellation triggers the handle.
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				C.locks_cancel_trigger(cancel, nil)
+			}
+		case <-stop:
+		}
+	}()
+	// Freed only once the goroutine has returned and Close can no longer
+	// reach it: either may be triggering the handle right now.
+	defer func() {
+		close(stop)
+		<-stopped
+		c.waitsMu.Lock()
+		delete(c.waits, cancel)
+		c.waitsMu.Unlock()
+		C.locks_cancel_free(cancel)
+	}()
 	var g *C.locks_guard
 	var cerr *C.locks_error
 	status := call(c.c, C.int64_t(timeoutMs), cancel, &g, &cerr)
@@ -487,6 +517,14 @@ func (c *Client) acquire(ctx context.Context, what string, once bool, call acqui
 		return newGuard(g), nil
 	}
 	err := takeError(status, cerr)
+	if err.Status == StatusCancelled && ctx.Err() == nil {
+		c.waitsMu.Lock()
+		closing := c.closing
+		c.waitsMu.Unlock()
+		if closing {
+			return nil, ErrClosed
+		}
+	}
 	switch err.Status {
 	case StatusCancelled, StatusTimeout, StatusWouldBlock:
 		if once {

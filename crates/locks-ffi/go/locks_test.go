@@ -470,3 +470,53 @@ func TestAnUnreleasedGuardKeepsItsLock(t *testing.T) {
 		t.Fatalf("the collected guard let its lock go: %v", err)
 	}
 }
+
+// Close ends the waits in flight with ErrClosed instead of waiting for them.
+func TestCloseEndsWaits(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "locks.toml")
+	text := fmt.Sprintf("[backends]\nnode = \"file://%[1]s\"\nglobal = \"file://%[1]s\"\n", dir)
+	if err := os.WriteFile(config, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	holder, err := locks.Open(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	held, err := holder.Lock(context.Background(), "lio", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	waiter, err := locks.Open(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			_, err := waiter.Lock(context.Background(), "lio", nil)
+			done <- err
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	closed := make(chan struct{})
+	go func() {
+		waiter.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waits for the waiters")
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-done; !errors.Is(err, locks.ErrClosed) {
+			t.Fatalf("a wait ended by Close: %v", err)
+		}
+	}
+	if _, err := waiter.Lock(context.Background(), "lio", nil); !errors.Is(err, locks.ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+}
