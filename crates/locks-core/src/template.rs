@@ -9,6 +9,10 @@ use std::sync::Arc;
 use crate::{Error, ErrorKind, Excerpt};
 
 /// The longest lock name accepted, in bytes (after any prefix is applied).
+///
+/// Backends may take less: lock files (`file://`) allow 255 bytes, refuse
+/// `.` and `..`, and map `/` to `_` as oslo.concurrency does, so `a/b` and
+/// `a_b` are one lock in Node scope but two in Process scope.
 pub const MAX_NAME_LEN: usize = 1024;
 
 /// What is wrong with a template, its parameters, or a lock name.
