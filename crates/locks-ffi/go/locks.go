@@ -42,6 +42,14 @@
 // otherwise). A Lock that got the lock at the moment its context ended
 // returns the guard.
 //
+// # Losing a lock
+//
+// A Global lock can be lost while held (its etcd lease or ZooKeeper session
+// expired, its Redis key was not refreshed in time). Guard.Context ends then,
+// as etcd's Session.Done: run the critical section under it, pass
+// Guard.Token to the resource where it can refuse stale writes, and treat
+// Release's ErrLost as "the critical section may have overlapped".
+//
 // # Re-entry
 //
 // Goroutines are not OS threads, so this package turns the C library's
@@ -197,6 +205,10 @@ var (
 
 // ErrClosed is returned by calls on a closed Client.
 var ErrClosed = errors.New("locks: client is closed")
+
+// ErrReleased is matched by the error of a Guard's Context ended by Release
+// (errors.Is(ctx.Err(), locks.ErrReleased)).
+var ErrReleased = errors.New("locks: lock released")
 
 // takeError copies a C error into Go and frees it.
 func takeError(status C.locks_status, cerr *C.locks_error) *Error {
@@ -583,6 +595,14 @@ type Guard struct {
 	name  string
 	scope Scope
 	token uint64
+
+	// The context of Context, made by its first call.
+	ctxOnce sync.Once
+	ctx     *guardContext
+	// Closed when the goroutine that waits in C for the lock's loss has
+	// returned; nil until Context starts it. Release waits for it before
+	// freeing the C guard.
+	following chan struct{}
 }
 
 func newGuard(g *C.locks_guard) *Guard {
@@ -636,9 +656,104 @@ func (g *Guard) State() State {
 // no longer protected.
 func (g *Guard) Lost() bool { return g.State() == StateLost }
 
-// Release releases the lock and frees the guard. An error matching ErrLost
-// means the critical section was not protected to the end; releasing again
-// returns an error matching ErrAlreadyReleased.
+// Context returns a context that ends when the lock is lost or released,
+// for the critical section to run under, as etcd's Session.Done:
+//
+//	ctx := guard.Context()
+//	err := device.Write(ctx, data) // stops when the lock is lost
+//
+// Its Err then matches ErrLost (the lock was lost while held: another holder
+// may be inside) or ErrReleased, and context.Canceled either way. A lock that
+// cannot be lost (memory, lock files) ends its context only on Release. The
+// first call starts a goroutine that waits inside the C library (one OS
+// thread) until the lock is lost or released.
+func (g *Guard) Context() context.Context {
+	g.ctxOnce.Do(func() {
+		g.ctx = &guardContext{done: make(chan struct{})}
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.g == nil {
+			g.ctx.end(errReleased(g.name))
+			return
+		}
+		g.following = make(chan struct{})
+		// The goroutine holds the C guard, not g, so that a Guard dropped
+		// unreleased is still collected and reported by LeakReporter.
+		go followLoss(g.g, g.name, g.ctx, g.following)
+	})
+	return g.ctx
+}
+
+// followLoss waits in the C library until the lock is lost or released and
+// ends the guard's context with the reason.
+func followLoss(cg *C.locks_guard, name string, ctx *guardContext, done chan struct{}) {
+	defer close(done)
+	seen := C.locks_lock_state(C.LOCKS_LOCK_STATE_HELD)
+	for {
+		seen = C.locks_guard_wait_state(cg, C.int(seen), -1)
+		switch seen {
+		case C.LOCKS_LOCK_STATE_LOST:
+			ctx.end(&Error{
+				Status: StatusLost,
+				Message: fmt.Sprintf("lock `%s` was lost while held (lease or session expired): "+
+					"another holder may be in the critical section", name),
+				cause: context.Canceled,
+			})
+			return
+		case C.LOCKS_LOCK_STATE_RELEASED:
+			ctx.end(errReleased(name))
+			return
+		}
+	}
+}
+
+// guardContext is the context of Guard.Context: no deadline, no values,
+// done when the lock is lost or released. (context.WithCancelCause would do,
+// but it needs Go 1.20 and the package builds with Debian's 1.19.)
+type guardContext struct {
+	done chan struct{}
+	once sync.Once
+	mu   sync.Mutex
+	err  error
+}
+
+func (c *guardContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *guardContext) Done() <-chan struct{}       { return c.done }
+func (c *guardContext) Value(any) any               { return nil }
+
+func (c *guardContext) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *guardContext) String() string { return "locks.Guard.Context" }
+
+// end ends the context with err; later calls do nothing.
+func (c *guardContext) end(err error) {
+	c.once.Do(func() {
+		c.mu.Lock()
+		c.err = err
+		c.mu.Unlock()
+		close(c.done)
+	})
+}
+
+// releasedError ends a Guard's Context on Release: it matches ErrReleased
+// and context.Canceled.
+type releasedError struct{ name string }
+
+func errReleased(name string) error { return releasedError{name} }
+
+func (e releasedError) Error() string {
+	return fmt.Sprintf("locks: lock `%s` released", e.name)
+}
+func (e releasedError) Is(target error) bool { return target == ErrReleased }
+func (e releasedError) Unwrap() error        { return context.Canceled }
+
+// Release releases the lock and frees the guard, and ends its Context. An
+// error matching ErrLost means the critical section was not protected to
+// the end; releasing again returns an error matching ErrAlreadyReleased.
 func (g *Guard) Release() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -650,8 +765,16 @@ func (g *Guard) Release() error {
 	}
 	var cerr *C.locks_error
 	status := C.locks_guard_release(g.g, &cerr)
+	if g.following != nil {
+		// The release woke the waiting goroutine; the C guard is freed
+		// only once it has left the library.
+		<-g.following
+	}
 	C.locks_guard_free(g.g)
 	g.g = nil
+	if g.ctx != nil {
+		g.ctx.end(errReleased(g.name))
+	}
 	runtime.SetFinalizer(g, nil)
 	if status != C.LOCKS_STATUS_OK {
 		return takeError(status, cerr)

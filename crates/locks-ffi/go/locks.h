@@ -31,6 +31,8 @@
  *   files; against etcd up to its request timeout (`connect_timeout`, never
  *   more than the lease TTL), ZooKeeper until the session is given up (its
  *   session timeout), Redis up to `socket_timeout`.
+ * - `locks_guard_wait_state`: up to `timeout_ms` (negative: until the state
+ *   changes); a release from another thread ends it.
  * - `locks_client_free`: at most 200 ms for the client's threads.
  *
  * Names: a rendered lock name is at most 1024 bytes without control
@@ -663,6 +665,30 @@ uint64_t locks_guard_token(const locks_guard *guard);
  * `guard` is NULL or a live guard.
  */
 locks_lock_state locks_guard_state(const locks_guard *guard);
+
+/**
+ * Blocks the calling thread until the guard's state is no longer `seen` (a
+ * `LOCKS_LOCK_STATE_*` value, usually the state last read; any other value
+ * returns at once) or `timeout_ms` passes, and returns the
+ * state then: a critical section can wait for its lock to be lost instead
+ * of polling `locks_guard_state`. `timeout_ms` < 0 waits as long as it
+ * takes, 0 returns the state at once. A release by another thread ends the
+ * wait with `LOCKS_LOCK_STATE_RELEASED`; a lock that cannot be lost (memory,
+ * lock files) changes only then. Returns `LOCKS_LOCK_STATE_RELEASED` when
+ * `guard` is NULL.
+ *
+ * The first wait on a guard starts a task that follows its state until it
+ * is lost or released. A brief `LOCKS_LOCK_STATE_AT_RISK` that is over
+ * before the waiter runs can be missed; `_LOST` and `_RELEASED` are final
+ * and never missed.
+ *
+ * # Safety
+ * `guard` is NULL or a live guard, which another thread may release (not
+ * free) during the wait.
+ */
+locks_lock_state locks_guard_wait_state(const locks_guard *guard,
+                                        int seen,
+                                        int64_t timeout_ms);
 
 /**
  * Whether the lock was lost while held: the critical section is no longer

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -518,5 +519,112 @@ func TestCloseEndsWaits(t *testing.T) {
 	}
 	if _, err := waiter.Lock(context.Background(), "lio", nil); !errors.Is(err, locks.ErrClosed) {
 		t.Fatalf("after Close: %v", err)
+	}
+}
+
+func TestContextEndsOnRelease(t *testing.T) {
+	client := open(t)
+	g, err := client.Lock(context.Background(), "infinidat", infinidat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := g.Context()
+	if ctx != g.Context() {
+		t.Fatal("Context returned a new context on its second call")
+	}
+	select {
+	case <-ctx.Done():
+		t.Fatalf("the context ended while the lock was held: %v", ctx.Err())
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := g.Release(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ctx.Done():
+	default:
+		t.Fatal("Release returned before the context ended")
+	}
+	if err := ctx.Err(); !errors.Is(err, locks.ErrReleased) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Err %v", err)
+	}
+	if err := g.Context().Err(); !errors.Is(err, locks.ErrReleased) {
+		t.Fatalf("a context asked for after Release: Err %v", err)
+	}
+	// A context derived from it ends with it.
+	derived, cancel := context.WithTimeout(g.Context(), time.Minute)
+	defer cancel()
+	if err := derived.Err(); !errors.Is(err, locks.ErrReleased) {
+		t.Fatalf("derived context: Err %v", err)
+	}
+}
+
+// TestContextEndsOnLoss is run by crates/locks-ffi/tests/go.rs, which
+// starts a fault proxy in front of etcd and sets LOCKS_TEST_GO_ETCD_PROXY
+// (the proxy) and LOCKS_TEST_GO_PARTITION (an address whose every
+// connection makes the proxy drop all traffic, so the lease expires).
+func TestContextEndsOnLoss(t *testing.T) {
+	proxy, partition := os.Getenv("LOCKS_TEST_GO_ETCD_PROXY"), os.Getenv("LOCKS_TEST_GO_PARTITION")
+	if proxy == "" || partition == "" {
+		t.Skip("run by crates/locks-ffi/tests/go.rs (go_guard_context_ends_on_loss), which starts the fault proxy")
+	}
+	prefix := fmt.Sprintf("%%2Fgo-loss-%d-%d%%2F", os.Getpid(), time.Now().UnixNano())
+	text := fmt.Sprintf("[backends]\nnode = \"file://%s\"\nglobal = \"etcd://%s?ttl=2s&connect_timeout=500ms&prefix=%s\"\n",
+		t.TempDir(), proxy, prefix)
+	client, err := locks.OpenString(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	g, err := client.LockName(context.Background(), locks.ScopeGlobal, "go-loss")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := g.Context()
+
+	// The reference: the first time the guard's state reads Lost.
+	polled := make(chan time.Time, 1)
+	go func() {
+		for limit := time.Now().Add(20 * time.Second); time.Now().Before(limit); time.Sleep(time.Millisecond) {
+			if g.State() == locks.StateLost {
+				polled <- time.Now()
+				return
+			}
+		}
+		close(polled)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	if ctx.Err() != nil {
+		t.Fatalf("the context ended while the lock was held: %v", ctx.Err())
+	}
+	conn, err := net.Dial("tcp", partition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
+	cut := time.Now()
+
+	var woke time.Time
+	select {
+	case <-ctx.Done():
+		woke = time.Now()
+	case <-time.After(20 * time.Second):
+		t.Fatal("the context did not end within 20 s of the partition")
+	}
+	if err := ctx.Err(); !errors.Is(err, locks.ErrLost) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("Err %v, want one matching ErrLost and context.Canceled", err)
+	}
+	at, ok := <-polled
+	if !ok {
+		t.Fatal("the guard never reported Lost")
+	}
+	if at.Sub(cut) >= 2*time.Second {
+		t.Fatalf("Lost %v after the partition, not before the 2 s lease could expire", at.Sub(cut))
+	}
+	if late := woke.Sub(at); late > 250*time.Millisecond {
+		t.Fatalf("the context ended %v after the guard reported Lost", late)
+	}
+	if err := g.Release(); !errors.Is(err, locks.ErrLost) {
+		t.Fatalf("Release: %v, want ErrLost", err)
 	}
 }

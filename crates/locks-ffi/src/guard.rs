@@ -1,10 +1,11 @@
 //! `locks_guard`: a held lock, read, released and freed from C.
 
 use std::cell::UnsafeCell;
-use std::ffi::{CString, c_char};
+use std::ffi::{CString, c_char, c_int};
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use locks::{BlockingLocks, LockGuard, LockName, LockState};
 use tokio::sync::watch;
@@ -62,6 +63,9 @@ pub struct locks_guard {
     /// lock, which is released on the calling thread (its table lives as
     /// long as the lock).
     client: Option<Arc<ClientInner>>,
+    /// What `locks_guard_wait_state` blocks on, made by the first wait (most
+    /// guards are never waited on).
+    mirror: OnceLock<Arc<StateMirror>>,
 }
 
 impl locks_guard {
@@ -75,13 +79,99 @@ impl locks_guard {
             state: (!local).then(|| guard.watch_state()),
             client: (!local).then(|| Arc::clone(client)),
             held: TakeOnce::new(guard),
+            mirror: OnceLock::new(),
         }
+    }
+
+    /// The state now: `Released` once taken out, else the backend's.
+    fn current_state(&self) -> locks_lock_state {
+        if self.held.is_taken() {
+            return locks_lock_state::Released;
+        }
+        self.state
+            .as_ref()
+            .map_or(locks_lock_state::Held, |rx| (*rx.borrow()).into())
+    }
+
+    /// Blocks until the state is no longer `seen` or `timeout` (`None`:
+    /// never) passes, and returns the state then.
+    fn wait_state(&self, seen: c_int, timeout: Option<Duration>) -> locks_lock_state {
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let mirror = self.follow_state();
+        let mut changed = mirror
+            .changed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            // Read under the mirror's mutex, which a release and the follower
+            // take before they notify: no change slips between read and wait.
+            let now = self.current_state();
+            if now as c_int != seen {
+                return now;
+            }
+            changed = match deadline {
+                None => mirror
+                    .wake
+                    .wait(changed)
+                    .unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        return now;
+                    };
+                    let (changed, _) = mirror
+                        .wake
+                        .wait_timeout(changed, left)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    changed
+                }
+            };
+        }
+    }
+
+    /// The guard's mirror, made on the first call, with a task on the
+    /// client's runtime that wakes the waiters on each change of a lock that
+    /// can be lost until it is lost or released.
+    fn follow_state(&self) -> &Arc<StateMirror> {
+        let mirror = self.mirror.get_or_init(|| {
+            let mirror = Arc::new(StateMirror::default());
+            if let (Some(rx), Some(client)) = (&self.state, &self.client) {
+                let mut rx = rx.clone();
+                let follower = Arc::clone(&mirror);
+                client.blocking.runtime().spawn(async move {
+                    loop {
+                        tokio::select! {
+                            changed = rx.changed() => {
+                                if changed.is_err() {
+                                    break;
+                                }
+                                let lost = *rx.borrow_and_update() == LockState::Lost;
+                                follower.notify();
+                                if lost {
+                                    break;
+                                }
+                            }
+                            () = follower.released.notified() => break,
+                        }
+                    }
+                });
+            }
+            mirror
+        });
+        // Pairs with the fence in `release`: either the release sees this
+        // mirror and wakes it, or this waiter sees the lock taken out.
+        fence(Ordering::SeqCst);
+        mirror
     }
 
     /// Ends the lock: the first call takes it and releases it, later ones
     /// (from any thread) get `None`.
     fn release(&self) -> Option<FfiResult> {
         let held = self.held.take()?;
+        fence(Ordering::SeqCst);
+        if let Some(mirror) = self.mirror.get() {
+            mirror.released.notify_one();
+            mirror.notify();
+        }
         Some(match held.try_release_now() {
             Ok(released) => released.map_err(Into::into),
             Err(held) => match &self.client {
@@ -89,6 +179,24 @@ impl locks_guard {
                 None => unreachable!("only local locks have no client, and they release now"),
             },
         })
+    }
+}
+
+/// Where threads wait for a guard's state to change: woken by the follower
+/// task on each change of the backend's state and by the release.
+#[derive(Debug, Default)]
+struct StateMirror {
+    /// Taken around each check of the state and each wake-up.
+    changed: Mutex<()>,
+    wake: Condvar,
+    /// Ends the follower task when the guard is released.
+    released: tokio::sync::Notify,
+}
+
+impl StateMirror {
+    fn notify(&self) {
+        drop(self.changed.lock().unwrap_or_else(PoisonError::into_inner));
+        self.wake.notify_all();
     }
 }
 
@@ -195,16 +303,41 @@ pub unsafe extern "C" fn locks_guard_token(guard: *const locks_guard) -> u64 {
 pub unsafe extern "C" fn locks_guard_state(guard: *const locks_guard) -> locks_lock_state {
     infallible(locks_lock_state::Released, || {
         // SAFETY: NULL or a live guard per the contract.
+        unsafe { guard.as_ref() }.map_or(locks_lock_state::Released, locks_guard::current_state)
+    })
+}
+
+/// Blocks the calling thread until the guard's state is no longer `seen` (a
+/// `LOCKS_LOCK_STATE_*` value, usually the state last read; any other value
+/// returns at once) or `timeout_ms` passes, and returns the
+/// state then: a critical section can wait for its lock to be lost instead
+/// of polling `locks_guard_state`. `timeout_ms` < 0 waits as long as it
+/// takes, 0 returns the state at once. A release by another thread ends the
+/// wait with `LOCKS_LOCK_STATE_RELEASED`; a lock that cannot be lost (memory,
+/// lock files) changes only then. Returns `LOCKS_LOCK_STATE_RELEASED` when
+/// `guard` is NULL.
+///
+/// The first wait on a guard starts a task that follows its state until it
+/// is lost or released. A brief `LOCKS_LOCK_STATE_AT_RISK` that is over
+/// before the waiter runs can be missed; `_LOST` and `_RELEASED` are final
+/// and never missed.
+///
+/// # Safety
+/// `guard` is NULL or a live guard, which another thread may release (not
+/// free) during the wait.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn locks_guard_wait_state(
+    guard: *const locks_guard,
+    seen: c_int,
+    timeout_ms: i64,
+) -> locks_lock_state {
+    infallible(locks_lock_state::Released, || {
+        // SAFETY: NULL or a live guard per the contract.
         let Some(guard) = (unsafe { guard.as_ref() }) else {
             return locks_lock_state::Released;
         };
-        if guard.held.is_taken() {
-            return locks_lock_state::Released;
-        }
-        guard
-            .state
-            .as_ref()
-            .map_or(locks_lock_state::Held, |rx| (*rx.borrow()).into())
+        let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
+        guard.wait_state(seen, timeout)
     })
 }
 

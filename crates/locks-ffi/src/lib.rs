@@ -61,7 +61,8 @@ pub use client::{
 };
 pub use guard::{
     locks_guard, locks_guard_free, locks_guard_is_lost, locks_guard_name, locks_guard_release,
-    locks_guard_scope, locks_guard_state, locks_guard_token, locks_lock_state,
+    locks_guard_scope, locks_guard_state, locks_guard_token, locks_guard_wait_state,
+    locks_lock_state,
 };
 pub use status::{
     locks_error, locks_error_free, locks_error_message, locks_error_status, locks_status,

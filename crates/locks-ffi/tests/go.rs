@@ -56,6 +56,54 @@ fn go_test_passes() {
     assert_eq!(ran.code(), 0, "go vet examples/go:\n{}", ran.stderr);
 }
 
+/// `Guard.Context()` ends when an etcd lease really expires: the Go test
+/// holds a lock through a fault proxy and, when it is ready, connects to a
+/// listener here that partitions the proxy.
+#[test]
+fn go_guard_context_ends_on_loss() {
+    let Some(etcd) = server("LOCKS_TEST_ETCD") else {
+        return;
+    };
+    if !have("go", "apt-get install golang-go") {
+        return;
+    }
+    let proxy = locks_fault_proxy::FaultProxy::start(etcd.parse().unwrap()).unwrap();
+    let partition = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let partition_addr = partition.local_addr().unwrap();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // One connection from the test; a second, from this thread's
+            // own wake-up below, ends it when the test did not connect.
+            if let Ok((conn, _)) = partition.accept() {
+                proxy.set(locks_fault_proxy::Fault::Blackhole);
+                drop(conn);
+            }
+        });
+        let mut cmd = go(
+            &[
+                "test",
+                "-count=1",
+                "-v",
+                "-run",
+                "^TestContextEndsOnLoss$",
+                ".",
+            ],
+            &workspace().join("crates/locks-ffi/go"),
+        );
+        cmd.env("LOCKS_TEST_GO_ETCD_PROXY", proxy.addr().to_string())
+            .env("LOCKS_TEST_GO_PARTITION", partition_addr.to_string());
+        let ran = run(&mut cmd, LIMIT);
+        let _ = std::net::TcpStream::connect(partition_addr);
+        assert_eq!(ran.code(), 0, "go test:\n{}\n{}", ran.stdout, ran.stderr);
+        assert!(
+            ran.stdout.contains("--- PASS: TestContextEndsOnLoss"),
+            "the test ran, not skipped:\n{}",
+            ran.stdout
+        );
+    });
+    proxy.set(locks_fault_proxy::Fault::Pass);
+}
+
 #[test]
 fn go_driver_example_runs() {
     if !have("go", "apt-get install golang-go") {
