@@ -9,11 +9,13 @@
 #   PREFIX/lib/liblocks.so.0 -> liblocks.so.0.1.0, PREFIX/lib/liblocks.so -> liblocks.so.0
 #   PREFIX/lib/liblocks.a          (no debug info)
 #   PREFIX/lib/pkgconfig/locks.pc  (Libs.private: the system libraries the archive needs)
+#   PREFIX/lib/pkgconfig/locks-static.pc  (links liblocks.a by path, with those libraries)
 #
 # Then a C program builds with `cc prog.c $(pkg-config --cflags --libs locks)`,
-# statically with `cc prog.c $(pkg-config --static --cflags --libs locks)`
-# after removing (or not installing) the .so, and the Go package with
-# `PKG_CONFIG_PATH=PREFIX/lib/pkgconfig go build`. Outside the linker's
+# statically with `$(pkg-config --cflags --libs locks-static)` (or with
+# `pkg-config --static ... locks` where the .so is not installed), and the Go
+# package with `PKG_CONFIG_PATH=PREFIX/lib/pkgconfig go build`, statically
+# with `go build -tags locks_static`. Outside the linker's
 # default paths, run programs with LD_LIBRARY_PATH=PREFIX/lib or link them
 # with -Wl,-rpath,PREFIX/lib. Build artefacts go to $CARGO_TARGET_DIR.
 set -euo pipefail
@@ -31,7 +33,7 @@ major=${version%%.*}
 lib=$prefix/lib
 
 files=("$prefix/include/locks.h" "$lib/liblocks.so.$version" "$lib/liblocks.so.$major"
-    "$lib/liblocks.so" "$lib/liblocks.a" "$lib/pkgconfig/locks.pc")
+    "$lib/liblocks.so" "$lib/liblocks.a" "$lib/pkgconfig/locks.pc" "$lib/pkgconfig/locks-static.pc")
 if $uninstall; then
     rm -f "${files[@]}"
     echo "install-c.sh: removed the C ABI from $prefix"
@@ -66,6 +68,19 @@ Version: $version
 Cflags: -I\${includedir}
 Libs: -L\${libdir} -llocks
 Libs.private: $private
+PC
+# The static link whether or not the .so is installed: the linker prefers
+# liblocks.so for -llocks, so this file names the archive by path.
+cat >"$lib/pkgconfig/locks-static.pc" <<PC
+prefix=$prefix
+libdir=\${prefix}/lib
+includedir=\${prefix}/include
+
+Name: locks-static
+Description: The locks C ABI, linked statically (liblocks.a)
+Version: $version
+Cflags: -I\${includedir}
+Libs: \${libdir}/liblocks.a $private
 PC
 exported=$(nm -D --defined-only "$lib/liblocks.so.$version" | awk '{print $3}' | grep -vc '^locks_' || true)
 if [ "$exported" != 0 ]; then

@@ -16,16 +16,16 @@
 // # Building
 //
 // The package links the C library through pkg-config (`#cgo pkg-config:
-// locks`), which the Go tool cannot build: install it once from a checkout
-// of the repository, then build as usual.
+// locks` in link_shared.go), which the Go tool cannot build: install it once
+// from a checkout of the repository, then build as usual.
 //
 //	bash ci/install-c.sh /usr/local        # or any PREFIX; liblocks.so, liblocks.a, locks.pc
 //	go build ./...                          # PKG_CONFIG_PATH=PREFIX/lib/pkgconfig for another PREFIX
 //
 // Outside the linker's default paths, run with LD_LIBRARY_PATH=PREFIX/lib or
-// build with CGO_LDFLAGS=-Wl,-rpath,PREFIX/lib. To link statically, remove
-// (or do not install) PREFIX/lib/liblocks.so* and build with
-// PKG_CONFIG="pkg-config --static". The package carries its own copy of the
+// build with CGO_LDFLAGS=-Wl,-rpath,PREFIX/lib. To link the library
+// statically, build with `-tags locks_static` (pkg-config package
+// locks-static, link_static.go). The package carries its own copy of the
 // header (locks.h, checked equal to include/locks.h), so `go mod vendor` works.
 //
 // # Waiting
@@ -58,7 +58,6 @@
 package locks
 
 /*
-#cgo pkg-config: locks
 #include <stdlib.h>
 #include "locks.h"
 */

@@ -291,3 +291,63 @@ fn the_installed_library_has_a_soname_and_exports_only_its_functions() {
     }
     assert!(lib.join("liblocks.a").exists() && prefix().join("include/locks.h").exists());
 }
+
+/// `ci/install-c.sh --uninstall PREFIX` removes every file the install put
+/// there, and nothing else.
+#[test]
+fn uninstall_removes_exactly_what_install_put() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("prefix");
+    let mine = prefix.join("lib/pkgconfig/other.pc");
+    let target_dir = profile_dir().parent().unwrap().to_owned();
+    let script = workspace().join("ci/install-c.sh");
+    let install = |args: &[&str]| {
+        let status = Command::new("bash")
+            .arg(&script)
+            .args(args)
+            .arg(&prefix)
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("running ci/install-c.sh");
+        assert!(status.success(), "ci/install-c.sh {args:?}");
+    };
+    install(&[]);
+    let installed = files_under(&prefix);
+    for file in [
+        "include/locks.h",
+        "lib/liblocks.so",
+        "lib/liblocks.so.0",
+        "lib/liblocks.so.0.1.0",
+        "lib/liblocks.a",
+        "lib/pkgconfig/locks.pc",
+        "lib/pkgconfig/locks-static.pc",
+    ] {
+        assert!(
+            installed.iter().any(|f| f == file),
+            "{file} in {installed:?}"
+        );
+    }
+    std::fs::write(&mine, "not ours\n").unwrap();
+    install(&["--uninstall"]);
+    assert_eq!(files_under(&prefix), ["lib/pkgconfig/other.pc"]);
+}
+
+/// The files (and symlinks) under `root`, relative to it, sorted.
+fn files_under(root: &std::path::Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(entry.path());
+            } else {
+                let path = entry.path();
+                files.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    files.sort();
+    files
+}

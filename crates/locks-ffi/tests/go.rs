@@ -14,19 +14,37 @@ use locks_ffi::*;
 
 const LIMIT: Duration = Duration::from_secs(600);
 
-/// The package links the installed library through pkg-config, whose file
-/// lists the system libraries of native-static-libs.txt for static links.
+/// The package links the installed library through pkg-config (the static
+/// archive with `-tags locks_static`), whose files list the system libraries
+/// of native-static-libs.txt for static links.
 #[test]
 fn go_package_links_through_pkg_config() {
-    let source = std::fs::read_to_string(workspace().join("crates/locks-ffi/go/locks.go")).unwrap();
-    assert!(
-        source.lines().any(|l| l == "#cgo pkg-config: locks"),
-        "locks.go links through `#cgo pkg-config: locks`"
-    );
-    assert!(
-        !source.contains("#cgo LDFLAGS"),
-        "and names no libraries itself"
-    );
+    let go_dir = workspace().join("crates/locks-ffi/go");
+    for (file, tag, package) in [
+        ("link_shared.go", "//go:build !locks_static", "locks"),
+        ("link_static.go", "//go:build locks_static", "locks-static"),
+    ] {
+        let source = std::fs::read_to_string(go_dir.join(file)).unwrap();
+        assert!(source.starts_with(tag), "{file} starts with `{tag}`");
+        assert!(
+            source.contains(&format!("// #cgo pkg-config: {package}\n")),
+            "{file} links through `#cgo pkg-config: {package}`"
+        );
+    }
+    for file in std::fs::read_dir(&go_dir).unwrap() {
+        let source = std::fs::read_to_string(file.unwrap().path()).unwrap_or_default();
+        assert!(
+            !source.contains("#cgo LDFLAGS"),
+            "and names no libraries itself"
+        );
+    }
+    let static_libs = pkg_config(&["--libs-only-l", "locks-static"]);
+    for lib in native_static_libs() {
+        assert!(
+            static_libs.iter().any(|l| l == lib),
+            "locks-static.pc lacks {lib}: {static_libs:?}"
+        );
+    }
     let private = pkg_config(&["--static", "--libs-only-l"]);
     for lib in native_static_libs() {
         assert!(
