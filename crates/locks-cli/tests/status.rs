@@ -9,12 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::{locks, output};
 
-/// A `locks run` holding (or waiting for) node lock `name` while `sleep` runs.
-fn run_holding(config: &std::path::Path, name: &str) -> Child {
+/// A `locks run` holding (or waiting for) lock `name` in `scope` while `sleep` runs.
+fn run_holding(config: &std::path::Path, scope: &str, name: &str) -> Child {
     locks(config)
-        .args([
-            "run", "--scope", "node", "--name", name, "--", "sleep", "30",
-        ])
+        .args(["run", "--scope", scope, "--name", name, "--", "sleep", "30"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -22,24 +20,26 @@ fn run_holding(config: &std::path::Path, name: &str) -> Child {
         .expect("spawn locks run")
 }
 
-fn status(config: &std::path::Path, name: &str, json: bool) -> (i32, String, String) {
+/// `locks status` of lock `name` in `scope`: exit code, stdout, stderr.
+fn status(config: &std::path::Path, scope: &str, name: &str, json: bool) -> (i32, String, String) {
     let mut cmd: Command = locks(config);
-    cmd.args(["status", "--scope", "node", "--name", name]);
+    cmd.args(["status", "--scope", scope, "--name", name]);
     if json {
         cmd.arg("--json");
     }
     output(&mut cmd)
 }
 
-/// Polls `locks status` until `ready` holds for its stdout (10 s at most).
+/// Polls `locks status` until `ready` holds for its stdout (15 s at most).
 fn status_when(
     config: &std::path::Path,
+    scope: &str,
     name: &str,
     ready: impl Fn(&str) -> bool,
 ) -> (i32, String) {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let (code, stdout, stderr) = status(config, name, false);
+        let (code, stdout, stderr) = status(config, scope, name, false);
         if ready(&stdout) {
             return (code, stdout);
         }
@@ -66,12 +66,12 @@ fn a_lock_file_shows_its_holder_and_how_many_wait() {
     .expect("config");
     let name = "status-lioadm";
 
-    let (code, stdout, stderr) = status(&config, name, false);
+    let (code, stdout, stderr) = status(&config, "node", name, false);
     assert_eq!(code, 0, "free: {stdout}{stderr}");
     assert!(stdout.contains("state     free\n"), "{stdout}");
 
-    let mut holder = run_holding(&config, name);
-    let (code, stdout) = status_when(&config, name, |s| s.contains("state     held"));
+    let mut holder = run_holding(&config, "node", name);
+    let (code, stdout) = status_when(&config, "node", name, |s| s.contains("state     held"));
     assert_eq!(code, 1, "{stdout}");
     assert!(
         stdout.contains("holder    host=") && stdout.contains(&format!(" pid={} ", holder.id())),
@@ -81,8 +81,8 @@ fn a_lock_file_shows_its_holder_and_how_many_wait() {
     assert!(stdout.contains("program=locks "), "{stdout}");
     assert!(stdout.contains("token=unknown"), "{stdout}");
 
-    let mut waiters: Vec<Child> = (0..2).map(|_| run_holding(&config, name)).collect();
-    let (code, stdout) = status_when(&config, name, |s| s.contains("waiter 2 "));
+    let mut waiters: Vec<Child> = (0..2).map(|_| run_holding(&config, "node", name)).collect();
+    let (code, stdout) = status_when(&config, "node", name, |s| s.contains("waiter 2 "));
     assert_eq!(code, 1, "{stdout}");
     assert!(
         stdout.contains("waiter 1  host=") && stdout.contains("pid=unknown"),
@@ -101,7 +101,7 @@ fn a_lock_file_shows_its_holder_and_how_many_wait() {
     );
     assert!(all.contains("waiter 2 "), "{all}");
 
-    let (code, json, stderr) = status(&config, name, true);
+    let (code, json, stderr) = status(&config, "node", name, true);
     assert_eq!(code, 1, "{stderr}");
     assert!(json.contains("\"held\":true"), "{json}");
     assert!(json.contains(&format!("\"pid\":{}", holder.id())), "{json}");
@@ -110,7 +110,7 @@ fn a_lock_file_shows_its_holder_and_how_many_wait() {
         let _ = child.kill();
         let _ = child.wait();
     }
-    let (code, stdout) = status_when(&config, name, |s| s.contains("state     free"));
+    let (code, stdout) = status_when(&config, "node", name, |s| s.contains("state     free"));
     assert_eq!(code, 0, "{stdout}");
     let (code, all, stderr) = output(locks(&config).args(["status", "--all"]));
     assert_eq!(code, 0, "{all}{stderr}");
@@ -139,40 +139,6 @@ fn errors_exit_2() {
     assert!(stderr.contains("no lock `no-such-lock`"), "{stderr}");
 }
 
-/// A `locks run` holding (or waiting for) global lock `name` while `sleep` runs.
-fn run_global(config: &std::path::Path, name: &str) -> Child {
-    locks(config)
-        .args([
-            "run", "--scope", "global", "--name", name, "--", "sleep", "30",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn locks run")
-}
-
-/// Polls `locks status --scope global` until `ready` holds (15 s at most).
-fn global_status_when(
-    config: &std::path::Path,
-    name: &str,
-    ready: impl Fn(&str) -> bool,
-) -> (i32, String) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (code, stdout, stderr) =
-            output(locks(config).args(["status", "--scope", "global", "--name", name]));
-        if ready(&stdout) {
-            return (code, stdout);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "status never got there: {code} {stdout}{stderr}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The holder and two waiters, each a `locks run` process, in the order they
 /// came, pid by pid, on the Global backend `url`.
 fn holder_and_waiters_in_order(url: &str) {
@@ -187,8 +153,8 @@ fn holder_and_waiters_in_order(url: &str) {
     )
     .expect("config");
     let name = format!("status-cli-{}", std::process::id());
-    let mut holder = run_global(&config, &name);
-    let (code, stdout) = global_status_when(&config, &name, |s| s.contains("state     held"));
+    let mut holder = run_holding(&config, "global", &name);
+    let (code, stdout) = status_when(&config, "global", &name, |s| s.contains("state     held"));
     assert_eq!(code, 1, "{stdout}");
     let holder_line = stdout
         .lines()
@@ -199,10 +165,10 @@ fn holder_and_waiters_in_order(url: &str) {
         "the holder is `locks run` {}: {stdout}",
         holder.id()
     );
-    let mut first = run_global(&config, &name);
-    global_status_when(&config, &name, |s| s.contains("waiter 1 "));
-    let mut second = run_global(&config, &name);
-    let (code, stdout) = global_status_when(&config, &name, |s| s.contains("waiter 2 "));
+    let mut first = run_holding(&config, "global", &name);
+    status_when(&config, "global", &name, |s| s.contains("waiter 1 "));
+    let mut second = run_holding(&config, "global", &name);
+    let (code, stdout) = status_when(&config, "global", &name, |s| s.contains("waiter 2 "));
     assert_eq!(code, 1, "{stdout}");
     let waiter = |n: usize| {
         stdout

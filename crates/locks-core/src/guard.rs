@@ -118,15 +118,17 @@ impl Default for LockStateSender {
 /// A receiver for backends whose locks cannot be lost while the process lives
 /// (memory, file): always [`LockState::Held`].
 pub fn never_lost() -> watch::Receiver<LockState> {
-    // One channel for all such guards: it never changes, and building a channel
-    // per guard was a quarter of a memory-backend cycle. The receiver kept here
-    // means a guard's receiver is never the last one, whose drop would wake
-    // the (nonexistent) waiters on the sender.
+    never_lost_channel().1.clone()
+}
+
+/// The one channel of [`never_lost`]: it never changes, and building a
+/// channel per guard was a quarter of a memory-backend cycle. The receiver
+/// kept here means a guard's receiver is never the last one, whose drop would
+/// wake the (nonexistent) waiters on the sender.
+fn never_lost_channel() -> &'static (watch::Sender<LockState>, watch::Receiver<LockState>) {
     static HELD: std::sync::OnceLock<(watch::Sender<LockState>, watch::Receiver<LockState>)> =
         std::sync::OnceLock::new();
     HELD.get_or_init(|| watch::channel(LockState::Held))
-        .1
-        .clone()
 }
 
 /// The backend half of a guard: what it takes to let go of one held lock.
@@ -342,7 +344,7 @@ impl LockGuard {
     pub fn can_be_lost(&self) -> bool {
         self.state
             .as_ref()
-            .is_some_and(|state| !state.same_channel(&never_lost()))
+            .is_some_and(|state| !state.same_channel(&never_lost_channel().1))
     }
 
     /// A receiver of state changes, for `select!` loops.

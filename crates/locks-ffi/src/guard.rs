@@ -57,7 +57,7 @@ pub struct locks_guard {
     scope: locks_scope,
     token: u64,
     /// The lock's state while held; `None` for a lock that cannot be lost
-    /// (a local one), which is `Held` until released.
+    /// (memory, lock files), which is `Held` until released.
     state: Option<watch::Receiver<LockState>>,
     /// The client, for a release that needs its runtime; `None` for a local
     /// lock, which is released on the calling thread (its table lives as
@@ -76,7 +76,7 @@ impl locks_guard {
             c_name: OnceLock::new(),
             scope: guard.scope().into(),
             token: guard.token(),
-            state: (!local).then(|| guard.watch_state()),
+            state: guard.can_be_lost().then(|| guard.watch_state()),
             client: (!local).then(|| Arc::clone(client)),
             held: TakeOnce::new(guard),
             mirror: OnceLock::new(),
