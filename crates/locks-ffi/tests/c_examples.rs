@@ -161,12 +161,76 @@ fn cancel_ends_a_blocked_acquire_from_another_thread() {
 /// Every C program under valgrind: no invalid reads or writes, no use of
 /// uninitialised memory, no definite or indirect leaks.
 #[test]
+fn watch_works_its_steps_and_its_watcher_sees_the_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let mut cmd = Command::new(compile_c("watch"));
+    cmd.arg(&config).args(["watch-file", "5"]);
+    let ran = run(&mut cmd, LIMIT);
+    assert_eq!(ran.code(), 0, "{ran:?}");
+    assert!(
+        ran.stdout
+            .contains("did 5 steps; the watcher saw the release"),
+        "{ran:?}"
+    );
+}
+
+/// The watcher of a C program wakes when its etcd lease is lost behind a
+/// partition (the fault proxy), and the work stops at the next step.
+#[test]
+fn watch_stops_the_work_when_an_etcd_lease_is_lost() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let Some(etcd) = server("LOCKS_TEST_ETCD") else {
+        return;
+    };
+    let proxy = locks_fault_proxy::FaultProxy::start(etcd.parse().unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("etcd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backends]\nglobal = \"etcd://{}?ttl=2s&connect_timeout=500ms&prefix=%2Fwatch-{}%2F\"\nnode = \"file://{}\"\n",
+            proxy.addr(),
+            std::process::id(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    // 3000 steps of 10 ms: 30 s of work, far longer than the lease.
+    let mut child = Command::new(compile_c("watch"))
+        .arg(&config)
+        .args(["watch-etcd", "3000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("locked watch-etcd"), "{line:?}");
+    proxy.set(locks_fault_proxy::Fault::Blackhole);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "{rest}");
+    let done: u32 = rest
+        .strip_prefix("lost the lock: stopped after ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{rest:?}"));
+    assert!(done < 3000, "the work ran to its end: {rest}");
+    proxy.set(locks_fault_proxy::Fault::Pass);
+}
+
+#[test]
 fn c_programs_are_clean_under_valgrind() {
     if !have("valgrind", "apt-get install valgrind") {
         return;
     }
     // One lock directory each: they run side by side.
-    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
     let config = |i: usize| write_config(dirs[i].path()).display().to_string();
     let runs: Vec<(&str, Vec<String>, i32)> = vec![
         (
@@ -193,6 +257,11 @@ fn c_programs_are_clean_under_valgrind() {
             0,
         ),
         ("cancel", vec![config(4)], 0),
+        (
+            "watch",
+            vec![config(5), "watch-valgrind".into(), "5".into()],
+            0,
+        ),
     ];
     // The Global lock on the server backends too, when the servers are there.
     let mut runs = runs;
