@@ -21,7 +21,7 @@
 //! registered on first use and kept.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use locks_core::{LockRequest, ReleaseObserver, Scope};
@@ -47,8 +47,9 @@ const NO_ID: &str = "-";
 pub(crate) struct Metrics {
     /// The backend kind serving each scope.
     backends: [&'static str; 3],
-    /// Per scope, catalog id to handles.
-    by_id: [Mutex<HashMap<String, Arc<LockMetrics>>>; 3],
+    /// Per scope, catalog id to handles: read-locked on each acquire (so
+    /// acquires on many threads do not queue here), written once per id.
+    by_id: [RwLock<HashMap<String, Arc<LockMetrics>>>; 3],
 }
 
 impl Metrics {
@@ -76,13 +77,20 @@ impl Metrics {
     pub(crate) fn of(&self, request: &LockRequest) -> Arc<LockMetrics> {
         let i = crate::client::index(request.scope);
         let id = request.label.as_deref().unwrap_or(NO_ID);
-        let mut by_id = self.by_id[i].lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = by_id.get(id) {
+        let known = self.by_id[i].read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = known.get(id) {
             return Arc::clone(found);
         }
-        let made = Arc::new(LockMetrics::new(id, request.scope, self.backends[i]));
-        by_id.insert(id.to_owned(), Arc::clone(&made));
-        made
+        drop(known);
+        let mut by_id = self.by_id[i]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Another thread may have registered it between the two locks.
+        Arc::clone(
+            by_id
+                .entry(id.to_owned())
+                .or_insert_with(|| Arc::new(LockMetrics::new(id, request.scope, self.backends[i]))),
+        )
     }
 }
 
