@@ -22,6 +22,7 @@ use tokio::runtime::Handle;
 use crate::config::RedisConfig;
 use crate::conn::Conn;
 use crate::notify::Notifier;
+use crate::refresh::Refresher;
 
 /// The prefix of the tokens this crate writes, `locks-redis:<32 hex>:<host>:<pid>[:<label>]`:
 /// a holder whose token starts with it releases with a `PUBLISH`, and says
@@ -91,6 +92,10 @@ pub(crate) struct Core {
     pub(crate) conn: Arc<Conn>,
     pub(crate) local: LocalLocks<LockName>,
     pub(crate) notifier: Notifier,
+    /// The held keys, kept alive by one task (see `refresh`).
+    pub(crate) refresher: Arc<Refresher>,
+    /// Dropped with the core, it ends the refresh task.
+    _stop_refresh: tokio::sync::oneshot::Sender<()>,
     /// The runtime the backend was created on, for work started from `Drop`.
     pub(crate) handle: Handle,
     pub(crate) lock_timeout: Duration,
@@ -130,10 +135,13 @@ impl Core {
         })
         .await?;
         let notifier = Notifier::start(Arc::clone(&conn), &handle);
-        Ok(Arc::new(Core {
+        let (stop_refresh, refresh_stopped) = tokio::sync::oneshot::channel();
+        let core = Arc::new(Core {
             conn,
             local: LocalLocks::default(),
             notifier,
+            refresher: Arc::new(Refresher::new(lock_timeout)),
+            _stop_refresh: stop_refresh,
             handle,
             lock_timeout,
             lock_timeout_ms,
@@ -143,7 +151,9 @@ impl Core {
             pending: Mutex::new(HashMap::new()),
             next_pending: AtomicU64::new(0),
             process: format!("{}:{}", locks_core::host_name(), std::process::id()),
-        }))
+        });
+        crate::refresh::start(&core, refresh_stopped);
+        Ok(core)
     }
 
     /// The identity a holder writes into its token: `host:pid[:label]`, as

@@ -1,21 +1,17 @@
 //! What an acquire leaves behind: the key while it may be ours (deleted if
 //! the acquire fails or is dropped), and the held lock afterwards, kept alive
-//! by a refresh task that reports `AtRisk` and `Lost`.
+//! by the backend's refresh task (`refresh`), which reports `AtRisk` and `Lost`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use locks_core::{
     Error, ErrorKind, HeldLock, LocalTurn, LockName, LockState, LockStateSender, Result,
     async_trait,
 };
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::core::Core;
-
-/// How often a failed refresh is tried again.
-const REFRESH_RETRY: Duration = Duration::from_millis(100);
+use crate::refresh::HoldId;
 
 /// The state of one acquire in progress. Dropped while our key may exist (the
 /// acquire failed after sending, timed out or was cancelled), it deletes the
@@ -52,27 +48,23 @@ impl Contender {
     }
 
     /// The acquire succeeded with the request sent at `sent`: the key
-    /// becomes a held lock, refreshed in the background.
+    /// becomes a held lock, refreshed by the backend's refresh task.
     pub(crate) fn into_held(mut self, name: &LockName, sent: Instant) -> RedisHeld {
         self.armed = false;
         let state = LockStateSender::new();
-        let (stop, stopped) = oneshot::channel();
-        let core = Arc::clone(&self.core);
-        self.core.handle.spawn(keep_fresh(
-            Arc::clone(&core),
-            self.key.clone(),
-            self.token.clone(),
+        let hold = self.core.refresher.hold(
+            Arc::from(self.key.as_str()),
+            Arc::from(self.token.as_str()),
             state.clone(),
             sent,
-            stopped,
-        ));
+        );
         RedisHeld {
-            core,
+            core: Arc::clone(&self.core),
             name: name.clone(),
             key: std::mem::take(&mut self.key),
             token: std::mem::take(&mut self.token),
             state,
-            _stop: stop,
+            hold,
             local: self.local.take(),
             settled: false,
         }
@@ -92,66 +84,16 @@ impl Drop for Contender {
     }
 }
 
-/// Keeps a held key alive: re-arms its expiry every third of the lock
-/// timeout. A failed refresh makes the lock `AtRisk` (retried every 100 ms);
-/// a key found gone or someone else's, or no refresh confirmed until
-/// min(lock timeout / 5, 1 s) before the server could expire the key (the
-/// send time of the last confirmed refresh plus the lock timeout), makes it
-/// `Lost`: the holder is told before anybody else can take the key.
-async fn keep_fresh(
-    core: Arc<Core>,
-    key: String,
-    token: String,
-    state: LockStateSender,
-    sent: Instant,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let ttl = core.lock_timeout;
-    let interval = ttl / 3;
-    let margin = (ttl / 5).min(Duration::from_secs(1));
-    let mut lost_at = sent + ttl - margin;
-    let mut next = sent + interval;
-    loop {
-        tokio::select! {
-            _ = &mut stopped => return,
-            () = tokio::time::sleep_until(next) => {}
-            () = tokio::time::sleep_until(lost_at) => {
-                state.set(LockState::Lost);
-                return;
-            }
-        }
-        let sent = Instant::now();
-        let refreshed = tokio::select! {
-            _ = &mut stopped => return,
-            refreshed = tokio::time::timeout_at(lost_at, core.refresh(&key, &token)) => refreshed,
-        };
-        match refreshed {
-            Ok(Ok(true)) => {
-                lost_at = sent + ttl - margin;
-                next = sent + interval;
-                state.set(LockState::Held);
-            }
-            Ok(Ok(false)) | Err(_) => {
-                state.set(LockState::Lost);
-                return;
-            }
-            Ok(Err(_)) => {
-                state.set(LockState::AtRisk);
-                next = Instant::now() + REFRESH_RETRY;
-            }
-        }
-    }
-}
-
-/// A lock held in Redis: our key and token, the refresh task (stopped when
-/// this is dropped), and the local turn on the name.
+/// A lock held in Redis: our key and token, its entry in the backend's
+/// refresh table (removed when this is released or dropped), and the local
+/// turn on the name.
 pub(crate) struct RedisHeld {
     core: Arc<Core>,
     name: LockName,
     key: String,
     token: String,
     state: LockStateSender,
-    _stop: oneshot::Sender<()>,
+    hold: HoldId,
     local: Option<LocalTurn<LockName>>,
     /// The key was deleted or handed to a background delete. Until then,
     /// dropping this (a release cancelled half way) deletes it in the background.
@@ -167,6 +109,7 @@ impl RedisHeld {
 
 impl Drop for RedisHeld {
     fn drop(&mut self) {
+        self.core.refresher.forget(self.hold);
         if !self.settled {
             self.settled = true;
             let local = self.local.take();

@@ -17,7 +17,8 @@
 //! URL into a [`RedisConfig`]), `config`, `conn` (the master's connection,
 //! found through Sentinel, with failover), `core` (the session: the scripts
 //! and the fence counter), `wait` (polling and wake-ups), `notify` (pub/sub
-//! wake-ups), `held` (a held key, refresh and release), `tls`.
+//! wake-ups), `held` (a held key and its release), `refresh` (one task that
+//! keeps every held key alive), `tls`.
 //!
 //! # Layout (tooz's)
 //! Lock `N` is the key `<namespace>_N_lock` (namespace `_tooz` by default;
@@ -142,6 +143,7 @@ mod conn;
 mod core;
 mod held;
 mod notify;
+mod refresh;
 #[cfg(feature = "tls")]
 mod tls;
 mod url;
@@ -173,7 +175,7 @@ impl RedisBackend {
     /// configured) and checks that it answers.
     ///
     /// Must run inside a tokio runtime; that runtime also runs the refresh
-    /// tasks, the release subscriber and the background deletes.
+    /// task, the release subscriber and the background deletes.
     ///
     /// # Errors
     /// [`ErrorKind::InvalidConfig`] for a bad configuration,

@@ -168,6 +168,111 @@ async fn refreshes_keep_a_lock_past_its_timeout() {
         .unwrap();
 }
 
+/// The lowest PTTL of each of `keys` over `span`, looked at every 10 ms.
+async fn lowest_pttls(
+    conn: &mut redis::aio::MultiplexedConnection,
+    keys: &[&str],
+    span: Duration,
+) -> Vec<i64> {
+    let until = Instant::now() + span;
+    let mut lowest = vec![i64::MAX; keys.len()];
+    while Instant::now() < until {
+        for (key, lowest) in keys.iter().zip(&mut lowest) {
+            let pttl: i64 = redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap();
+            *lowest = (*lowest).min(pttl);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    lowest
+}
+
+/// One task refreshes every key a backend holds: holds taken at different
+/// times, amid many short ones, each keep their own schedule; one lost does
+/// not disturb the others; and a hold taken after the backend held nothing
+/// for a while is refreshed too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_backends_holds_are_each_refreshed_on_their_own_schedule() {
+    let Some(config) = common::plain_config() else {
+        return;
+    };
+    let mut config = config;
+    config.lock_timeout = Duration::from_secs(2);
+    let backend = common::connect(config.clone()).await;
+    let mut conn = raw(&config).await;
+    // As in `refreshes_keep_a_lock_past_its_timeout`: refreshes a third of
+    // the lock timeout apart keep the PTTL above two thirds of it.
+    let floor = i64::try_from((config.lock_timeout * 2 / 3).as_millis()).unwrap() - 250;
+    let names: Vec<LockName> = ["first", "second", "victim", "after-idle"]
+        .iter()
+        .map(|n| unique_name(&format!("shared-refresh-{n}")))
+        .collect();
+    let keys: Vec<String> = names.iter().map(|n| backend.key_of(n)).collect();
+    let first = take(&backend, &names[0], Wait::TryOnce).await;
+    let victim = take(&backend, &names[2], Wait::TryOnce).await;
+    // Short holds of other names come and go meanwhile.
+    let churn = unique_name("shared-refresh-churn");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(300) {
+        take(&backend, &churn, Wait::TryOnce)
+            .await
+            .release()
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Taken a third of a lock timeout later: due later than the first.
+    let second = take(&backend, &names[1], Wait::TryOnce).await;
+    // Someone else takes the victim's key over.
+    let () = redis::cmd("SET")
+        .arg(&keys[2])
+        .arg("intruder")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let lowest = lowest_pttls(
+        &mut conn,
+        &[&keys[0], &keys[1]],
+        Duration::from_millis(2500),
+    )
+    .await;
+    eprintln!("lowest PTTLs {lowest:?} ms (floor {floor} ms)");
+    assert!(
+        lowest.iter().all(|&l| l >= floor),
+        "PTTLs fell to {lowest:?} ms: a hold was not refreshed every third of the lock timeout"
+    );
+    assert_eq!(
+        victim.state(),
+        LockState::Lost,
+        "the victim's key was taken over"
+    );
+    assert_eq!(first.state(), LockState::Held);
+    assert_eq!(second.state(), LockState::Held);
+    assert_eq!(victim.release().await.unwrap_err().kind(), ErrorKind::Lost);
+    first.release().await.unwrap();
+    // The second alone, then nothing held for longer than a refresh interval.
+    let lowest = lowest_pttls(&mut conn, &[&keys[1]], Duration::from_millis(800)).await;
+    assert!(
+        lowest[0] >= floor,
+        "the second's PTTL fell to {lowest:?} ms"
+    );
+    second.release().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let after_idle = take(&backend, &names[3], Wait::TryOnce).await;
+    let lowest = lowest_pttls(&mut conn, &[&keys[3]], Duration::from_millis(2500)).await;
+    assert!(
+        lowest[0] >= floor,
+        "a hold taken after an idle spell was not refreshed: PTTL fell to {lowest:?} ms"
+    );
+    assert_eq!(after_idle.state(), LockState::Held);
+    after_idle.release().await.unwrap();
+    let () = redis::cmd("DEL")
+        .arg(&keys[2])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(backend.active_names(), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_taken_over_is_lost_and_left_alone() {
     let Some(config) = common::plain_config() else {
