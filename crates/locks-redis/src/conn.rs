@@ -323,13 +323,18 @@ impl Conn {
         }
         let client = self.client(address, settings, tls)?;
         // The crate's default response timeout is 500 ms: far too short for a
-        // server under load, and not ours to choose. Every request is bounded
-        // by `call` instead; this is only a backstop.
+        // server under load, and not ours to choose. Every request on the
+        // command connection is bounded by `call` (and the sentinels' and
+        // `ROLE`'s by their callers), so it gets none: one timer per request
+        // instead of two. The subscriber's commands are not sent through
+        // `call`: its connection keeps the request timeout as a backstop.
         let mut options = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.config.connect_timeout))
-            .set_response_timeout(Some(self.timeout));
+            .set_response_timeout(None);
         if let Some(push) = push {
-            options = options.set_push_sender(push);
+            options = options
+                .set_push_sender(push)
+                .set_response_timeout(Some(self.timeout));
         }
         client
             .get_multiplexed_async_connection_with_config(&options)
