@@ -7,7 +7,11 @@
 //! entry in a table, and the task is woken only when a new entry is due
 //! before the task would look anyway (in a loop of acquires and releases,
 //! once per third of the lock timeout). Each refresh, when due, runs as a
-//! task of its own, so a slow one holds up no other.
+//! task of its own, so a slow one holds up no other. A wake-up also
+//! refreshes the holds due within the next eighth of the refresh interval
+//! (early, which only shortens the interval; not a retry), so the task, which looks at
+//! every hold when it wakes, wakes at most about eight times per interval
+//! however many holds there are and however their times are spread.
 //!
 //! The rules, per hold: a refresh that fails makes the lock
 //! [`LockState::AtRisk`] (and is retried every 100 ms); a key found gone or
@@ -70,6 +74,9 @@ pub(crate) struct Refresher {
     ttl: Duration,
     interval: Duration,
     margin: Duration,
+    /// How early a hold may be refreshed along with others (an eighth of
+    /// the interval).
+    slack: Duration,
 }
 
 /// A hold's place in the [`Refresher`]'s table.
@@ -83,6 +90,7 @@ impl Refresher {
             ttl,
             interval: ttl / 3,
             margin: (ttl / 5).min(Duration::from_secs(1)),
+            slack: ttl / 24,
         }
     }
 
@@ -179,6 +187,7 @@ pub(crate) fn start(core: &Arc<Core>, stop: oneshot::Receiver<()>) {
 async fn run(core: Weak<Core>, refresher: Arc<Refresher>, mut stop: oneshot::Receiver<()>) {
     loop {
         let now = Instant::now();
+        let soon = now + refresher.slack;
         let mut due = Vec::new();
         let alarm = {
             let mut table = refresher.table();
@@ -190,7 +199,9 @@ async fn run(core: Weak<Core>, refresher: Arc<Refresher>, mut stop: oneshot::Rec
                 true
             });
             for (id, entry) in &mut table.entries {
-                if !entry.refreshing && entry.next <= now {
+                // A retry (AtRisk) waits its 100 ms.
+                let early = entry.state.get() == LockState::Held;
+                if !entry.refreshing && (entry.next <= now || early && entry.next <= soon) {
                     entry.refreshing = true;
                     due.push((
                         *id,
