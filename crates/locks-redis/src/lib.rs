@@ -50,8 +50,10 @@
 //! wins), so [`Capabilities::fifo`] is `false`.
 //!
 //! # Holding, AtRisk and Lost
-//! Every held key is refreshed every third of the lock timeout (default
-//! 30 s, tooz's). A refresh that fails makes the guard report
+//! Every held key is refreshed at most a third of the lock timeout (default
+//! 30 s, tooz's) after the last one, by one task per backend that keeps all
+//! its held keys (so taking and releasing a lock spawns no task). A refresh
+//! that fails makes the guard report
 //! [`LockState::AtRisk`](locks_core::LockState::AtRisk) (and is retried every
 //! 100 ms); a key found expired or someone else's, or no refresh confirmed
 //! until min(lock timeout / 5, 1 s) before the server could expire the key
