@@ -3,7 +3,7 @@
 use std::cell::UnsafeCell;
 use std::ffi::{CString, c_char, c_int};
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -157,18 +157,17 @@ impl locks_guard {
             }
             mirror
         });
-        // Pairs with the fence in `release`: either the release sees this
-        // mirror and wakes it, or this waiter sees the lock taken out.
-        fence(Ordering::SeqCst);
+        // After the mirror exists: either the release sees this mark and
+        // wakes the mirror, or this waiter sees the lock taken out.
+        self.held.watch();
         mirror
     }
 
     /// Ends the lock: the first call takes it and releases it, later ones
     /// (from any thread) get `None`.
     fn release(&self) -> Option<FfiResult> {
-        let held = self.held.take()?;
-        fence(Ordering::SeqCst);
-        if let Some(mirror) = self.mirror.get() {
+        let (held, watched) = self.held.take()?;
+        if watched && let Some(mirror) = self.mirror.get() {
             mirror.released.notify_one();
             mirror.notify();
         }
@@ -201,42 +200,59 @@ impl StateMirror {
 }
 
 /// A value that one caller, on any thread, can take out once; cheaper than a
-/// mutex around an `Option` (one atomic swap), and all a guard needs: its
-/// lock is only ever taken out to be released.
+/// mutex around an `Option` (one atomic read-modify-write), and all a guard
+/// needs: its lock is only ever taken out to be released. It also records
+/// whether anyone waits for the taking ([`watch`](Self::watch)), in the same
+/// atomic, so that a release pays for waking waiters only when there are any.
 struct TakeOnce<T> {
-    taken: AtomicBool,
+    /// [`TAKEN`] and [`WATCHED`].
+    flags: AtomicU8,
     value: UnsafeCell<ManuallyDrop<T>>,
 }
 
-// SAFETY: the value is only reached by the one caller whose swap of `taken`
-// found it false, which moves it out; it is never shared, only sent.
+/// The value was taken out.
+const TAKEN: u8 = 1;
+/// Someone waits for the value to be taken out.
+const WATCHED: u8 = 2;
+
+// SAFETY: the value is only reached by the one caller whose `fetch_or` set
+// `TAKEN`, which moves it out; it is never shared, only sent.
 unsafe impl<T: Send> Sync for TakeOnce<T> {}
 
 impl<T> TakeOnce<T> {
     fn new(value: T) -> Self {
         TakeOnce {
-            taken: AtomicBool::new(false),
+            flags: AtomicU8::new(0),
             value: UnsafeCell::new(ManuallyDrop::new(value)),
         }
     }
 
     fn is_taken(&self) -> bool {
-        self.taken.load(Ordering::Acquire)
+        self.flags.load(Ordering::Acquire) & TAKEN != 0
     }
 
-    fn take(&self) -> Option<T> {
-        if self.taken.swap(true, Ordering::AcqRel) {
+    /// Marks the value watched. Both marks are read-modify-writes of one
+    /// atomic, so of a `watch` and a `take` the later one sees the earlier.
+    fn watch(&self) {
+        self.flags.fetch_or(WATCHED, Ordering::AcqRel);
+    }
+
+    /// The value, and whether it was watched before; `None` once taken.
+    fn take(&self) -> Option<(T, bool)> {
+        let before = self.flags.fetch_or(TAKEN, Ordering::AcqRel);
+        if before & TAKEN != 0 {
             return None;
         }
-        // SAFETY: this caller turned `taken` from false to true, so it is the
-        // only one ever to reach the value, which is still there.
-        Some(unsafe { ManuallyDrop::take(&mut *self.value.get()) })
+        // SAFETY: this caller set `TAKEN`, so it is the only one ever to
+        // reach the value, which is still there.
+        let value = unsafe { ManuallyDrop::take(&mut *self.value.get()) };
+        Some((value, before & WATCHED != 0))
     }
 }
 
 impl<T> Drop for TakeOnce<T> {
     fn drop(&mut self) {
-        if !*self.taken.get_mut() {
+        if *self.flags.get_mut() & TAKEN == 0 {
             // SAFETY: not taken, so still there; `&mut self` is exclusive.
             unsafe { ManuallyDrop::drop(self.value.get_mut()) }
         }
