@@ -198,16 +198,26 @@ impl Core {
                     self.timeout,
                     &report,
                 );
+                // Without a client certificate, a server that wants one
+                // either ends the TLS 1.3 handshake with an alert or breaks
+                // the connection right after it (which one varies by timing).
                 if self.tls_without_client_certificate
-                    && ["broken pipe", "reset", "closed"]
-                        .iter()
-                        .any(|word| report.contains(word))
+                    && [
+                        "broken pipe",
+                        "reset",
+                        "closed",
+                        "BadCertificate",
+                        "CertificateRequired",
+                    ]
+                    .iter()
+                    .any(|word| report.contains(word))
                 {
                     error = Error::new(
                         error.kind(),
                         format!(
-                            "{}; the connections broke right after the TLS handshake: if etcd wants \
-                             client certificates (--client-cert-auth), give `cert` and `key`",
+                            "{}; the server ended the connections at or right after the TLS \
+                             handshake: if etcd wants client certificates (--client-cert-auth), \
+                             give `cert` and `key`",
                             error.message()
                         ),
                     );
