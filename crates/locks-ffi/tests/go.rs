@@ -67,11 +67,10 @@ fn go_test_passes() {
         LIMIT,
     );
     assert_eq!(ran.code(), 0, "go test:\n{}\n{}", ran.stdout, ran.stderr);
-    let ran = run(
-        &mut go(&["vet", "./..."], &workspace().join("examples/go")),
-        LIMIT,
-    );
-    assert_eq!(ran.code(), 0, "go vet examples/go:\n{}", ran.stderr);
+    for dir in ["crates/locks-ffi/go", "examples/go"] {
+        let ran = run(&mut go(&["vet", "./..."], &workspace().join(dir)), LIMIT);
+        assert_eq!(ran.code(), 0, "go vet {dir}:\n{}", ran.stderr);
+    }
 }
 
 /// `Guard.Context()` ends when an etcd lease really expires: the Go test
