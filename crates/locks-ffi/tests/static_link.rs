@@ -61,8 +61,15 @@ fn needed(program: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Runs the infinidat example (C or Go) on lock files and checks it locked.
-fn runs_infinidat(program: &Path, args: &[&str]) {
+/// Checks that the infinidat example (C or Go) needs no liblocks.so, then
+/// runs it on lock files and checks it locked.
+fn runs_statically_linked(program: &Path, args: &[&str]) {
+    let libs = needed(program);
+    assert!(
+        !libs.iter().any(|l| l.starts_with("liblocks")),
+        "{} is linked statically, yet needs {libs:?}",
+        program.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path());
     let mut cmd = Command::new(program);
@@ -100,12 +107,7 @@ fn c_links_statically(pkg_config_path: &Path, args: &[&str], out: &Path) {
         "cc with pkg-config {args:?}: {}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let libs = needed(out);
-    assert!(
-        !libs.iter().any(|l| l.starts_with("liblocks")),
-        "pkg-config {args:?}: linked statically, yet needs {libs:?}"
-    );
-    runs_infinidat(out, &["CONFIG", "10.0.0.1"]);
+    runs_statically_linked(out, &["CONFIG", "10.0.0.1"]);
 }
 
 #[test]
@@ -157,10 +159,5 @@ fn a_go_program_links_statically() {
         "go build -tags locks_static: {}",
         String::from_utf8_lossy(&built.stderr)
     );
-    let libs = needed(&program);
-    assert!(
-        !libs.iter().any(|l| l.starts_with("liblocks")),
-        "linked statically, yet needs {libs:?}"
-    );
-    runs_infinidat(&program, &["-config", "CONFIG", "-address", "10.0.0.1"]);
+    runs_statically_linked(&program, &["-config", "CONFIG", "-address", "10.0.0.1"]);
 }

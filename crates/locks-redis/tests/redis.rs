@@ -117,15 +117,22 @@ async fn keys_are_toozs_and_fences_count_per_name() {
     guard.release().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refreshes_keep_a_lock_past_its_timeout() {
-    let Some(config) = common::plain_config() else {
-        return;
-    };
-    let mut config = config;
+/// The test server's configuration with a 2 s lock timeout, a backend on it
+/// and a raw connection to look at its keys; `None` without a server.
+async fn two_second_backend()
+-> Option<(RedisConfig, RedisBackend, redis::aio::MultiplexedConnection)> {
+    let mut config = common::plain_config()?;
     config.lock_timeout = Duration::from_secs(2);
     let backend = common::connect(config.clone()).await;
-    let mut conn = raw(&config).await;
+    let conn = raw(&config).await;
+    Some((config, backend, conn))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshes_keep_a_lock_past_its_timeout() {
+    let Some((config, backend, mut conn)) = two_second_backend().await else {
+        return;
+    };
     let peer = common::connect(config.clone()).await;
     let name = unique_name("refresh");
     let key = backend.key_of(&name);
@@ -192,13 +199,9 @@ async fn lowest_pttls(
 /// for a while is refreshed too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_backends_holds_are_each_refreshed_on_their_own_schedule() {
-    let Some(config) = common::plain_config() else {
+    let Some((config, backend, mut conn)) = two_second_backend().await else {
         return;
     };
-    let mut config = config;
-    config.lock_timeout = Duration::from_secs(2);
-    let backend = common::connect(config.clone()).await;
-    let mut conn = raw(&config).await;
     // As in `refreshes_keep_a_lock_past_its_timeout`: refreshes a third of
     // the lock timeout apart keep the PTTL above two thirds of it.
     let floor = i64::try_from((config.lock_timeout * 2 / 3).as_millis()).unwrap() - 250;
